@@ -1,1 +1,59 @@
-//! placeholder
+//! `vmm`: bulkhead's KVM micro-VM monitor, as a library.
+//!
+//! ```no_run
+//! let config = vmm::VmConfig::new("guest.elf");
+//! let report = vmm::Vm::new(&config)?.run()?;
+//! println!("guest ended: {}", report.reason);
+//! # Ok::<(), vmm::Error>(())
+//! ```
+//!
+//! # Architecture notes
+//!
+//! One module per concept, named as the kernel names it:
+//! - `config`: [`VmConfig`], from CLI flags or JSON, validated once before anything exists.
+//! - `memory`: the guest physical address map, RAM and the e820 view.
+//! - `boot::{loader, params, paging, gdt, mptable}`: kernel/initrd loading, zero page or PVH
+//!   start info, identity page tables, boot GDT, MP table for SMP.
+//! - `kvm::{vm, vcpu, cpuid}`: /dev/kvm, the VM fd (memory slots, in-kernel irqchip, PIT,
+//!   irqfd, ioeventfd) and the vCPU threads with their exit handling.
+//! - `devices::{serial, i8042, boot_timer}` on the port-I/O bus, `devices::virtio::{mmio,
+//!   queue, blk, net, vsock, rng}` on the MMIO bus.
+//! - `event_loop`: the device thread (epoll via event-manager); `vm`: wiring and running.
+//!
+//! rust-vmm crates used, and why:
+//! - `kvm-ioctls` / `kvm-bindings`: safe wrappers for every KVM ioctl; no hand-written
+//!   ioctl numbers or structure layouts.
+//! - `vm-memory`: guest RAM as mmap'd regions with bounds-checked access. Every guest
+//!   address a device touches goes through it, so a bad address is an error, never a host
+//!   memory access.
+//! - `linux-loader`: bzImage and ELF (with PVH note) loading and the `boot_params` /
+//!   `hvm_start_info` layouts.
+//! - `vm-superio`: the 16550 UART and i8042 register logic.
+//! - `virtio-queue`: split virtqueue handling (avail/used rings, chain walking with loop
+//!   protection); `queue` adds the per-buffer validation the devices rely on.
+//! - `vmm-sys-util`: eventfd and signals (vCPU kick). `event-manager`: the epoll loop.
+//!
+//! Things written here rather than taken from a crate: the MP table (no maintained crate;
+//! the format is small), CPUID topology fix-ups, the virtio-mmio transport and the four
+//! devices (the rust-vmm `virtio-devices` crates are not published in a usable form), and a
+//! minimal stderr `tracing` subscriber (`logger`) to avoid `tracing-subscriber`'s tree.
+//!
+//! Threads: one per vCPU (runs KVM_RUN, handles port I/O and MMIO register accesses), and
+//! the caller of [`Vm::run`] as the event loop (queue work, host I/O). A device's state sits
+//! behind one mutex shared by both sides.
+
+pub mod boot;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod event_loop;
+pub mod kvm;
+pub mod logger;
+pub mod memory;
+pub mod shutdown;
+pub mod vm;
+
+pub use config::{BootProtocol, DiskConfig, NetConfig, VmConfig, VsockConfig};
+pub use error::{Error, Result};
+pub use shutdown::ShutdownReason;
+pub use vm::{Vm, VmReport};

@@ -1,0 +1,91 @@
+//! Opening /dev/kvm and creating the VM: memory slots, the in-kernel irqchip (PIC + IOAPIC +
+//! LAPICs) and the PIT, irqfds for device interrupts and ioeventfds for queue notifications.
+
+use std::path::Path;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::error::{Error, Result};
+
+/// KVM on Intel needs three pages for the real-mode TSS somewhere the guest never uses; the
+/// top of the 32-bit space below the BIOS area is the customary place.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// Oldest API KVM has had since 2.6.22; anything else is not a KVM we know.
+const KVM_API_VERSION: i32 = 12;
+
+pub const KVM_PATH: &str = "/dev/kvm";
+
+/// Opens /dev/kvm with an error that says what is missing.
+pub fn open_kvm() -> Result<Kvm> {
+    if !Path::new(KVM_PATH).exists() {
+        return Err(Error::KvmUnavailable(
+            "does not exist (no KVM on this host, or the kvm module is not loaded)".into(),
+        ));
+    }
+    let kvm = Kvm::new().map_err(|e| Error::KvmUnavailable(format!("cannot open: {e}")))?;
+    if kvm.get_api_version() != KVM_API_VERSION {
+        return Err(Error::KvmUnavailable(format!(
+            "unexpected KVM API version {}",
+            kvm.get_api_version()
+        )));
+    }
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
+        (Cap::Pit2, "KVM_CAP_PIT2"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(Error::KvmUnavailable(format!("{name} is not supported")));
+        }
+    }
+    Ok(kvm)
+}
+
+/// Creates the VM with its irqchip and PIT.
+pub fn create_vm(kvm: &Kvm) -> Result<VmFd> {
+    let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+    vm.set_tss_address(KVM_TSS_ADDRESS)
+        .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+    // A dummy speaker port keeps guests that beep from exiting to us for port 0x61.
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+    Ok(vm)
+}
+
+/// Gives KVM one memory slot per guest RAM region.
+pub fn register_memory(kvm: &Kvm, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
+    let max_slots = kvm.get_nr_memslots();
+    if mem.num_regions() > max_slots {
+        return Err(Error::GuestMemory(format!(
+            "{} regions but KVM has only {max_slots} memory slots",
+            mem.num_regions()
+        )));
+    }
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| Error::GuestMemory(format!("host address of a region: {e}")))?;
+        let region_desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the host range is a live mapping owned by `mem`, which the caller keeps
+        // alive for as long as the VM exists (the VM struct holds both); KVM only accesses it
+        // while vCPUs run, and the slots do not overlap because the regions do not.
+        unsafe { vm.set_user_memory_region(region_desc) }
+            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}

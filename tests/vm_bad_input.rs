@@ -1,0 +1,146 @@
+//! Bad input to `bulkhead vm run`: each case must end with exit status 1, exactly one
+//! error line naming the problem, and nothing left behind on the host (no vsock socket file,
+//! no console file).
+
+mod vm_common;
+
+use std::time::Duration;
+
+use vm_common::{guest, run, Finished, TempDir, BULKHEAD};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Runs with a vsock socket and a console file configured, so the test can check that a
+/// refused VM created neither.
+fn refused(dir: &TempDir, args: &[&str]) -> Finished {
+    let uds = dir.path("v.sock");
+    let console = dir.path("console.log");
+    let mut all = vec!["vm", "run"];
+    all.extend_from_slice(args);
+    let vs = format!("3,uds={}", uds.display());
+    all.extend_from_slice(&["--vsock", &vs, "--console", console.to_str().unwrap()]);
+    let out = run(&all, T);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line\n{out}");
+    assert!(lines[0].starts_with("bulkhead: "), "{out}");
+    assert!(!uds.exists(), "vsock socket created by a refused VM");
+    assert!(!console.exists(), "console file created by a refused VM");
+    out
+}
+
+#[test]
+fn kernel_that_is_neither_bzimage_nor_elf() {
+    let dir = TempDir::new("bad-kernel");
+    let k = dir.path("kernel");
+    std::fs::write(&k, b"#!/bin/sh\necho this is not a kernel\n").unwrap();
+    let out = refused(&dir, &["--kernel", k.to_str().unwrap()]);
+    assert!(out.stderr.contains("neither a bzImage"), "{out}");
+    assert!(out.stderr.contains(k.to_str().unwrap()), "{out}");
+}
+
+#[test]
+fn initrd_that_does_not_fit() {
+    let dir = TempDir::new("bad-initrd");
+    let initrd = dir.path("initrd");
+    std::fs::File::create(&initrd)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    let out = refused(
+        &dir,
+        &[
+            "--kernel",
+            guest().elf.to_str().unwrap(),
+            "--memory",
+            "32",
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
+    );
+    assert!(out.stderr.contains("initrd"), "{out}");
+    assert!(out.stderr.contains("do not fit in guest memory"), "{out}");
+}
+
+#[test]
+fn zero_cpus() {
+    let dir = TempDir::new("bad-cpus");
+    let out = refused(
+        &dir,
+        &["--kernel", guest().elf.to_str().unwrap(), "--cpus", "0"],
+    );
+    assert!(out.stderr.contains("cpus: must be at least 1"), "{out}");
+}
+
+#[test]
+fn more_memory_than_the_host_has() {
+    let dir = TempDir::new("bad-mem");
+    let out = refused(
+        &dir,
+        &[
+            "--kernel",
+            guest().elf.to_str().unwrap(),
+            "--memory",
+            "100000000",
+        ],
+    );
+    assert!(
+        out.stderr
+            .contains("memory: 100000000 MiB is more than the host has"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_disk() {
+    let dir = TempDir::new("bad-disk");
+    let disk = dir.path("no-such-disk.img");
+    let out = refused(
+        &dir,
+        &[
+            "--kernel",
+            guest().elf.to_str().unwrap(),
+            "--disk",
+            disk.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("disk {}: No such file", disk.display())),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_kernel_and_bad_json() {
+    let dir = TempDir::new("bad-json");
+    let out = refused(&dir, &["--kernel", dir.path("vmlinux").to_str().unwrap()]);
+    assert!(out.stderr.contains("kernel"), "{out}");
+    let cfg = dir.path("vm.json");
+    std::fs::write(&cfg, r#"{"kernel": "/k", "cpu": 2}"#).unwrap();
+    let out = refused(&dir, &["--config", cfg.to_str().unwrap()]);
+    assert!(out.stderr.contains("unknown field `cpu`"), "{out}");
+}
+
+/// /dev/kvm hidden by a private mount namespace with an empty /dev.
+#[test]
+fn missing_dev_kvm() {
+    let dir = TempDir::new("bad-kvm");
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {BULKHEAD} vm run --kernel {} --vsock 3,uds={} --console {}",
+        guest().elf.display(),
+        dir.path("v.sock").display(),
+        dir.path("console.log").display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "bulkhead: /dev/kvm: does not exist (no KVM on this host, or the kvm module is not loaded)"
+    );
+    assert!(!dir.path("v.sock").exists() && !dir.path("console.log").exists());
+}

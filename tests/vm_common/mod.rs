@@ -1,0 +1,226 @@
+//! Shared helpers of the VM end-to-end tests: building the test guest with gcc, unique
+//! temporary directories removed even when a test fails, and running `bulkhead vm run`
+//! with a time limit while its output streams in.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BULKHEAD: &str = env!("CARGO_BIN_EXE_bulkhead");
+
+/// The guest images built once per test binary by guest/build.sh.
+pub struct Guest {
+    pub elf: PathBuf,
+    pub bzimage: PathBuf,
+}
+
+pub fn guest() -> &'static Guest {
+    static GUEST: OnceLock<Guest> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // Per process, under the target dir: parallel test binaries never share outputs.
+        let out =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vm-guest-{}", std::process::id()));
+        let status = Command::new("sh")
+            .arg(root.join("guest/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run guest/build.sh (needs gcc and binutils)");
+        assert!(status.success(), "guest/build.sh failed: {status}");
+        Guest {
+            elf: out.join("guest.elf"),
+            bzimage: out.join("guest.bzImage"),
+        }
+    })
+}
+
+/// A temporary directory removed on drop (also when the test panics).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "bulkhead-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `bulkhead` whose stdout lines arrive on a channel; killed on drop.
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    pub stdout: Vec<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+pub fn spawn(args: &[&str]) -> Running {
+    let mut child = Command::new(BULKHEAD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bulkhead");
+    let out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    Running {
+        child,
+        lines,
+        stdout: Vec::new(),
+        stderr: Some(stderr),
+    }
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The one serial line starting with `prefix` (panics with the whole output otherwise).
+    pub fn line(&self, prefix: &str) -> &str {
+        self.stdout
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no serial line starting with {prefix:?}\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Running {
+    /// Waits for a serial line containing `needle`, up to `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout.push(line.clone());
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for the process to end (killing it after `timeout`) and collects its output.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.stdout.push(l);
+        }
+        let stderr = self.stderr.take().and_then(|h| h.join().ok());
+        Finished {
+            status,
+            stdout: std::mem::take(&mut self.stdout).join("\n"),
+            stderr: stderr.unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `bulkhead` to completion.
+pub fn run(args: &[&str], timeout: Duration) -> Finished {
+    spawn(args).finish(timeout)
+}
+
+/// The VMM's closing report line on stderr; checks the guest wrote the boot timer.
+pub fn shutdown_report(out: &Finished) -> String {
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("bulkhead vm: guest shut down ("))
+        .unwrap_or_else(|| panic!("no shutdown report on stderr\n{out}"));
+    assert!(
+        line.contains(", boot-timer ") && !line.contains("boot-timer not written"),
+        "the guest did not write the boot timer\n{out}"
+    );
+    line.to_string()
+}
+
+/// FNV-1a, the checksum the test guest prints for the initrd.
+pub fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(16_777_619)
+    })
+}
+
+/// Deterministic bytes for disks and initrds (xorshift).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
