@@ -1,1 +1,587 @@
-//! placeholder
+//! cgroups for containers: one interface over v1, v2 and hybrid hosts.
+//!
+//! ## Architecture notes
+//! - [`layout`] reads the mounted hierarchies from /proc/self/mountinfo; nothing is
+//!   assumed about /sys/fs/cgroup. On a hybrid host every controller is driven
+//!   through the hierarchy that owns it (a v1 mount if one binds it, else the
+//!   cgroup2 mount), so limits land where the kernel enforces them.
+//! - A [`Cgroup`] is the set of directories, one per hierarchy, that hold the
+//!   container; it records which directories it created so removal (after
+//!   `delete`, or when `create` fails half-way) leaves nothing behind and never
+//!   touches directories that existed before.
+//! - [`v1`] and [`v2`] translate OCI resources into controller files; every
+//!   write that the kernel rejects is reported with the file and the value.
+//! - No systemd driver: cgroupfs only (no systemd runs on the hosts we target;
+//!   `features` says so).
+
+pub mod devices;
+pub mod layout;
+pub mod v1;
+pub mod v2;
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use layout::{Hierarchies, Hierarchy, Layout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused a value written to a controller file.
+    #[error("cgroup: writing {value:?} to {file}: {source}")]
+    Write {
+        file: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no cgroup hierarchy is mounted")]
+    NoCgroups,
+    /// A resource the config asks for that this host cannot provide.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A value that is wrong whatever the host.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Write a controller file, naming file and value on failure.
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|source| Error::Write {
+        file: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| Error::io(format!("read {}", path.display()), e))
+}
+
+/// One directory of the container's cgroup, in one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dir {
+    pub v2: bool,
+    /// v1: the controllers of the hierarchy; v2: those enabled for it.
+    pub controllers: Vec<String>,
+    pub path: PathBuf,
+}
+
+impl Dir {
+    pub fn has(&self, c: &str) -> bool {
+        self.controllers.iter().any(|x| x == c)
+    }
+}
+
+/// What is persisted in the container's state to find the cgroup again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    pub layout: Layout,
+    /// The cgroup path as resolved (from the hierarchy roots).
+    pub path: String,
+    pub dirs: Vec<Dir>,
+    /// Directories this runtime created, parents first.
+    pub created: Vec<PathBuf>,
+}
+
+/// A container's cgroup across all hierarchies.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    pub layout: Layout,
+    pub path: String,
+    pub dirs: Vec<Dir>,
+    created: Vec<PathBuf>,
+}
+
+/// The default cgroup path for a container, as runc's cgroupfs driver: the
+/// container ID relative to the runtime's own cgroup.
+pub fn default_path(id: &str) -> String {
+    id.to_string()
+}
+
+/// Check a cgroupsPath value before anything is created.
+pub fn validate_path(p: &str) -> Result<()> {
+    if p.split('/').any(|c| c == ".." || c == ".") {
+        return Err(Error::Invalid(format!(
+            "linux.cgroupsPath: {p:?} must not contain '.' or '..' components"
+        )));
+    }
+    if p.contains('\0') || p.contains('\n') {
+        return Err(Error::Invalid(format!(
+            "linux.cgroupsPath: {p:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+impl Cgroup {
+    /// Resolve the container's cgroup in every hierarchy (creating nothing).
+    /// Absolute paths are taken from each hierarchy's root; relative ones from
+    /// the runtime's own cgroup in that hierarchy (runc's cgroupfs rule).
+    pub fn resolve(h: &Hierarchies, cgroups_path: Option<&str>, id: &str) -> Result<Cgroup> {
+        let raw = cgroups_path
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| default_path(id));
+        validate_path(&raw)?;
+        let own = if raw.starts_with('/') {
+            Vec::new()
+        } else {
+            layout::proc_cgroups(None)?
+        };
+        let mut dirs = Vec::new();
+        let mut shown = None;
+        for hier in &h.list {
+            let base = if raw.starts_with('/') {
+                String::new()
+            } else {
+                own.iter()
+                    .find(|(k, _)| *k == hier.key())
+                    .map(|(_, p)| p.trim_end_matches('/').to_string())
+                    .unwrap_or_default()
+            };
+            let full = if raw.starts_with('/') {
+                raw.trim_end_matches('/').to_string()
+            } else {
+                format!("{base}/{}", raw.trim_end_matches('/'))
+            };
+            if full == "/" || full.is_empty() {
+                return Err(Error::Invalid(
+                    "linux.cgroupsPath: the root cgroup cannot hold a container".into(),
+                ));
+            }
+            if shown.is_none() || hier.v2 {
+                shown = Some(full.clone());
+            }
+            dirs.push(Dir {
+                v2: hier.v2,
+                controllers: hier.controllers.clone(),
+                path: hier.dir_of(&full),
+            });
+        }
+        Ok(Cgroup {
+            layout: h.layout,
+            path: shown.unwrap_or(raw),
+            dirs,
+            created: Vec::new(),
+        })
+    }
+
+    /// Create the directories (parents as needed). On error, whatever was
+    /// created is removed again.
+    pub fn create(&mut self) -> Result<()> {
+        let res = self.create_dirs();
+        if res.is_err() {
+            self.remove_created();
+        }
+        res
+    }
+
+    fn create_dirs(&mut self) -> Result<()> {
+        for i in 0..self.dirs.len() {
+            let dir = self.dirs[i].clone();
+            // Walk up to the first existing ancestor, then create downwards.
+            let mut missing = Vec::new();
+            let mut p = dir.path.as_path();
+            while !p.exists() {
+                missing.push(p.to_path_buf());
+                p = match p.parent() {
+                    Some(pp) => pp,
+                    None => break,
+                };
+            }
+            for m in missing.into_iter().rev() {
+                match fs::DirBuilder::new().mode(0o755).create(&m) {
+                    Ok(()) => self.created.push(m.clone()),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(Error::io(format!("create cgroup {}", m.display()), e)),
+                }
+                // A fresh v1 cpuset is empty, and a task cannot join an empty
+                // cpuset: inherit the parent's cpus and mems.
+                if !dir.v2 && dir.has("cpuset") {
+                    v1::inherit_cpuset(&m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn from_saved(s: &Saved) -> Cgroup {
+        Cgroup {
+            layout: s.layout,
+            path: s.path.clone(),
+            dirs: s.dirs.clone(),
+            created: s.created.clone(),
+        }
+    }
+
+    pub fn saved(&self) -> Saved {
+        Saved {
+            layout: self.layout,
+            path: self.path.clone(),
+            dirs: self.dirs.clone(),
+            created: self.created.clone(),
+        }
+    }
+
+    pub fn v2_dir(&self) -> Option<&Dir> {
+        self.dirs.iter().find(|d| d.v2)
+    }
+
+    /// The directory driving `controller` (v1 mount that binds it, else v2).
+    pub fn dir_for(&self, controller: &str) -> Option<&Dir> {
+        self.dirs
+            .iter()
+            .find(|d| !d.v2 && d.has(controller))
+            .or_else(|| self.dirs.iter().find(|d| d.v2 && d.has(controller)))
+    }
+
+    /// The directory driving `controller`, or an error naming the config field.
+    pub fn need(&self, controller: &str, field: &str) -> Result<&Dir> {
+        self.dir_for(controller).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{field}: the {controller} cgroup controller is not available on this host"
+            ))
+        })
+    }
+
+    /// Apply OCI resources to the controllers that own them: a v1 hierarchy
+    /// if one binds the controller, else cgroup v2.
+    pub fn apply(&self, res: &oci::Resources) -> Result<()> {
+        if let Some(m) = res.memory.as_ref().filter(|m| **m != Default::default()) {
+            let d = self.need("memory", "linux.resources.memory")?;
+            if d.v2 {
+                v2::memory(self, d, m)?
+            } else {
+                v1::memory(&d.path, m)?
+            }
+        }
+        if let Some(c) = res.cpu.as_ref() {
+            v1::check_cpu(c)?;
+            let has_cpu = c.shares.is_some()
+                || c.quota.is_some()
+                || c.period.is_some()
+                || c.burst.is_some()
+                || c.realtime_period.is_some()
+                || c.realtime_runtime.is_some()
+                || c.idle.is_some();
+            if has_cpu {
+                let d = self.need("cpu", "linux.resources.cpu")?;
+                if d.v2 {
+                    v2::cpu(self, d, c)?
+                } else {
+                    v1::cpu(&d.path, c)?
+                }
+            }
+            if c.cpus.is_some() || c.mems.is_some() {
+                let d = self.need("cpuset", "linux.resources.cpu.cpus")?;
+                if d.v2 {
+                    v2::enable(self, d, "cpuset")?;
+                }
+                v1::cpuset(&d.path, c)?;
+            }
+        }
+        if let Some(limit) = res.pids.as_ref().and_then(|p| p.limit) {
+            let d = self.need("pids", "linux.resources.pids")?;
+            if d.v2 {
+                v2::enable(self, d, "pids")?;
+            }
+            let v = if limit < 0 {
+                "max".to_string()
+            } else {
+                limit.to_string()
+            };
+            write_file(&d.path.join("pids.max"), &v)?;
+        }
+        if let Some(b) = res.block_io.as_ref().filter(|b| **b != Default::default()) {
+            match self.dir_for("blkio") {
+                Some(d) if !d.v2 => v1::blkio(&d.path, b)?,
+                _ => {
+                    let d = self.need("io", "linux.resources.blockIO")?;
+                    v2::io(self, d, b)?
+                }
+            }
+        }
+        for (i, h) in res.hugepage_limits.iter().enumerate() {
+            let d = self.need("hugetlb", &format!("linux.resources.hugepageLimits[{i}]"))?;
+            if d.v2 {
+                v2::enable(self, d, "hugetlb")?;
+            }
+            hugetlb(d, h, i)?;
+        }
+        if let Some(n) = res.network.as_ref().filter(|n| **n != Default::default()) {
+            v1::network(self, n)?;
+        }
+        if !res.rdma.is_empty() {
+            let d = self.need("rdma", "linux.resources.rdma")?;
+            if d.v2 {
+                v2::enable(self, d, "rdma")?;
+            }
+            for (dev, r) in &res.rdma {
+                let mut v = dev.clone();
+                if let Some(h) = r.hca_handles {
+                    v.push_str(&format!(" hca_handle={h}"));
+                }
+                if let Some(o) = r.hca_objects {
+                    v.push_str(&format!(" hca_object={o}"));
+                }
+                write_file(&d.path.join("rdma.max"), &v)?;
+            }
+        }
+        if !res.unified.is_empty() {
+            v2::unified(self, &res.unified)?;
+        }
+        devices::apply(self, &res.devices)
+    }
+
+    /// Move `pid` into every hierarchy; `skip_v2` when clone3 already placed it.
+    pub fn add(&self, pid: i32, skip_v2: bool) -> Result<()> {
+        for d in &self.dirs {
+            if d.v2 && skip_v2 {
+                continue;
+            }
+            write_file(&d.path.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Pids of every process in the cgroup.
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        let d = self
+            .dir_for("pids")
+            .or_else(|| self.dirs.iter().find(|d| !d.v2))
+            .or_else(|| self.dirs.first())
+            .ok_or(Error::NoCgroups)?;
+        let text = match fs::read_to_string(d.path.join("cgroup.procs")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("read {}/cgroup.procs", d.path.display()),
+                    e,
+                ))
+            }
+        };
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    fn freezer(&self) -> Option<(&Dir, bool)> {
+        if let Some(d) = self.dirs.iter().find(|d| !d.v2 && d.has("freezer")) {
+            return Some((d, false));
+        }
+        self.v2_dir()
+            .filter(|d| d.path.join("cgroup.freeze").exists())
+            .map(|d| (d, true))
+    }
+
+    /// Freeze every process (v1 freezer.state or v2 cgroup.freeze) and wait
+    /// until the kernel reports the cgroup frozen.
+    pub fn freeze(&self) -> Result<()> {
+        self.set_frozen(true)
+    }
+
+    pub fn thaw(&self) -> Result<()> {
+        self.set_frozen(false)
+    }
+
+    fn set_frozen(&self, on: bool) -> Result<()> {
+        let (d, v2) = self.freezer().ok_or_else(|| {
+            Error::Unsupported(
+                "no freezer: neither a v1 freezer hierarchy nor cgroup.freeze".into(),
+            )
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if v2 {
+                write_file(&d.path.join("cgroup.freeze"), if on { "1" } else { "0" })?;
+            } else {
+                write_file(
+                    &d.path.join("freezer.state"),
+                    if on { "FROZEN" } else { "THAWED" },
+                )?;
+            }
+            if self.frozen_state(d, v2)? == on {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unsupported(format!(
+                    "cgroup {} did not become {} within 5s",
+                    d.path.display(),
+                    if on { "frozen" } else { "thawed" }
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn frozen_state(&self, d: &Dir, v2: bool) -> Result<bool> {
+        if v2 {
+            let ev = read_file(&d.path.join("cgroup.events"))?;
+            Ok(ev.lines().any(|l| l.trim() == "frozen 1"))
+        } else {
+            Ok(read_file(&d.path.join("freezer.state"))?.trim() == "FROZEN")
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        match self.freezer() {
+            Some((d, v2)) => self.frozen_state(d, v2).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Send `signal` to every process in the cgroup. SIGKILL on v2 uses
+    /// cgroup.kill (atomic, no race with forks); otherwise the cgroup is frozen
+    /// while the signals go out so no process can fork past the snapshot.
+    pub fn kill_all(&self, signal: i32) -> Result<()> {
+        if signal == libc::SIGKILL && self.layout == Layout::V2 {
+            if let Some(d) = self.v2_dir() {
+                let f = d.path.join("cgroup.kill");
+                if f.exists() {
+                    return write_file(&f, "1");
+                }
+            }
+        }
+        let frozen = self.freezer().is_some() && self.freeze().is_ok();
+        let mut res = Ok(());
+        for pid in self.procs()? {
+            // SAFETY: plain kill(2); the pid came from this cgroup while frozen.
+            if unsafe { libc::kill(pid, signal) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    res = Err(Error::io(format!("kill {pid}"), e));
+                }
+            }
+        }
+        if frozen {
+            self.thaw()?;
+        }
+        res
+    }
+
+    /// Remove the container's directories (waiting briefly for exiting
+    /// processes to leave) and the parents this runtime created, if empty.
+    pub fn destroy(&self) -> Result<()> {
+        let mut first_err = None;
+        for d in &self.dirs {
+            if let Err(e) = rmdir_retry(&d.path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.remove_created();
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_created(&self) {
+        for p in self.created.iter().rev() {
+            // Parents may be shared with other containers by now: only empty ones go.
+            let _ = fs::remove_dir(p);
+        }
+    }
+}
+
+/// hugetlb limits: the reservation limit too where the kernel has it (spec:
+/// "default to reservation limits if supported").
+fn hugetlb(d: &Dir, h: &oci::HugepageLimit, i: usize) -> Result<()> {
+    let size = &h.page_size;
+    let (limit, rsvd) = if d.v2 {
+        (
+            format!("hugetlb.{size}.max"),
+            format!("hugetlb.{size}.rsvd.max"),
+        )
+    } else {
+        (
+            format!("hugetlb.{size}.limit_in_bytes"),
+            format!("hugetlb.{size}.rsvd.limit_in_bytes"),
+        )
+    };
+    if !d.path.join(&limit).exists() {
+        return Err(Error::Unsupported(format!(
+            "linux.resources.hugepageLimits[{i}].pageSize: huge page size {size:?} is not supported by this host"
+        )));
+    }
+    let v = h.limit.to_string();
+    write_file(&d.path.join(&limit), &v)?;
+    let r = d.path.join(&rsvd);
+    if r.exists() {
+        write_file(&r, &v)?;
+    }
+    Ok(())
+}
+
+fn rmdir_retry(p: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match fs::remove_dir(p) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(Error::io(format!("remove cgroup {}", p.display()), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hybrid() -> Hierarchies {
+        Hierarchies::from_mountinfo(
+            "31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+             32 30 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             34 30 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+            |_| Some("hugetlb".into()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn absolute_paths_start_at_each_root() {
+        let cg = Cgroup::resolve(&hybrid(), Some("/bh/c1"), "c1").unwrap();
+        let paths: Vec<_> = cg.dirs.iter().map(|d| d.path.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu/bh/c1"),
+                PathBuf::from("/sys/fs/cgroup/memory/bh/c1"),
+                PathBuf::from("/sys/fs/cgroup/unified/bh/c1"),
+            ]
+        );
+        assert_eq!(cg.dir_for("memory").unwrap().path, paths[1]);
+        assert_eq!(cg.dir_for("hugetlb").unwrap().path, paths[2]);
+        assert!(cg.dir_for("io").is_none());
+    }
+
+    #[test]
+    fn bad_paths() {
+        for p in ["/a/../b", "a/./b", "..", "/"] {
+            assert!(Cgroup::resolve(&hybrid(), Some(p), "x").is_err(), "{p}");
+        }
+    }
+}

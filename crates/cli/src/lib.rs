@@ -1,17 +1,68 @@
-//! The `bulkhead` command line.
+//! The `bulkhead` command line: clap definitions and a thin call into the
+//! libraries for each subcommand. Flags follow runc's, because engines
+//! (podman, containerd) call the runtime with runc's command line.
+
+mod features;
+mod log;
+mod oci_cmds;
 mod vm;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "bulkhead", version, about = "OCI runtime and micro-VM monitor")]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "OCI container runtime and KVM micro-VM monitor",
+    disable_help_subcommand = true
+)]
 struct Cli {
+    /// State directory for containers.
+    #[arg(long, global = true, default_value = "/run/bulkhead")]
+    root: PathBuf,
+    /// Write log lines to this file (default: stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    log_format: log::Format,
+    /// Log debug messages too.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use systemd to manage cgroups (not supported: bulkhead drives cgroupfs).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(oci_cmds::CreateArgs),
+    /// Run the user process of a created container.
+    Start(oci_cmds::IdArg),
+    /// Create and start a container; wait for it unless --detach.
+    Run(oci_cmds::RunArgs),
+    /// Print the OCI state of a container as JSON.
+    State(oci_cmds::IdArg),
+    /// Send a signal to a container's init (or to all its processes).
+    Kill(oci_cmds::KillArgs),
+    /// Delete a container and release its resources.
+    Delete(oci_cmds::DeleteArgs),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(oci_cmds::ListArgs),
+    /// Write a default config.json into a bundle directory.
+    Spec(oci_cmds::SpecArgs),
+    /// Print the OCI features document of this runtime.
+    Features,
+    /// Freeze every process of a container.
+    Pause(oci_cmds::IdArg),
+    /// Thaw a paused container.
+    Resume(oci_cmds::IdArg),
     /// Micro-VM commands.
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -19,13 +70,41 @@ enum Command {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let res = match cli.command {
-        Command::Vm(cmd) => vm::main(cmd),
+    if let Err(e) = log::Logger::install(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!(
+            "bulkhead: --log {}: {e}",
+            cli.log.as_deref().unwrap_or("".as_ref()).display()
+        );
+        return 1;
+    }
+    let rt = container::Runtime::new(&cli.root);
+    let res = if cli.systemd_cgroup {
+        Err(anyhow::anyhow!("--systemd-cgroup: the systemd cgroup driver is not supported; bulkhead manages cgroupfs directly"))
+    } else {
+        match cli.command {
+            Command::Create(a) => oci_cmds::create(&rt, a),
+            Command::Start(a) => oci_cmds::start(&rt, a),
+            Command::Run(a) => oci_cmds::run(&rt, a),
+            Command::State(a) => oci_cmds::state(&rt, a),
+            Command::Kill(a) => oci_cmds::kill(&rt, a),
+            Command::Delete(a) => oci_cmds::delete(&rt, a),
+            Command::List(a) => oci_cmds::list(&rt, a),
+            Command::Spec(a) => oci_cmds::spec(a),
+            Command::Features => features::print(),
+            Command::Pause(a) => oci_cmds::pause(&rt, a, true),
+            Command::Resume(a) => oci_cmds::pause(&rt, a, false),
+            Command::Vm(cmd) => vm::main(cmd),
+        }
     };
     match res {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bulkhead: {e:#}");
+            let text = format!("{e:#}");
+            // The log file (if any) gets the error for engines; the terminal always does.
+            if cli.log.is_some() {
+                tracing::error!("{text}");
+            }
+            eprintln!("bulkhead: {text}");
             1
         }
     }

@@ -14,6 +14,7 @@
 //! before the runtime touches the system, so bad input leaves nothing behind.
 
 mod config;
+mod default;
 mod features;
 mod linux;
 mod state;
@@ -22,6 +23,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use config::*;
+pub use default::{default_spec, DEFAULT_CAPS};
 pub use features::*;
 pub use linux::*;
 pub use state::*;

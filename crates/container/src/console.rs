@@ -1,0 +1,88 @@
+//! Terminals: `process.terminal` with `--console-socket`. The container's
+//! init opens a pty from its own devpts instance, sends the master to the
+//! engine over the console socket (SCM_RIGHTS, as runc does), and makes the
+//! slave its controlling terminal, stdio and /dev/console.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use oci::ConsoleSize;
+use rustix::fs::{Mode, OFlags};
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+
+use crate::error::{Context, Result};
+use crate::sys;
+
+/// Connect to the engine's console socket (done by the runtime before clone,
+/// so a bad path fails before anything is created).
+pub fn connect(path: &Path) -> Result<OwnedFd> {
+    let s = UnixStream::connect(path)
+        .ctx(|| format!("connect to console socket {}", path.display()))?;
+    Ok(s.into())
+}
+
+/// Send `fd` with `name` as the message body over a Unix socket.
+pub fn send_fd(sock: &impl AsFd, name: &str, fd: &impl AsFd) -> std::io::Result<()> {
+    let fds = [fd.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    cmsg.push(SendAncillaryMessage::ScmRights(&fds));
+    sendmsg(
+        sock,
+        &[IoSlice::new(name.as_bytes())],
+        &mut cmsg,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
+/// Create the pty inside the container (after pivot_root, so /dev/ptmx is the
+/// container's), hand the master to the console socket, and return the slave.
+pub fn setup(console_socket: OwnedFd, size: Option<ConsoleSize>) -> Result<(OwnedFd, String)> {
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).ctx(|| "open /dev/ptmx".into())?;
+    grantpt(&master).ctx(|| "grantpt".into())?;
+    unlockpt(&master).ctx(|| "unlockpt".into())?;
+    let name = ptsname(&master, Vec::new()).ctx(|| "ptsname".into())?;
+    let name = name.to_string_lossy().into_owned();
+    let slave = rustix::fs::open(
+        name.as_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {name}"))?;
+    if let Some(sz) = size {
+        let ws = rustix::termios::Winsize {
+            ws_row: sz.height,
+            ws_col: sz.width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, ws).ctx(|| "set process.consoleSize".into())?;
+    }
+    send_fd(&console_socket, &name, &master)
+        .ctx(|| "send the pty master to the console socket".into())?;
+    Ok((slave, name))
+}
+
+/// Make `slave` the controlling terminal and stdio of this process, and bind
+/// it over /dev/console.
+pub fn attach(slave: &OwnedFd, name: &str) -> Result<()> {
+    rustix::process::setsid().ctx(|| "setsid".into())?;
+    rustix::process::ioctl_tiocsctty(slave)
+        .ctx(|| "make the pty the controlling terminal".into())?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which we own.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(slave), fd) } < 0 {
+            return Err(std::io::Error::last_os_error()).ctx(|| format!("dup the pty to fd {fd}"));
+        }
+    }
+    let console = Path::new("/dev/console");
+    if !console.exists() {
+        std::fs::File::create(console).ctx(|| "create /dev/console".into())?;
+    }
+    sys::mount(Some(name), console, None, libc::MS_BIND, None)
+        .ctx(|| "bind the pty over /dev/console".into())
+}

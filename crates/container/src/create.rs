@@ -1,0 +1,404 @@
+//! The runtime's side of `create`: validate everything, claim the ID, make
+//! the cgroup, clone the init and answer its requests until it reports
+//! "created". Any failure undoes all of it (see [`Guard`]).
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use oci::Spec;
+use rustix::fs::{Mode, OFlags};
+
+use crate::capabilities;
+use crate::console;
+use crate::devices;
+use crate::error::{msg, Context, Error, Result};
+use crate::hooks;
+use crate::init::{self, InitCtx};
+use crate::lsm::Lsm;
+use crate::namespaces;
+use crate::process;
+use crate::state::{proc_stat, rfc3339, Saved, StateDir};
+use crate::sync::{Channel, Msg};
+use crate::sys;
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    /// Pass fds 3..3+N to the container (runc's --preserve-fds).
+    pub preserve_fds: u32,
+}
+
+/// Undo a partial create: the process, the cgroup, the state directory.
+struct Guard {
+    sd: Option<StateDir>,
+    cgroup: Option<cgroups::Cgroup>,
+    pids: Vec<i32>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            // SAFETY: kill/waitpid on our own children.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.destroy();
+        }
+        if let Some(sd) = self.sd.take() {
+            let _ = sd.remove();
+        }
+    }
+}
+
+impl Guard {
+    fn disarm(mut self) -> StateDir {
+        self.pids.clear();
+        self.cgroup = None;
+        self.sd.take().expect("state dir")
+    }
+}
+
+/// Everything checked and derived from the config before any system change.
+struct Prepared {
+    spec: Spec,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    plan: namespaces::Plan,
+    caps: capabilities::Resolved,
+    filter: Option<seccomp::Filter>,
+    lsm: Lsm,
+}
+
+fn prepare(opts: &CreateOptions) -> Result<Prepared> {
+    let bundle =
+        fs::canonicalize(&opts.bundle).ctx(|| format!("bundle {}", opts.bundle.display()))?;
+    let spec = Spec::load(&bundle)?;
+    oci::validate(&spec)?;
+    let linux = spec.linux();
+    let root = spec.root.as_ref().expect("validated");
+    let rootfs = bundle.join(&root.path);
+    let rootfs = fs::canonicalize(&rootfs)
+        .map_err(|e| msg(format!("root.path {}: {e}", rootfs.display())))?;
+    if !rootfs.is_dir() {
+        return Err(msg(format!(
+            "root.path {}: not a directory",
+            rootfs.display()
+        )));
+    }
+    let plan = namespaces::plan(&linux);
+    if !plan.new_mount && !plan.join_mount {
+        return Err(msg(
+            "linux.namespaces: a mount namespace is required (the root filesystem is set up in it)",
+        ));
+    }
+    namespaces::check_paths(&linux)?;
+    if let Some(h) = &spec.hooks {
+        hooks::check_exist(h)?;
+    }
+    let p = spec.process.as_ref().expect("validated");
+    let lsm = Lsm::host();
+    lsm.check(p)?;
+    process::check_rlimits(&p.rlimits)?;
+    if let Some(mp) = &linux.memory_policy {
+        process::mempolicy_args(mp)?;
+    }
+    for m in &spec.mounts {
+        crate::mounts::parse(&m.options)
+            .map_err(|e| msg(format!("mounts ({}): {e}", m.destination)))?;
+    }
+    let (caps, skipped) = capabilities::resolve(p.capabilities.as_ref());
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "ignoring unknown or unsupported capabilities: {}",
+            skipped.join(", ")
+        );
+    }
+    let filter = linux.seccomp.as_ref().map(seccomp::compile).transpose()?;
+    if let Some(f) = &filter {
+        if !f.skipped_names().is_empty() {
+            tracing::debug!(
+                "seccomp: syscalls unknown to this kernel skipped: {}",
+                f.skipped_names().join(", ")
+            );
+        }
+        // The init hands the notify fd to the agent with sendmsg (and write
+        // for a remainder): deferring those to the agent would deadlock.
+        if let Some(n) = f
+            .notified_names()
+            .iter()
+            .find(|n| *n == "sendmsg" || *n == "write")
+        {
+            return Err(msg(format!(
+                "linux.seccomp: SCMP_ACT_NOTIFY on {n:?} is not supported (the runtime needs it to hand the notify fd to the listener)"
+            )));
+        }
+    }
+    Ok(Prepared {
+        spec,
+        bundle,
+        rootfs,
+        plan,
+        caps,
+        filter,
+        lsm,
+    })
+}
+
+/// The result of a successful create.
+pub struct Created {
+    pub pid: i32,
+}
+
+fn listen_fds() -> u32 {
+    let Some(n) = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return 0;
+    };
+    match std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(pid) if pid != std::process::id() => 0,
+        _ => n,
+    }
+}
+
+pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
+    oci::validate_id(id)?;
+    let prep = prepare(opts)?;
+    if crate::exe::needs_sealed_copy(&prep.spec) && !crate::exe::is_sealed_copy() {
+        let e = crate::exe::reexec_sealed();
+        return Err(e).ctx(|| "re-execute from a sealed copy of the runtime (CVE-2019-5736 protection for a container with CAP_SYS_PTRACE)".into());
+    }
+    let spec = &prep.spec;
+    let linux = spec.linux();
+    let p = spec.process.as_ref().expect("validated");
+
+    // Connections made before clone: a bad path fails before anything exists.
+    let console = match (p.terminal, &opts.console_socket) {
+        (true, Some(path)) => Some(console::connect(path)?),
+        (true, None) => {
+            return Err(msg(
+                "process.terminal is true: --console-socket is required",
+            ));
+        }
+        (false, _) => None,
+    };
+    let seccomp_listener = match linux
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener_path.as_deref())
+    {
+        Some(path) if prep.filter.as_ref().is_some_and(|f| f.uses_notify()) => {
+            Some(seccomp::connect_listener(Path::new(path))?)
+        }
+        _ => None,
+    };
+    let listen = listen_fds();
+    let preserve = opts.preserve_fds + listen;
+    for fd in 3..3 + preserve as i32 {
+        // SAFETY: fcntl probe of a descriptor number.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(msg(format!(
+                "--preserve-fds/LISTEN_FDS: fd {fd} is not open"
+            )));
+        }
+    }
+    let mut extra_env = Vec::new();
+    if listen > 0 {
+        extra_env.push(format!("LISTEN_FDS={listen}"));
+        extra_env.push("LISTEN_PID=1".to_string());
+    }
+
+    let sd = StateDir::create(root, id)?;
+    let mut guard = Guard {
+        sd: Some(sd),
+        cgroup: None,
+        pids: Vec::new(),
+    };
+
+    let hier = cgroups::Hierarchies::detect()?;
+    let mut cg = cgroups::Cgroup::resolve(&hier, linux.cgroups_path.as_deref(), id)?;
+    cg.create()?;
+    guard.cgroup = Some(cg.clone());
+    let mut res = linux.resources.clone().unwrap_or_default();
+    res.devices = devices::cgroup_rules(&res.devices, &linux.devices);
+    cg.apply(&res)?;
+    // cgroup v2: clone3 puts the child straight into its cgroup.
+    let cg_fd: Option<OwnedFd> = match cg.v2_dir() {
+        Some(d) => Some(
+            rustix::fs::open(
+                &d.path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(|| format!("open {}", d.path.display()))?,
+        ),
+        None => None,
+    };
+
+    let sd = guard.sd.as_ref().expect("state dir");
+    let listener = bind_start_socket(sd)?;
+    let (chan, chan_child) = Channel::pair().ctx(|| "socketpair".into())?;
+    if let Some(path) = &prep.plan.parent_pid_join {
+        namespaces::join_pid_for_children(path)?;
+    }
+    let runtime_pid = std::process::id() as i32;
+    let has_runtime_hooks = spec.hooks.as_ref().is_some_and(|h| {
+        !h.prestart.is_empty() || !h.create_runtime.is_empty() || !h.create_container.is_empty()
+    });
+    let ctx = InitCtx {
+        spec,
+        bundle: &prep.bundle,
+        rootfs: &prep.rootfs,
+        plan: &prep.plan,
+        cgroup: Some(&cg),
+        caps: prep.caps,
+        seccomp: prep.filter.as_ref(),
+        seccomp_listener,
+        lsm: &prep.lsm,
+        no_pivot: opts.no_pivot,
+        preserve_fds: preserve,
+        console,
+        listener,
+        chan: chan_child,
+        extra_env,
+        runtime_pid,
+        has_runtime_hooks,
+        lock_fd: sd.lock_fd(),
+    };
+
+    // SAFETY: the runtime is single-threaded; the child runs init::run, which
+    // ends in execve or _exit and never returns here.
+    let child =
+        unsafe { sys::clone3(prep.plan.clone_flags, cg_fd.as_ref().map(|f| f.as_raw_fd())) };
+    let child = match child {
+        Ok(0) => init::run(ctx),
+        Ok(pid) => pid,
+        Err(e) => {
+            return Err(e).ctx(|| format!("clone3 with namespaces {:#x}", prep.plan.clone_flags))
+        }
+    };
+    drop(ctx);
+    guard.pids.push(child);
+    let into_cgroup = cg_fd.is_some();
+
+    let mut init_pid = child;
+    loop {
+        let m = chan.recv().ctx(|| "read from the container init".into())?;
+        match m {
+            Some(Msg::UsernsReady) => {
+                namespaces::write_id_maps(child, &linux)?;
+                chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
+            }
+            Some(Msg::Pid(p)) => {
+                // The intermediate process of a double fork exits now: reap it.
+                // SAFETY: waitpid on our own child.
+                unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                guard.pids = vec![p];
+                init_pid = p;
+            }
+            Some(Msg::Ready) => {
+                // With CLONE_INTO_CGROUP the first child already sits in v2;
+                // a double-forked init inherited its parent's cgroups.
+                cg.add(init_pid, into_cgroup)?;
+                if let Some(adj) = p.oom_score_adj {
+                    fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
+                        .ctx(|| format!("process.oomScoreAdj {adj}"))?;
+                }
+                chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
+            }
+            Some(Msg::Hooks) => {
+                let state = oci::State {
+                    oci_version: oci::OCI_VERSION.into(),
+                    id: id.into(),
+                    status: oci::Status::Creating,
+                    pid: Some(init_pid),
+                    bundle: prep.bundle.display().to_string(),
+                    annotations: spec.annotations.clone(),
+                };
+                let json = serde_json::to_string(&state).expect("state serialises");
+                if let Some(h) = &spec.hooks {
+                    hooks::run("prestart", &h.prestart, &json)?;
+                    hooks::run("createRuntime", &h.create_runtime, &json)?;
+                }
+                chan.send(&Msg::Go(json)).ctx(|| "sync".into())?;
+            }
+            Some(Msg::Created) => break,
+            Some(Msg::Error(e)) => return Err(Error::Msg(e)),
+            Some(Msg::Go(_)) => return Err(msg("unexpected message from the container init")),
+            None => {
+                let mut status = 0;
+                // SAFETY: waitpid on our own child.
+                unsafe { libc::waitpid(init_pid, &mut status, libc::WNOHANG) };
+                return Err(msg(format!(
+                    "the container init exited during setup (wait status {status:#x})"
+                )));
+            }
+        }
+    }
+
+    let (_, pid_start) =
+        proc_stat(init_pid).ok_or_else(|| msg("the container init exited right after setup"))?;
+    let saved = Saved {
+        id: id.to_string(),
+        status: oci::Status::Created,
+        pid: init_pid,
+        pid_start,
+        bundle: prep.bundle.display().to_string(),
+        rootfs: prep.rootfs.display().to_string(),
+        created: rfc3339(SystemTime::now()),
+        annotations: spec.annotations.clone(),
+        cgroup: Some(cg.saved()),
+        hooks: spec.hooks.clone(),
+        private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
+        config_terminal: p.terminal,
+    };
+    sd.save(&saved)?;
+    if let Some(pf) = &opts.pid_file {
+        write_pid_file(pf, init_pid)?;
+    }
+    guard.disarm();
+    Ok(Created { pid: init_pid })
+}
+
+/// The start socket lives in the state directory; its path goes through
+/// /proc/self/fd so a long --root cannot exceed sun_path's 108 bytes.
+pub fn start_socket_path(sd: &StateDir) -> Result<(OwnedFd, PathBuf)> {
+    let dir = rustix::fs::open(
+        &sd.dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", sd.dir.display()))?;
+    let p = PathBuf::from(format!(
+        "/proc/self/fd/{}/{}",
+        dir.as_fd().as_raw_fd(),
+        crate::state::START_SOCKET
+    ));
+    Ok((dir, p))
+}
+
+fn bind_start_socket(sd: &StateDir) -> Result<OwnedFd> {
+    let (_dir, path) = start_socket_path(sd)?;
+    let l = UnixListener::bind(&path).ctx(|| format!("bind {}", sd.start_socket().display()))?;
+    Ok(l.into())
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("bulkhead-tmp");
+    fs::write(&tmp, pid.to_string())
+        .and_then(|_| fs::rename(&tmp, path))
+        .ctx(|| format!("write pid file {}", path.display()))
+}

@@ -1,0 +1,353 @@
+//! The container's init: the child cloned by `create`, which builds the
+//! container around itself step by step and finally executes the user's program.
+//!
+//! It is not a re-exec of the runtime binary: it is the runtime process's own
+//! clone, running on a copy of its memory, so the parsed config and every
+//! resolved value are simply there. It talks to the runtime over one
+//! SEQPACKET socket ([`crate::sync`]) and, once created, waits on the start
+//! socket for `start`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use oci::Spec;
+
+use crate::capabilities;
+use crate::console;
+use crate::error::{msg, Context, Result};
+use crate::lsm::Lsm;
+use crate::namespaces::{self, Plan};
+use crate::process;
+use crate::rootfs::Rootfs;
+use crate::sync::{Channel, Msg};
+use crate::sys;
+
+/// Everything the init needs, prepared by the runtime before clone.
+pub struct InitCtx<'a> {
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub plan: &'a Plan,
+    pub cgroup: Option<&'a cgroups::Cgroup>,
+    pub caps: capabilities::Resolved,
+    pub seccomp: Option<&'a seccomp::Filter>,
+    /// Connected socket to the seccomp listener (linux.seccomp.listenerPath).
+    pub seccomp_listener: Option<UnixStream>,
+    pub lsm: &'a Lsm,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub console: Option<OwnedFd>,
+    pub listener: OwnedFd,
+    pub chan: Channel,
+    /// Variables the runtime adds (LISTEN_FDS, NOTIFY_SOCKET).
+    pub extra_env: Vec<String>,
+    pub runtime_pid: i32,
+    pub has_runtime_hooks: bool,
+    /// The state directory's lock, inherited through clone: closed at once.
+    pub lock_fd: std::os::fd::RawFd,
+}
+
+/// Run the init; never returns. Errors go to the runtime over the channel.
+pub fn run(ctx: InitCtx<'_>) -> ! {
+    let chan_fd = ctx.chan.as_fd().try_clone_to_owned().ok();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup_and_exec(ctx)));
+    let text = match res {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => e.to_string(),
+        Err(p) => format!(
+            "container init panicked: {}",
+            p.downcast_ref::<&str>()
+                .copied()
+                .or(p.downcast_ref::<String>().map(|s| s.as_str()))
+                .unwrap_or("?")
+        ),
+    };
+    if let Some(fd) = chan_fd {
+        let _ = Channel::from_fd(fd).send(&Msg::Error(text));
+    }
+    sys::exit_now(1)
+}
+
+fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
+    // SAFETY: closing our copy of the lock descriptor; nothing else in this
+    // process uses it (the StateDir owning it lives in the parent's half).
+    unsafe { libc::close(ctx.lock_fd) };
+    // If the runtime dies while we set up, so do we (cleared once created).
+    // SAFETY: plain prctl calls with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // Not dumpable: other processes in the container cannot open our
+        // /proc/PID/exe (the runtime binary) or ptrace us (CVE-2019-5736).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    // (If the runtime died before the prctl, the channel tells us: its end is
+    // closed and our next exchange fails.)
+    let spec = ctx.spec;
+    let linux = spec.linux();
+    let plan = ctx.plan;
+
+    for (t, path) in &plan.joins {
+        namespaces::join(*t, path)?;
+    }
+    if plan.unshare_flags & namespaces::clone_flag(oci::NamespaceType::User) != 0 {
+        namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::User))?;
+    }
+    if plan.new_user {
+        ctx.chan
+            .send(&Msg::UsernsReady)
+            .ctx(|| "sync with the runtime".into())?;
+        ctx.chan
+            .wait_go()
+            .ctx(|| "wait for the uid/gid maps".into())?;
+        // Become root of the new namespace (if mapped) so created files and
+        // later checks use the container's root.
+        if namespaces::is_mapped(&linux.uid_mappings, 0)
+            && namespaces::is_mapped(&linux.gid_mappings, 0)
+        {
+            let z = rustix::process::Gid::from_raw(0);
+            set_res_ids(z)?;
+        }
+    }
+    namespaces::unshare(plan.unshare_flags & !namespaces::clone_flag(oci::NamespaceType::User))?;
+    if plan.double_fork {
+        // The new pid namespace takes our next child as its pid 1. CLONE_PARENT
+        // makes it the runtime's child, so `run` can wait for it.
+        // SAFETY: single-threaded; the intermediate process exits right away.
+        let pid = unsafe { sys::clone3(libc::CLONE_PARENT as u64, None) }
+            .ctx(|| "fork the container init".into())?;
+        if pid != 0 {
+            let _ = ctx.chan.send(&Msg::Pid(pid));
+            sys::exit_now(0);
+        }
+    }
+
+    ctx.chan
+        .send(&Msg::Ready)
+        .ctx(|| "sync with the runtime".into())?;
+    ctx.chan.wait_go().ctx(|| "wait for the cgroup".into())?;
+
+    // Now inside our cgroup: a new cgroup namespace is rooted there.
+    if plan.new_cgroup {
+        namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::Cgroup))?;
+    }
+    if plan.new_time {
+        namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::Time))?;
+        namespaces::write_time_offsets(&linux)?;
+    }
+    if let Some(cpus) = spec
+        .process
+        .as_ref()
+        .and_then(|p| p.exec_cpu_affinity.as_ref())
+        .and_then(|a| a.initial.as_deref())
+    {
+        process::set_cpu_affinity(cpus, "process.execCPUAffinity.initial")?;
+    }
+    // Namespaced sysctls: /proc/sys resolves per the writer's namespaces.
+    for (k, v) in &linux.sysctl {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v).ctx(|| format!("linux.sysctl {k}={v}"))?;
+    }
+
+    let rootfs = Rootfs {
+        spec,
+        rootfs: ctx.rootfs,
+        bundle: ctx.bundle,
+        cgroup: ctx.cgroup,
+        in_userns: plan.new_user
+            || plan
+                .joins
+                .iter()
+                .any(|(t, _)| *t == oci::NamespaceType::User),
+        new_cgroupns: plan.new_cgroup,
+    };
+    let setup_root = !plan.join_mount;
+    if setup_root {
+        rootfs.prepare()?;
+    }
+
+    if ctx.has_runtime_hooks {
+        ctx.chan
+            .send(&Msg::Hooks)
+            .ctx(|| "sync with the runtime".into())?;
+        let state = ctx
+            .chan
+            .wait_go()
+            .ctx(|| "wait for the runtime hooks".into())?;
+        if let Some(h) = &spec.hooks {
+            crate::hooks::run("createContainer", &h.create_container, &state)?;
+        }
+    }
+
+    if setup_root {
+        rootfs.switch_root(ctx.no_pivot)?;
+    }
+    let p = spec
+        .process
+        .as_ref()
+        .ok_or_else(|| msg("process is required"))?;
+    match ctx.console.take() {
+        Some(sock) => {
+            let (slave, name) = console::setup(sock, p.console_size)?;
+            console::attach(&slave, &name)?;
+        }
+        None => {
+            // Our own session: the engine's terminal signals must not reach us.
+            let _ = rustix::process::setsid();
+        }
+    }
+    if setup_root {
+        rootfs.protect_paths()?;
+        rootfs.make_root_readonly()?;
+    }
+    if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
+        rustix::system::sethostname(h.as_bytes()).ctx(|| format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname.as_deref().filter(|d| !d.is_empty()) {
+        rustix::system::setdomainname(d.as_bytes()).ctx(|| format!("setdomainname {d:?}"))?;
+    }
+    ctx.lsm.set_exec_labels(p)?;
+    process::set_rlimits(&p.rlimits)?;
+    if let Some(pers) = &linux.personality {
+        process::set_personality(pers)?;
+    }
+    if let Some(s) = &p.scheduler {
+        process::set_scheduler(s)?;
+    }
+    if let Some(io) = &p.io_priority {
+        process::set_io_priority(io)?;
+    }
+    if let Some(mp) = &linux.memory_policy {
+        process::set_memory_policy(mp)?;
+    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+        p.user.umask.unwrap_or(0o022),
+    ));
+
+    // Resolve the program now, so a missing binary fails `create`, not `start`.
+    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    let mut env = process::environment(p, passwd.as_deref());
+    env.extend(ctx.extra_env.iter().cloned());
+    let chdir_early = rustix::process::chdir(p.cwd.as_str());
+    let program = process::find_program(&p.args[0], &env, &p.cwd)?;
+    let exec = process::exec_args(&program, &p.args, &env)?;
+    if plan.new_user && !namespaces::is_mapped(&linux.uid_mappings, p.user.uid) {
+        return Err(msg(format!(
+            "process.user.uid {} has no mapping in linux.uidMappings",
+            p.user.uid
+        )));
+    }
+    process::inherit_fds(ctx.preserve_fds)?;
+
+    // Created. From here the runtime may exit; we must outlive it.
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    ctx.chan
+        .send(&Msg::Created)
+        .ctx(|| "sync with the runtime".into())?;
+
+    // Wait for `start`: it connects and sends the state for startContainer hooks.
+    let conn = loop {
+        match rustix::net::accept_with(&ctx.listener, rustix::net::SocketFlags::CLOEXEC) {
+            Ok(c) => break c,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e).ctx(|| "wait for start".into()),
+        }
+    };
+    drop(ctx.listener);
+    let mut conn = UnixStream::from(conn);
+    let mut state = String::new();
+    conn.read_to_string(&mut state)
+        .ctx(|| "read the start request".into())?;
+    // From here errors go to `start` over this connection.
+    let res = finish(
+        spec,
+        p,
+        &ctx.caps,
+        ctx.seccomp,
+        ctx.seccomp_listener.take(),
+        &state,
+        chdir_early.is_ok(),
+        ctx.preserve_fds,
+        &exec,
+    );
+    let text = match res {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    };
+    let _ = conn.write_all(text.as_bytes());
+    sys::exit_now(127)
+}
+
+fn set_res_ids(z: rustix::process::Gid) -> Result<()> {
+    rustix::thread::set_thread_res_gid(z, z, z)
+        .ctx(|| "setresgid(0) in the user namespace".into())?;
+    let u = rustix::process::Uid::from_raw(0);
+    rustix::thread::set_thread_res_uid(u, u, u).ctx(|| "setresuid(0) in the user namespace".into())
+}
+
+/// After `start`: startContainer hooks, then drop privileges and execve, in
+/// runc's order (seccomp before the capability drop unless no_new_privs is
+/// set, in which case as late as possible).
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    spec: &Spec,
+    p: &oci::Process,
+    caps: &capabilities::Resolved,
+    filter: Option<&seccomp::Filter>,
+    listener: Option<UnixStream>,
+    state: &str,
+    chdir_done: bool,
+    preserve_fds: u32,
+    exec: &process::ExecArgs,
+) -> Result<std::convert::Infallible> {
+    if let Some(h) = &spec.hooks {
+        crate::hooks::run("startContainer", &h.start_container, state)?;
+    }
+    let mut listener = listener;
+    let mut install = |filter: &seccomp::Filter| -> Result<()> {
+        let notify = filter.install()?;
+        if let (Some(fd), Some(sock)) = (notify, listener.take()) {
+            // Hand the notify fd to the agent (runtime-spec "listenerPath"):
+            // only then can it answer the syscalls the filter defers to it.
+            let st: oci::State =
+                serde_json::from_str(state).map_err(|e| msg(format!("bad start request: {e}")))?;
+            let meta = spec
+                .linux
+                .as_ref()
+                .and_then(|l| l.seccomp.as_ref())
+                .and_then(|s| s.listener_metadata.as_deref());
+            let pid = st.pid.unwrap_or(0);
+            seccomp::send_state(&sock, fd.as_fd(), pid, &st, meta)?;
+        }
+        Ok(())
+    };
+    if let (Some(f), false) = (filter, p.no_new_privileges) {
+        install(f)?;
+    }
+    capabilities::drop_bounding(caps.bounding)?;
+    process::switch_user(&p.user)?;
+    if !chdir_done {
+        rustix::process::chdir(p.cwd.as_str()).ctx(|| format!("chdir to process.cwd {}", p.cwd))?;
+    }
+    capabilities::apply(caps)?;
+    if p.no_new_privileges {
+        rustix::thread::set_no_new_privs(true).ctx(|| "set no_new_privs".into())?;
+        if let Some(f) = filter {
+            install(f)?;
+        }
+    }
+    if let Some(cpus) = p
+        .exec_cpu_affinity
+        .as_ref()
+        .and_then(|a| a.final_.as_deref())
+    {
+        process::set_cpu_affinity(cpus, "process.execCPUAffinity.final")?;
+    }
+    process::reset_signals();
+    // Nothing of the runtime's survives execve but stdio and preserved fds.
+    sys::cloexec_from(3 + preserve_fds).ctx(|| "close inherited file descriptors".into())?;
+    let err = sys::execve(&exec.path, &exec.argv, &exec.envp);
+    Err(err).ctx(|| format!("exec {:?}", exec.path))
+}

@@ -1,0 +1,312 @@
+//! Namespaces (namespaces(7)): which to create at clone time, which to join
+//! with setns(2), and the user/time namespace details that need the parent.
+//!
+//! The fast path is one clone3() with every new namespace flag: the child is
+//! pid 1 of its pid namespace and owns all new namespaces through its new user
+//! namespace (clone creates the user namespace first). Two namespaces are left
+//! out of the clone on purpose:
+//! - cgroup: unshared by the child only after the parent has put it in its
+//!   cgroup, so the namespace's root is the container's cgroup;
+//! - time: offsets can only be written before any process lives in the new
+//!   namespace, so the child unshares it, writes its offsets and enters it at execve.
+//!
+//! Joining namespaces by path needs a slower path when a *new* user namespace
+//! is also requested: the joins must happen while still privileged in the
+//! host user namespace, i.e. before the user namespace is created, so the child
+//! clones with no flags, joins, unshares, and forks the real init.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use oci::{IdMapping, Linux, NamespaceType};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+
+use crate::error::{Context, Result};
+
+pub fn clone_flag(t: NamespaceType) -> u64 {
+    (match t {
+        NamespaceType::Pid => libc::CLONE_NEWPID,
+        NamespaceType::Network => libc::CLONE_NEWNET,
+        NamespaceType::Mount => libc::CLONE_NEWNS,
+        NamespaceType::Ipc => libc::CLONE_NEWIPC,
+        NamespaceType::Uts => libc::CLONE_NEWUTS,
+        NamespaceType::User => libc::CLONE_NEWUSER,
+        NamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        NamespaceType::Time => libc::CLONE_NEWTIME,
+    }) as u32 as u64
+}
+
+fn link_type(t: NamespaceType) -> LinkNameSpaceType {
+    match t {
+        NamespaceType::Pid => LinkNameSpaceType::ProcessID,
+        NamespaceType::Network => LinkNameSpaceType::Network,
+        NamespaceType::Mount => LinkNameSpaceType::Mount,
+        NamespaceType::Ipc => LinkNameSpaceType::InterProcessCommunication,
+        NamespaceType::Uts => LinkNameSpaceType::HostNameAndNISDomainName,
+        NamespaceType::User => LinkNameSpaceType::User,
+        NamespaceType::Cgroup => LinkNameSpaceType::ControlGroup,
+        NamespaceType::Time => LinkNameSpaceType::Time,
+    }
+}
+
+/// How the container's namespaces come to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Flags for clone3 (the fast path puts every new namespace here).
+    pub clone_flags: u64,
+    /// Namespaces to join, user first (parent joins pid itself, see `parent_pid_join`).
+    pub joins: Vec<(NamespaceType, String)>,
+    /// Flags the child unshares after its joins (slow path only).
+    pub unshare_flags: u64,
+    /// The child unshared a pid namespace and must fork the real init.
+    pub double_fork: bool,
+    /// The pid namespace to join, done by the parent before clone so the child
+    /// is born in it.
+    pub parent_pid_join: Option<String>,
+    pub new_user: bool,
+    pub new_cgroup: bool,
+    pub new_time: bool,
+    pub new_mount: bool,
+    pub join_mount: bool,
+}
+
+pub fn plan(linux: &Linux) -> Plan {
+    let mut p = Plan::default();
+    let mut new_flags = 0u64;
+    for ns in &linux.namespaces {
+        match (&ns.path, ns.typ) {
+            (Some(path), NamespaceType::Pid) => p.parent_pid_join = Some(path.clone()),
+            (Some(path), t) => p.joins.push((t, path.clone())),
+            (None, NamespaceType::Cgroup) => p.new_cgroup = true,
+            (None, NamespaceType::Time) => p.new_time = true,
+            (None, t) => new_flags |= clone_flag(t),
+        }
+    }
+    // setns(user) must come first: later joins need the caps it grants.
+    p.joins.sort_by_key(|(t, _)| *t != NamespaceType::User);
+    p.new_user = new_flags & clone_flag(NamespaceType::User) != 0;
+    p.new_mount = new_flags & clone_flag(NamespaceType::Mount) != 0;
+    p.join_mount = p.joins.iter().any(|(t, _)| *t == NamespaceType::Mount);
+    if p.joins.is_empty() || !p.new_user {
+        // Joins that happen after clone are still privileged (no new userns):
+        // everything new goes into clone3.
+        p.clone_flags = new_flags;
+    } else {
+        // New userns + joins: create the userns only after joining.
+        p.unshare_flags = new_flags;
+        p.double_fork = new_flags & clone_flag(NamespaceType::Pid) != 0;
+    }
+    p
+}
+
+/// Join one namespace by path, checking it is of the expected type.
+pub fn join(t: NamespaceType, path: &str) -> Result<()> {
+    let f = File::open(path).ctx(|| format!("open {t} namespace {path}"))?;
+    move_into_link_name_space(f.as_fd(), Some(link_type(t)))
+        .ctx(|| format!("setns to {t} namespace {path}"))
+}
+
+/// The parent joins the target pid namespace so its next child is born there.
+pub fn join_pid_for_children(path: &str) -> Result<()> {
+    join(NamespaceType::Pid, path)
+}
+
+pub fn unshare(flags: u64) -> Result<()> {
+    if flags == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain unshare(2); the process is single-threaded here.
+    let r = unsafe { libc::unshare(flags as libc::c_int) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("unshare({flags:#x})"));
+    }
+    Ok(())
+}
+
+fn map_text(maps: &[IdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+        .collect()
+}
+
+/// Write the uid/gid maps of `pid`'s new user namespace (done by the parent,
+/// which is privileged in the parent namespace).
+pub fn write_id_maps(pid: i32, linux: &Linux) -> Result<()> {
+    for (file, maps) in [
+        ("uid_map", &linux.uid_mappings),
+        ("gid_map", &linux.gid_mappings),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, map_text(maps))
+            .ctx(|| format!("write linux.{}Mappings to {path}", &file[..3]))?;
+    }
+    Ok(())
+}
+
+/// Does `id` have a mapping in the namespace (so setuid to it can work)?
+pub fn is_mapped(maps: &[IdMapping], id: u32) -> bool {
+    maps.iter()
+        .any(|m| id >= m.container_id && (id - m.container_id) < m.size)
+}
+
+/// Write the time namespace offsets; the caller has unshared CLONE_NEWTIME
+/// and no process has entered the namespace yet.
+pub fn write_time_offsets(linux: &Linux) -> Result<()> {
+    if linux.time_offsets.is_empty() {
+        return Ok(());
+    }
+    let text: String = linux
+        .time_offsets
+        .iter()
+        .map(|(clock, o)| format!("{clock} {} {}\n", o.secs, o.nanosecs))
+        .collect();
+    std::fs::write("/proc/self/timens_offsets", text)
+        .ctx(|| "write linux.timeOffsets to /proc/self/timens_offsets".into())
+}
+
+/// Check, before anything is created, that every path names a namespace of
+/// the right type (runtime-spec: "MUST generate an error if path is not
+/// associated with a namespace of type type").
+pub fn check_paths(linux: &Linux) -> Result<()> {
+    for (i, ns) in linux.namespaces.iter().enumerate() {
+        let Some(path) = &ns.path else { continue };
+        let f = File::open(path).ctx(|| format!("linux.namespaces[{i}].path: open {path}"))?;
+        // NS_GET_NSTYPE (linux/nsfs.h) returns the CLONE_NEW* type of an nsfs file.
+        const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+        // SAFETY: ioctl on an owned fd with no argument.
+        let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
+        if t < 0 {
+            return Err(crate::error::msg(format!(
+                "linux.namespaces[{i}].path: {path} is not a namespace file"
+            )));
+        }
+        if t as u64 != clone_flag(ns.typ) {
+            return Err(crate::error::msg(format!(
+                "linux.namespaces[{i}].path: {path} is not a {} namespace",
+                ns.typ
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// True if `path` is a namespace file of the current process's own namespace
+/// of that type (joining it is a no-op).
+pub fn is_own(t: NamespaceType, path: &str) -> bool {
+    let own = format!("/proc/self/ns/{}", t.proc_name());
+    match (std::fs::metadata(own), std::fs::metadata(Path::new(path))) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.ino() == b.ino() && a.dev() == b.dev()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci::Namespace;
+
+    fn ns(t: NamespaceType, path: Option<&str>) -> Namespace {
+        Namespace {
+            typ: t,
+            path: path.map(String::from),
+        }
+    }
+
+    #[test]
+    fn fast_path_puts_everything_in_clone() {
+        let linux = Linux {
+            namespaces: vec![
+                ns(NamespaceType::Pid, None),
+                ns(NamespaceType::Mount, None),
+                ns(NamespaceType::Cgroup, None),
+                ns(NamespaceType::Time, None),
+                ns(NamespaceType::Network, Some("/run/netns/x")),
+            ],
+            ..Default::default()
+        };
+        let p = plan(&linux);
+        assert_eq!(
+            p.clone_flags,
+            (libc::CLONE_NEWPID | libc::CLONE_NEWNS) as u64
+        );
+        assert!(p.new_cgroup && p.new_time && !p.double_fork);
+        assert_eq!(
+            p.joins,
+            vec![(NamespaceType::Network, "/run/netns/x".into())]
+        );
+    }
+
+    #[test]
+    fn userns_with_joins_unshares_after_joining() {
+        let linux = Linux {
+            namespaces: vec![
+                ns(NamespaceType::Network, Some("/n")),
+                ns(NamespaceType::User, None),
+                ns(NamespaceType::Pid, None),
+                ns(NamespaceType::Ipc, Some("/i")),
+            ],
+            ..Default::default()
+        };
+        let p = plan(&linux);
+        assert_eq!(p.clone_flags, 0);
+        assert!(p.double_fork && p.new_user);
+        assert_eq!(
+            p.unshare_flags,
+            (libc::CLONE_NEWUSER | libc::CLONE_NEWPID) as u64
+        );
+    }
+
+    #[test]
+    fn pid_join_is_done_by_parent_and_user_join_first() {
+        let linux = Linux {
+            namespaces: vec![
+                ns(NamespaceType::Ipc, Some("/i")),
+                ns(NamespaceType::User, Some("/u")),
+                ns(NamespaceType::Pid, Some("/p")),
+            ],
+            ..Default::default()
+        };
+        let p = plan(&linux);
+        assert_eq!(p.parent_pid_join.as_deref(), Some("/p"));
+        assert_eq!(p.joins[0].0, NamespaceType::User);
+    }
+
+    #[test]
+    fn mapping_lookup() {
+        let m = [IdMapping {
+            container_id: 0,
+            host_id: 100_000,
+            size: 1000,
+        }];
+        assert!(is_mapped(&m, 0) && is_mapped(&m, 999));
+        assert!(!is_mapped(&m, 1000));
+        assert_eq!(map_text(&m), "0 100000 1000\n");
+    }
+
+    #[test]
+    fn check_paths_verifies_type() {
+        let ok = Linux {
+            namespaces: vec![ns(NamespaceType::Network, Some("/proc/self/ns/net"))],
+            ..Default::default()
+        };
+        check_paths(&ok).unwrap();
+        let wrong = Linux {
+            namespaces: vec![ns(NamespaceType::Ipc, Some("/proc/self/ns/net"))],
+            ..Default::default()
+        };
+        assert!(check_paths(&wrong)
+            .unwrap_err()
+            .to_string()
+            .contains("not a ipc namespace"));
+        let missing = Linux {
+            namespaces: vec![ns(NamespaceType::Ipc, Some("/nonexistent/ns"))],
+            ..Default::default()
+        };
+        assert!(check_paths(&missing).is_err());
+        assert!(is_own(NamespaceType::Network, "/proc/self/ns/net"));
+    }
+}

@@ -1,0 +1,344 @@
+//! The state directory: one directory per container under the runtime root
+//! (`/run/bulkhead/<id>`), holding `state.json` and the start socket.
+//!
+//! Concurrency: every command that reads or changes a container holds a
+//! `flock` on the container's directory for its whole duration (exclusive for
+//! changes, shared for reads), so two commands on one ID serialise instead of
+//! corrupting each other. `mkdir` of the directory is the atomic "ID is taken"
+//! test. `state.json` is replaced by rename, so readers never see half a file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rustix::fs::{flock, FlockOperation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+
+pub const STATE_FILE: &str = "state.json";
+pub const START_SOCKET: &str = "start.sock";
+
+/// What the runtime remembers about a container between commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub id: String,
+    /// Last status written by a command (`created` or `running`); the live
+    /// status is derived from this and the init process (see [`Saved::status`]).
+    pub status: oci::Status,
+    pub pid: i32,
+    /// Start time of `pid` (field 22 of /proc/PID/stat), to detect pid reuse.
+    pub pid_start: u64,
+    pub bundle: String,
+    pub rootfs: String,
+    pub created: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cgroup: Option<cgroups::Saved>,
+    #[serde(default)]
+    pub hooks: Option<oci::Hooks>,
+    /// The container has its own pid namespace: killing init kills everything.
+    #[serde(default)]
+    pub private_pid_ns: bool,
+    /// Set by the foreground `run`, which reaps the init itself.
+    #[serde(default)]
+    pub config_terminal: bool,
+}
+
+/// The `state` command's output: the OCI state plus runc's extra fields,
+/// which engines (podman, containerd) read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: oci::Status,
+    pub bundle: String,
+    pub rootfs: String,
+    pub created: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An open, locked container directory.
+pub struct StateDir {
+    pub dir: PathBuf,
+    pub id: String,
+    _lock: OwnedFd,
+}
+
+fn lock_dir(dir: &Path, exclusive: bool) -> io::Result<OwnedFd> {
+    let fd: OwnedFd = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?
+        .into();
+    let op = if exclusive {
+        FlockOperation::LockExclusive
+    } else {
+        FlockOperation::LockShared
+    };
+    flock(&fd, op)?;
+    Ok(fd)
+}
+
+impl StateDir {
+    /// Claim `id`: fails with [`Error::Exists`] if the directory already exists.
+    pub fn create(root: &Path, id: &str) -> Result<StateDir> {
+        oci::validate_id(id)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(root)
+            .ctx(|| format!("create state root {}", root.display()))?;
+        let dir = root.join(id);
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(id.to_string()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("create {}", dir.display())),
+        }
+        let lock = lock_dir(&dir, true).ctx(|| format!("lock {}", dir.display()))?;
+        Ok(StateDir {
+            dir,
+            id: id.to_string(),
+            _lock: lock,
+        })
+    }
+
+    /// Open and lock an existing container directory.
+    pub fn open(root: &Path, id: &str, exclusive: bool) -> Result<StateDir> {
+        oci::validate_id(id)?;
+        let dir = root.join(id);
+        let lock = match lock_dir(&dir, exclusive) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("lock {}", dir.display())),
+        };
+        Ok(StateDir {
+            dir,
+            id: id.to_string(),
+            _lock: lock,
+        })
+    }
+
+    pub fn load(&self) -> Result<Saved> {
+        let path = self.dir.join(STATE_FILE);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            // The directory exists but holds no state: a create that died
+            // before finishing. Only `delete` can do something with it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(self.id.clone()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),
+        };
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Msg(format!("{}: corrupt state: {e}", path.display())))
+    }
+
+    pub fn save(&self, s: &Saved) -> Result<()> {
+        let tmp = self.dir.join(".state.json.tmp");
+        let path = self.dir.join(STATE_FILE);
+        let text = serde_json::to_vec(s).expect("state serialises");
+        let write = || -> io::Result<()> {
+            let mut f = fs::File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            fs::rename(&tmp, &path)
+        };
+        write().ctx(|| format!("write {}", path.display()))
+    }
+
+    /// The lock's descriptor number: the container init, a clone of the
+    /// runtime, closes its copy first thing (a copy would keep the lock held).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self._lock)
+    }
+
+    pub fn start_socket(&self) -> PathBuf {
+        self.dir.join(START_SOCKET)
+    }
+
+    /// Remove the directory and everything in it (the lock goes with it).
+    pub fn remove(self) -> Result<()> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(|| format!("remove {}", self.dir.display())),
+        }
+    }
+}
+
+/// State of a process as /proc/PID/stat tells it: (state letter, start time).
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip to the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl Saved {
+    /// True while the init process recorded here still exists and has not exited.
+    pub fn init_alive(&self) -> bool {
+        match proc_stat(self.pid) {
+            Some((state, start)) => start == self.pid_start && state != 'Z' && state != 'X',
+            None => false,
+        }
+    }
+
+    /// The live status: the saved one while init lives, `stopped` after.
+    pub fn status(&self) -> oci::Status {
+        if !self.init_alive() {
+            return oci::Status::Stopped;
+        }
+        if self.status == oci::Status::Running {
+            if let Some(cg) = &self.cgroup {
+                if cgroups::Cgroup::from_saved(cg).is_frozen() {
+                    return oci::Status::Paused;
+                }
+            }
+        }
+        self.status
+    }
+
+    pub fn oci_state(&self, status: oci::Status) -> oci::State {
+        oci::State {
+            oci_version: oci::OCI_VERSION.to_string(),
+            id: self.id.clone(),
+            status,
+            pid: (status != oci::Status::Stopped).then_some(self.pid),
+            bundle: self.bundle.clone(),
+            annotations: self.annotations.clone(),
+        }
+    }
+
+    pub fn report(&self) -> Report {
+        let status = self.status();
+        Report {
+            oci_version: oci::OCI_VERSION.to_string(),
+            id: self.id.clone(),
+            pid: if status == oci::Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            status,
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            owner: String::new(),
+            annotations: self.annotations.clone(),
+        }
+    }
+}
+
+/// All containers under `root` (directories without a state file are skipped:
+/// they are being created, or were left by a create that was killed).
+pub fn list(root: &Path) -> Result<Vec<Saved>> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).ctx(|| format!("read {}", root.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str() else { continue };
+        if oci::validate_id(id).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        let Ok(sd) = StateDir::open(root, id, false) else {
+            continue;
+        };
+        if let Ok(s) = sd.load() {
+            out.push(s);
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// RFC 3339 UTC timestamp with nanoseconds, as runc writes `created`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, sod) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        d.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(951_782_400, 5); // 2000-02-29
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000000005Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_798_761_599); // 2026-12-31T23:59:59
+        assert_eq!(rfc3339(t), "2026-12-31T23:59:59.000000000Z");
+    }
+
+    #[test]
+    fn proc_stat_of_self() {
+        let (state, start) = proc_stat(std::process::id() as i32).unwrap();
+        assert!(state == 'R' || state == 'S', "{state}");
+        assert!(start > 0);
+        assert!(proc_stat(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn create_claims_the_id_once() {
+        let root = std::env::temp_dir().join(format!("bh-state-{}", std::process::id()));
+        let sd = StateDir::create(&root, "c1").unwrap();
+        assert!(matches!(
+            StateDir::create(&root, "c1"),
+            Err(Error::Exists(_))
+        ));
+        assert!(matches!(
+            StateDir::create(&root, "../x"),
+            Err(Error::Spec(_))
+        ));
+        assert!(matches!(sd.load(), Err(Error::NotFound(_))));
+        sd.remove().unwrap();
+        assert!(matches!(
+            StateDir::open(&root, "c1", false),
+            Err(Error::NotFound(_))
+        ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,148 @@
+//! The one channel between the runtime and the container's init while it is
+//! being set up: a SOCK_SEQPACKET socketpair (message boundaries for free,
+//! EOF when the other side dies, close-on-exec so the container never sees it).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+/// Messages of the create protocol, in the order they normally flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// parent → child: continue (optionally carrying the OCI state JSON for hooks).
+    Go(String),
+    /// child → parent: I am in my new user namespace; write my uid/gid maps.
+    UsernsReady,
+    /// child → parent: the container init is this pid (after a double fork).
+    Pid(i32),
+    /// child → parent: namespaces are set up; put me in my cgroup.
+    Ready,
+    /// child → parent: mounts are done, before pivot_root; run the runtime hooks.
+    Hooks,
+    /// child → parent: set up and blocked until `start`.
+    Created,
+    /// child → parent: setup failed; the text names the step.
+    Error(String),
+}
+
+pub struct Channel(OwnedFd);
+
+impl Channel {
+    pub fn pair() -> io::Result<(Channel, Channel)> {
+        let (a, b) = net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Channel(a), Channel(b)))
+    }
+
+    pub fn from_fd(fd: OwnedFd) -> Channel {
+        Channel(fd)
+    }
+
+    pub fn send(&self, m: &Msg) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(16);
+        match m {
+            Msg::Go(s) => {
+                buf.push(b'G');
+                buf.extend_from_slice(s.as_bytes());
+            }
+            Msg::UsernsReady => buf.push(b'U'),
+            Msg::Pid(p) => {
+                buf.push(b'P');
+                buf.extend_from_slice(&p.to_le_bytes());
+            }
+            Msg::Ready => buf.push(b'R'),
+            Msg::Hooks => buf.push(b'H'),
+            Msg::Created => buf.push(b'C'),
+            Msg::Error(s) => {
+                buf.push(b'E');
+                buf.extend_from_slice(s.as_bytes());
+            }
+        }
+        net::send(&self.0, &buf, SendFlags::NOSIGNAL)?;
+        Ok(())
+    }
+
+    /// The next message, or `None` if the other side closed (exited).
+    pub fn recv(&self) -> io::Result<Option<Msg>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = loop {
+            match net::recv(&self.0, &mut buf, RecvFlags::empty()) {
+                Ok((n, _)) => break n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let body = &buf[1..n];
+        let text = || String::from_utf8_lossy(body).into_owned();
+        let m = match buf[0] {
+            b'G' => Msg::Go(text()),
+            b'U' => Msg::UsernsReady,
+            b'P' if body.len() == 4 => Msg::Pid(i32::from_le_bytes(body.try_into().unwrap())),
+            b'R' => Msg::Ready,
+            b'H' => Msg::Hooks,
+            b'C' => Msg::Created,
+            b'E' => Msg::Error(text()),
+            t => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected sync message tag {t}"),
+                ))
+            }
+        };
+        Ok(Some(m))
+    }
+
+    /// Wait for `Go` from the parent; anything else (or EOF) is an error.
+    pub fn wait_go(&self) -> io::Result<String> {
+        match self.recv()? {
+            Some(Msg::Go(s)) => Ok(s),
+            Some(other) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected Go from the runtime, got {other:?}"),
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the runtime went away",
+            )),
+        }
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_eof() {
+        let (a, b) = Channel::pair().unwrap();
+        for m in [
+            Msg::Go("{\"x\":1}".into()),
+            Msg::Go(String::new()),
+            Msg::UsernsReady,
+            Msg::Pid(4242),
+            Msg::Ready,
+            Msg::Hooks,
+            Msg::Created,
+            Msg::Error("mount /proc: EPERM".into()),
+        ] {
+            a.send(&m).unwrap();
+            assert_eq!(b.recv().unwrap(), Some(m));
+        }
+        drop(a);
+        assert_eq!(b.recv().unwrap(), None);
+    }
+}
