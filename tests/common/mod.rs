@@ -298,3 +298,23 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Run `sh -c script` in a fresh container (after `setup` edits the bundle);
+/// returns (exit code, stdout, stderr).
+pub fn sh(name: &str, script: &str, setup: impl FnOnce(&mut Bundle)) -> (i32, String, String) {
+    let rt = Rt::new();
+    let mut b = Bundle::new(name, &["sh", "-c", script]);
+    setup(&mut b);
+    b.save();
+    rt.run_container(&unique(name), &b)
+}
+
+/// Like [`sh`], asserting exit 0 and returning stdout.
+pub fn sh_ok(name: &str, script: &str, setup: impl FnOnce(&mut Bundle)) -> String {
+    let (code, out, err) = sh(name, script, setup);
+    assert_eq!(
+        code, 0,
+        "script failed: {script}\nstdout: {out}\nstderr: {err}"
+    );
+    out
+}

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Install what bulkhead's build, tests and benchmarks need (Debian 12).
+# Idempotent: packages already present are not reinstalled.
+set -eu
+PKGS="busybox-static gcc libc6-dev binutils iproute2 util-linux libseccomp-dev crun runc podman containerd qemu-system-x86 strace"
+missing=""
+for p in $PKGS; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }

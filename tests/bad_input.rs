@@ -1,0 +1,286 @@
+//! Bad input: each case must give a one-line error naming the problem, exit
+//! non-zero, and leave nothing behind (state directory, cgroup, process).
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use serde_json::json;
+
+/// Live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<i64>() else {
+            continue;
+        };
+        if pid == std::process::id() as i64 || !alive(pid) {
+            continue;
+        }
+        if let Ok(c) = fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                v.push(format!("{pid}: {c}"));
+            }
+        }
+    }
+    v
+}
+
+/// Run `create` with a config edited by `edit` (or raw text) and check the
+/// error and the absence of leftovers.
+fn expect_clean_failure(name: &str, id: &str, setup: impl FnOnce(&mut Bundle), want: &[&str]) {
+    let rt = Rt::new();
+    let mut b = Bundle::new(name, &["sleep", "60"]);
+    setup(&mut b);
+    let out = rt.create(id, &b);
+    let e = fails(&out);
+    assert_eq!(e.trim_end().lines().count(), 1, "{name}: not one line: {e}");
+    for w in want {
+        assert!(e.contains(w), "{name}: {w:?} missing in: {e}");
+    }
+    if !id.is_empty() && !id.contains('/') && !id.contains("..") {
+        assert!(
+            !rt.root.join(id).exists(),
+            "{name}: state directory left behind"
+        );
+        assert!(
+            cgroup_dirs_named(id).is_empty(),
+            "{name}: cgroup left behind"
+        );
+        assert!(
+            processes_mentioning(id).is_empty(),
+            "{name}: process left behind: {:?}",
+            processes_mentioning(id)
+        );
+    }
+    // The state root holds nothing else either.
+    if let Ok(rd) = fs::read_dir(&rt.root) {
+        assert_eq!(
+            rd.count(),
+            0,
+            "{name}: something was left in the state root"
+        );
+    }
+}
+
+#[test]
+fn malformed_json() {
+    expect_clean_failure(
+        "json",
+        &unique("json"),
+        |b| {
+            fs::write(
+                b.dir.join("config.json"),
+                "{\"ociVersion\": \"1.0.0\", \"process\": ",
+            )
+            .unwrap();
+        },
+        &["config.json", "EOF while parsing"],
+    );
+}
+
+#[test]
+fn wrong_types() {
+    expect_clean_failure(
+        "types",
+        &unique("types"),
+        |b| {
+            b.config["process"]["user"]["uid"] = "root".into();
+            b.save();
+        },
+        &["process.user.uid", "invalid type"],
+    );
+    expect_clean_failure(
+        "types2",
+        &unique("types2"),
+        |b| {
+            b.config["mounts"] = json!({"not": "an array"});
+            b.save();
+        },
+        &["mounts", "invalid type"],
+    );
+}
+
+#[test]
+fn unknown_namespace_type() {
+    expect_clean_failure(
+        "nstype",
+        &unique("nstype"),
+        |b| {
+            b.config["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "bogus"}));
+            b.save();
+        },
+        &["linux.namespaces[6].type", "unknown variant `bogus`"],
+    );
+}
+
+#[test]
+fn missing_rootfs() {
+    expect_clean_failure(
+        "norootfs",
+        &unique("norootfs"),
+        |b| {
+            b.config["root"]["path"] = "no-such-rootfs".into();
+            b.save();
+        },
+        &["root.path", "no-such-rootfs", "No such file"],
+    );
+}
+
+#[test]
+fn relative_mount_destination() {
+    expect_clean_failure(
+        "reldest",
+        &unique("reldest"),
+        |b| {
+            b.config["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}));
+            b.save();
+        },
+        &["mounts[7].destination", "not an absolute path"],
+    );
+}
+
+#[test]
+fn bad_ids() {
+    for (id, want) in [
+        ("", "must not be empty"),
+        ("a/b", "contains '/'"),
+        ("..", "must not be '.' or '..'"),
+        ("../x", "contains '/'"),
+    ] {
+        expect_clean_failure("badid", id, |_| {}, &["container ID", want]);
+    }
+}
+
+#[test]
+fn existing_id() {
+    let rt = Rt::new();
+    let b = Bundle::new("dup", &["sleep", "60"]);
+    let id = unique("dup");
+    ok(&rt.create(&id, &b));
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let e = fails(&rt.create(&id, &b));
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1);
+    // The first container is untouched.
+    assert_eq!(rt.status(&id), "created");
+    assert_eq!(rt.state(&id)["pid"].as_i64().unwrap(), pid);
+    assert!(alive(pid));
+}
+
+#[test]
+fn missing_hook_binary() {
+    expect_clean_failure(
+        "nohook",
+        &unique("nohook"),
+        |b| {
+            b.config["hooks"] = json!({"createRuntime": [{"path": "/no/such/hook"}]});
+            b.save();
+        },
+        &[
+            "hooks.createRuntime[0].path",
+            "/no/such/hook",
+            "No such file",
+        ],
+    );
+}
+
+#[test]
+fn missing_program_fails_create() {
+    expect_clean_failure(
+        "noprog",
+        &unique("noprog"),
+        |b| {
+            b.config["process"]["args"] = json!(["no-such-program"]);
+            b.save();
+        },
+        &["no-such-program", "executable file not found in $PATH"],
+    );
+}
+
+#[test]
+fn bad_values_deep_in_the_config() {
+    expect_clean_failure(
+        "badmountopt",
+        &unique("badmountopt"),
+        |b| {
+            b.config["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["size=notanumber"]}));
+            b.save();
+        },
+        &["mounts[7]", "/x"],
+    );
+    expect_clean_failure(
+        "badsysctl",
+        &unique("badsysctl"),
+        |b| {
+            b.config["linux"]["sysctl"] = json!({"vm.swappiness": "1"});
+            b.save();
+        },
+        &["linux.sysctl.vm.swappiness", "not a namespaced sysctl"],
+    );
+    expect_clean_failure(
+        "badcgpath",
+        &unique("badcgpath"),
+        |b| {
+            b.config["linux"]["cgroupsPath"] = "/a/../../etc".into();
+            b.save();
+        },
+        &["linux.cgroupsPath"],
+    );
+    expect_clean_failure(
+        "nomountns",
+        &unique("nomountns"),
+        |b| {
+            b.config["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "mount");
+            b.save();
+        },
+        &["mount namespace is required"],
+    );
+    expect_clean_failure(
+        "selinux",
+        &unique("selinux"),
+        |b| {
+            b.config["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
+            b.save();
+        },
+        &["process.selinuxLabel", "SELinux is not enabled"],
+    );
+}
+
+#[test]
+fn missing_bundle_and_console_socket() {
+    let rt = Rt::new();
+    let id = unique("nobundle");
+    let e = fails(&output(rt.cmd().args([
+        "create",
+        "--bundle",
+        "/no/such/bundle",
+        &id,
+    ])));
+    assert!(e.contains("/no/such/bundle"), "{e}");
+    let mut b = Bundle::new("tty", &["sh"]);
+    b.config["process"]["terminal"] = true.into();
+    b.save();
+    let e = fails(&rt.create(&id, &b));
+    assert!(e.contains("--console-socket is required"), "{e}");
+    let e = fails(&output(
+        rt.cmd()
+            .args(["create", "--console-socket", "/no/such.sock", "--bundle"])
+            .arg(&b.dir)
+            .arg(&id),
+    ));
+    assert!(e.contains("console socket /no/such.sock"), "{e}");
+    assert!(!rt.root.join(&id).exists());
+}

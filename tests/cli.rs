@@ -1,0 +1,110 @@
+//! The command line around the lifecycle: spec, features, logging.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn spec_writes_a_valid_default_and_refuses_to_overwrite() {
+    let dir = std::env::temp_dir().join(unique("bh-spec"));
+    fs::create_dir_all(&dir).unwrap();
+    ok(&output(
+        std::process::Command::new(bin())
+            .args(["spec", "--bundle"])
+            .arg(&dir),
+    ));
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(v["ociVersion"], "1.3.0");
+    assert_eq!(v["root"]["path"], "rootfs");
+    assert_eq!(v["process"]["args"][0], "sh");
+    assert_eq!(
+        v["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        14
+    );
+    let e = fails(&output(
+        std::process::Command::new(bin())
+            .args(["spec", "--bundle"])
+            .arg(&dir),
+    ));
+    assert!(e.contains("already exists"), "{e}");
+    fs::remove_file(dir.join("config.json")).unwrap();
+    ok(&output(
+        std::process::Command::new(bin())
+            .args(["spec", "--rootless", "--bundle"])
+            .arg(&dir),
+    ));
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert!(v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "user"));
+    assert_eq!(v["linux"]["uidMappings"][0]["hostID"], 0);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn features_lists_what_is_implemented() {
+    let out = ok(&output(std::process::Command::new(bin()).arg("features")));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ociVersionMax"], "1.3.0");
+    let names = |p: &serde_json::Value| -> Vec<String> {
+        p.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&v["hooks"]).len(), 6);
+    assert_eq!(
+        names(&v["linux"]["namespaces"]),
+        ["pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"]
+    );
+    let opts = names(&v["mountOptions"]);
+    for o in ["ro", "rbind", "rro", "rprivate", "nosymfollow", "tmpcopyup"] {
+        assert!(opts.contains(&o.to_string()), "{o}");
+    }
+    // Not implemented, so not claimed:
+    assert!(!opts.contains(&"idmap".to_string()));
+    assert_eq!(v["linux"]["mountExtensions"]["idmap"]["enabled"], false);
+    assert_eq!(v["linux"]["netDevices"]["enabled"], false);
+    assert_eq!(v["linux"]["intelRdt"]["enabled"], false);
+    assert_eq!(v["linux"]["cgroup"]["systemd"], false);
+    assert_eq!(v["linux"]["seccomp"]["enabled"], true);
+    assert!(names(&v["linux"]["seccomp"]["actions"]).contains(&"SCMP_ACT_NOTIFY".to_string()));
+    assert!(names(&v["linux"]["capabilities"]).contains(&"CAP_SYS_ADMIN".to_string()));
+}
+
+#[test]
+fn errors_go_to_the_json_log_as_runc_writes_them() {
+    let rt = Rt::new();
+    let log = std::env::temp_dir().join(unique("bh-log"));
+    let e = fails(&output(rt.cmd().arg("--log").arg(&log).args([
+        "--log-format",
+        "json",
+        "state",
+        "no-such-container",
+    ])));
+    assert!(e.contains("does not exist"));
+    let text = fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(last["msg"].as_str().unwrap().contains("no-such-container"));
+    assert!(last["time"].as_str().unwrap().ends_with('Z'));
+    fs::remove_file(&log).unwrap();
+}
+
+#[test]
+fn systemd_cgroup_flag_is_refused_clearly() {
+    let e = fails(&output(
+        std::process::Command::new(bin()).args(["--systemd-cgroup", "list"]),
+    ));
+    assert!(e.contains("--systemd-cgroup"), "{e}");
+}

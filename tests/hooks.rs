@@ -1,0 +1,151 @@
+//! Lifecycle hooks: when each runs, in which namespace, with what state on
+//! stdin, and what a failing or slow hook does.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::json;
+
+/// A hook that appends "<name> <status> <pid> <hostname>" to `log` (hostname
+/// shows whether it ran in the container's UTS namespace).
+fn hook(log: &Path, name: &str) -> serde_json::Value {
+    json!({
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!(
+            "read -r state; s=$(echo \"$state\" | sed 's/.*\"status\":\"\\([a-z]*\\)\".*/\\1/'); \
+             p=$(echo \"$state\" | sed 's/.*\"pid\":\\([0-9]*\\).*/\\1/'); echo \"{name} $s $p $(hostname) $HOOKENV\" >> {log}",
+            log = log.display())],
+        "env": ["HOOKENV=set", "PATH=/usr/bin:/bin"]
+    })
+}
+
+#[test]
+fn all_six_hooks_run_in_order_with_state() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("hooks", &["sleep", "60"]);
+    let log = b.dir.join("hooks.log");
+    // The log must be reachable from the container namespace too
+    // (createContainer runs there before pivot_root, startContainer after).
+    let shared = b.share("/hooklog");
+    let inside = shared.join("hooks.log");
+    let mut sc = hook(Path::new("/hooklog/hooks.log"), "startContainer");
+    sc["path"] = "/bin/sh".into();
+    b.config["hooks"] = json!({
+        "prestart": [hook(&log, "prestart")],
+        "createRuntime": [hook(&log, "createRuntime")],
+        "createContainer": [hook(&log, "createContainer")],
+        "startContainer": [sc],
+        "poststart": [hook(&log, "poststart")],
+        "poststop": [hook(&log, "poststop")],
+    });
+    b.config["hostname"] = "inbox".into();
+    b.save();
+    let id = unique("hooks");
+    ok(&rt.create(&id, &b));
+    let pid = rt.state(&id)["pid"].as_i64().unwrap().to_string();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let l = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = l.lines().collect();
+    assert_eq!(lines.len(), 3, "{l}");
+    assert_eq!(lines[0], format!("prestart creating {pid} {host} set"));
+    assert_eq!(lines[1], format!("createRuntime creating {pid} {host} set"));
+    // createContainer runs in the container's namespaces (its hostname is not
+    // set yet at that point, but the UTS namespace is already its own).
+    assert!(
+        lines[2].starts_with(&format!("createContainer creating {pid} ")),
+        "{l}"
+    );
+    assert!(!inside.exists(), "startContainer ran before start");
+
+    ok(&rt.run(&["start", &id]));
+    assert_eq!(
+        fs::read_to_string(&inside).unwrap(),
+        format!("startContainer created {pid} inbox set\n")
+    );
+    let l = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        l.lines().nth(3),
+        Some(format!("poststart running {pid} {host} set").as_str()),
+        "{l}"
+    );
+
+    ok(&rt.run(&["delete", "--force", &id]));
+    let l = fs::read_to_string(&log).unwrap();
+    assert!(
+        l.lines().nth(4).unwrap().starts_with("poststop stopped "),
+        "{l}"
+    );
+}
+
+#[test]
+fn a_failing_create_hook_fails_create_and_leaves_nothing() {
+    for kind in ["prestart", "createRuntime", "createContainer"] {
+        let rt = Rt::new();
+        let mut b = Bundle::new("badhook", &["true"]);
+        b.config["hooks"] =
+            json!({kind: [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 4"]}]});
+        b.save();
+        let id = unique("badhook");
+        let e = fails(&rt.create(&id, &b));
+        assert!(
+            e.contains(&format!("hooks.{kind}[0]")) && e.contains("status 4") && e.contains("nope"),
+            "{e}"
+        );
+        assert!(!rt.root.join(&id).exists(), "{kind}: state left behind");
+        assert!(
+            cgroup_dirs_named(&id).is_empty(),
+            "{kind}: cgroup left behind"
+        );
+    }
+}
+
+#[test]
+fn a_hook_that_times_out_fails() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("slowhook", &["true"]);
+    b.config["hooks"] =
+        json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    b.save();
+    let id = unique("slowhook");
+    let e = fails(&rt.create(&id, &b));
+    assert!(e.contains("timed out after 1s"), "{e}");
+    assert!(!rt.root.join(&id).exists());
+}
+
+#[test]
+fn a_failing_start_container_hook_fails_start() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("badstart", &["true"]);
+    b.config["hooks"] = json!({"startContainer": [{"path": "/bin/false"}]});
+    b.save();
+    let id = unique("badstart");
+    ok(&rt.create(&id, &b));
+    let e = fails(&rt.run(&["start", &id]));
+    assert!(e.contains("hooks.startContainer[0]"), "{e}");
+    rt.wait_status(&id, "stopped");
+}
+
+#[test]
+fn failing_poststart_and_poststop_hooks_only_warn() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("warnhook", &["sleep", "60"]);
+    b.config["hooks"] =
+        json!({"poststart": [{"path": "/bin/false"}], "poststop": [{"path": "/bin/false"}]});
+    b.save();
+    let id = unique("warnhook");
+    ok(&rt.create(&id, &b));
+    let out = rt.run(&["start", &id]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hooks.poststart[0]"));
+    assert_eq!(rt.status(&id), "running");
+    let out = rt.run(&["delete", "--force", &id]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hooks.poststop[0]"));
+    assert!(!rt.root.join(&id).exists());
+}
