@@ -2,9 +2,11 @@
 //! libraries for each subcommand. Flags follow runc's, because engines
 //! (podman, containerd) call the runtime with runc's command line.
 
+mod cgroup_cmds;
 mod features;
 mod log;
 mod oci_cmds;
+mod sandbox;
 mod vm;
 
 use std::path::PathBuf;
@@ -63,6 +65,16 @@ enum Command {
     Pause(oci_cmds::IdArg),
     /// Thaw a paused container.
     Resume(oci_cmds::IdArg),
+    /// Change a container's resource limits.
+    Update(cgroup_cmds::UpdateArgs),
+    /// Resource usage and OOM events of a container (runc's JSON shape).
+    Events(cgroup_cmds::EventsArgs),
+    /// List the processes of a container.
+    Ps(cgroup_cmds::PsArgs),
+    /// Run one command isolated, with good defaults and no bundle.
+    Sandbox(sandbox::SandboxArgs),
+    /// Show the isolation layers around a container or process.
+    Inspect(sandbox::InspectArgs),
     /// Micro-VM commands.
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -93,6 +105,11 @@ pub fn main() -> i32 {
             Command::Features => features::print(),
             Command::Pause(a) => oci_cmds::pause(&rt, a, true),
             Command::Resume(a) => oci_cmds::pause(&rt, a, false),
+            Command::Update(a) => cgroup_cmds::update(&rt, a),
+            Command::Events(a) => cgroup_cmds::events(&rt, a),
+            Command::Ps(a) => cgroup_cmds::ps(&rt, a),
+            Command::Sandbox(a) => sandbox::sandbox(&rt, a),
+            Command::Inspect(a) => sandbox::inspect(&rt, a),
             Command::Vm(cmd) => vm::main(cmd),
         }
     };

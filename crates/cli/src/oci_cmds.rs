@@ -41,6 +41,7 @@ impl CreateArgs {
     fn options(&self) -> CreateOptions {
         CreateOptions {
             bundle: self.bundle.clone(),
+            spec: None,
             pid_file: self.pid_file.clone(),
             console_socket: self.console_socket.clone(),
             no_pivot: self.no_pivot,

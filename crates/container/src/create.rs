@@ -27,6 +27,10 @@ use crate::sys;
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub bundle: PathBuf,
+    /// Use this config instead of reading `<bundle>/config.json` (library
+    /// callers such as `sandbox` build one in memory). `root.path` is still
+    /// relative to `bundle`.
+    pub spec: Option<Spec>,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub no_pivot: bool,
@@ -81,7 +85,10 @@ struct Prepared {
 fn prepare(opts: &CreateOptions) -> Result<Prepared> {
     let bundle =
         fs::canonicalize(&opts.bundle).ctx(|| format!("bundle {}", opts.bundle.display()))?;
-    let spec = Spec::load(&bundle)?;
+    let spec = match &opts.spec {
+        Some(s) => s.clone(),
+        None => Spec::load(&bundle)?,
+    };
     oci::validate(&spec)?;
     let linux = spec.linux();
     let root = spec.root.as_ref().expect("validated");
