@@ -1,7 +1,8 @@
-//! The device allow list: v1 `devices.allow`/`devices.deny` files.
-//! (cgroup v2 has no device files; an eBPF program does the job there.)
+//! The device allow list: v1 `devices.allow`/`devices.deny` files, or on
+//! cgroup v2 (no device files there) an eBPF program built by [`crate::ebpf`]
+//! with the same semantics.
 
-use crate::{write_file, Cgroup, Error, Result};
+use crate::{ebpf, write_file, Cgroup, Error, Result};
 
 /// One rule in the kernel's v1 syntax: "c 1:3 rwm", "a *:* rwm".
 pub fn v1_rule(r: &oci::DeviceRule) -> String {
@@ -16,20 +17,33 @@ pub fn v1_rule(r: &oci::DeviceRule) -> String {
     }
 }
 
+/// Apply `rules` in order. v1: written one by one to devices.allow /
+/// devices.deny, on top of the cgroup's current list. v2: the whole list
+/// becomes the new filter program (evaluated from allow-all, as a fresh v1
+/// cgroup would), replacing the previous one.
 pub fn apply(cg: &Cgroup, rules: &[oci::DeviceRule]) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
-    match cg.dir_for("devices") {
-        Some(d) if !d.v2 => {
-            for r in rules {
-                let file = if r.allow { "devices.allow" } else { "devices.deny" };
-                write_file(&d.path.join(file), &v1_rule(r))?;
-            }
-            Ok(())
+    // Check every rule before the first write.
+    for (i, r) in rules.iter().enumerate() {
+        ebpf::parse_rule(r, &format!("linux.resources.devices[{i}]"))?;
+    }
+    if let Some(d) = cg.dirs.iter().find(|d| !d.v2 && d.has("devices")) {
+        for r in rules {
+            let file = if r.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write_file(&d.path.join(file), &v1_rule(r))?;
         }
-        _ => Err(Error::Unsupported(
-            "linux.resources.devices: no v1 devices hierarchy on this host (the cgroup v2 eBPF device filter is not implemented yet)".into(),
+        return Ok(());
+    }
+    match cg.v2_dir() {
+        Some(d) => ebpf::apply(&d.path, rules),
+        None => Err(Error::Unsupported(
+            "linux.resources.devices: no v1 devices hierarchy and no cgroup v2 hierarchy on this host".into(),
         )),
     }
 }

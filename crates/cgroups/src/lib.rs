@@ -11,14 +11,26 @@
 //!   touches directories that existed before.
 //! - [`v1`] and [`v2`] translate OCI resources into controller files; every
 //!   write that the kernel rejects is reported with the file and the value.
+//!   [`validate`] refuses values that are wrong on any host before the first
+//!   write.
+//! - Devices: v1 list files, or on v2 an eBPF program ([`ebpf`]) that decides
+//!   exactly as the v1 controller would for the same rules.
+//! - [`Cgroup::update`] journals the old value of each file it changes and
+//!   writes them back if a later write fails, so a refused update leaves the
+//!   limits as they were.
+//! - [`stats`] reads usage in runc's `events` JSON shape and watches OOM kills.
 //! - No systemd driver: cgroupfs only (no systemd runs on the hosts we target;
 //!   `features` says so).
 
 pub mod devices;
+pub mod ebpf;
 pub mod layout;
+pub mod stats;
 pub mod v1;
 pub mod v2;
+pub mod validate;
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::DirBuilderExt;
@@ -29,21 +41,19 @@ use serde::{Deserialize, Serialize};
 
 pub use layout::{Hierarchies, Hierarchy, Layout};
 
+/// The cgroup library's error. Each message is complete on its own (it
+/// includes the OS error text), so none exposes a `source()`: printing the
+/// chain would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{context}: {err}")]
+    Io { context: String, err: io::Error },
     /// The kernel refused a value written to a controller file.
-    #[error("cgroup: writing {value:?} to {file}: {source}")]
+    #[error("cgroup: writing {value:?} to {file}: {err}")]
     Write {
         file: PathBuf,
         value: String,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     #[error("no cgroup hierarchy is mounted")]
     NoCgroups,
@@ -53,26 +63,107 @@ pub enum Error {
     /// A value that is wrong whatever the host.
     #[error("{0}")]
     Invalid(String),
+    /// An update failed part-way; the files it had changed were set back.
+    #[error("{inner} (the values changed before the failure were restored)")]
+    RolledBack { inner: Box<Error> },
+    /// An update failed part-way and setting the old values back failed too.
+    #[error("{inner} (restoring the previous values failed: {restore})")]
+    RollbackFailed { inner: Box<Error>, restore: String },
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+    pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Error {
         Error::Io {
             context: context.into(),
-            source,
+            err,
         }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+thread_local! {
+    /// While an update runs: the files written so far and their old values.
+    static JOURNAL: RefCell<Option<Vec<(PathBuf, String)>>> = const { RefCell::new(None) };
+}
+
+/// Files whose content reads back in the form they are written, so an old
+/// value can be written back. (Keyed files such as devices.allow, io.max or
+/// blkio.throttle.* are not: writing back what they list adds, it does not
+/// replace.)
+fn restorable(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    const FILES: &[&str] = &[
+        "memory.limit_in_bytes",
+        "memory.memsw.limit_in_bytes",
+        "memory.soft_limit_in_bytes",
+        "memory.kmem.limit_in_bytes",
+        "memory.kmem.tcp.limit_in_bytes",
+        "memory.swappiness",
+        "memory.max",
+        "memory.swap.max",
+        "memory.low",
+        "memory.high",
+        "cpu.shares",
+        "cpu.cfs_period_us",
+        "cpu.cfs_quota_us",
+        "cpu.cfs_burst_us",
+        "cpu.rt_period_us",
+        "cpu.rt_runtime_us",
+        "cpu.idle",
+        "cpu.weight",
+        "cpu.max",
+        "cpu.max.burst",
+        "cpuset.cpus",
+        "cpuset.mems",
+        "pids.max",
+        "blkio.weight",
+        "blkio.leaf_weight",
+        "net_cls.classid",
+    ];
+    FILES.contains(&name)
+        || (name.starts_with("hugetlb.")
+            && (name.ends_with(".limit_in_bytes") || name.ends_with(".max")))
+}
+
 /// Write a controller file, naming file and value on failure.
 pub(crate) fn write_file(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|source| Error::Write {
+    let old = JOURNAL.with(|j| {
+        let j = j.borrow();
+        let list = j.as_ref()?;
+        if !restorable(path) || list.iter().any(|(p, _)| p == path) {
+            return None;
+        }
+        fs::read_to_string(path).ok()
+    });
+    fs::write(path, value).map_err(|err| Error::Write {
         file: path.to_path_buf(),
         value: value.to_string(),
-        source,
-    })
+        err,
+    })?;
+    // Journal only what was changed: a refused write changed nothing.
+    if let Some(old) = old {
+        JOURNAL.with(|j| {
+            if let Some(list) = j.borrow_mut().as_mut() {
+                list.push((path.to_path_buf(), old.trim_end().to_string()));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// checkBeforeUpdate: refuse a memory limit below the current usage.
+pub(crate) fn check_usage(usage_file: &Path, limit: i64) -> Result<()> {
+    let cur: u64 = read_file(usage_file)?.trim().parse().unwrap_or(0);
+    if (limit as u64) < cur {
+        return Err(Error::Invalid(format!(
+            "linux.resources.memory.limit: {limit} is below the current usage {cur} ({}; checkBeforeUpdate)",
+            usage_file.display()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<String> {
@@ -269,6 +360,7 @@ impl Cgroup {
     /// Apply OCI resources to the controllers that own them: a v1 hierarchy
     /// if one binds the controller, else cgroup v2.
     pub fn apply(&self, res: &oci::Resources) -> Result<()> {
+        validate::resources(res)?;
         if let Some(m) = res.memory.as_ref().filter(|m| **m != Default::default()) {
             let d = self.need("memory", "linux.resources.memory")?;
             if d.v2 {
@@ -307,7 +399,8 @@ impl Cgroup {
             if d.v2 {
                 v2::enable(self, d, "pids")?;
             }
-            let v = if limit < 0 {
+            // Spec v1.3: -1 is "max", 0 a real 0 (checked: nothing below -1).
+            let v = if limit == -1 {
                 "max".to_string()
             } else {
                 limit.to_string()
@@ -325,6 +418,8 @@ impl Cgroup {
         }
         for (i, h) in res.hugepage_limits.iter().enumerate() {
             let d = self.need("hugetlb", &format!("linux.resources.hugepageLimits[{i}]"))?;
+            // Before enabling anything: a size the host lacks changes nothing.
+            check_page_size(&h.page_size, i)?;
             if d.v2 {
                 v2::enable(self, d, "hugetlb")?;
             }
@@ -355,6 +450,66 @@ impl Cgroup {
         devices::apply(self, &res.devices)
     }
 
+    /// `update`: apply `res` to a live cgroup. If a write fails part-way, the
+    /// files already changed are set back to their previous values, so a
+    /// failed update leaves the limits as they were. (Plain value files only:
+    /// keyed ones such as devices.allow or io.max cannot be written back.)
+    pub fn update(&self, res: &oci::Resources) -> Result<()> {
+        JOURNAL.with(|j| *j.borrow_mut() = Some(Vec::new()));
+        let res = self.apply(res);
+        let journal = JOURNAL.with(|j| j.borrow_mut().take()).unwrap_or_default();
+        let Err(e) = res else { return Ok(()) };
+        if journal.is_empty() {
+            return Err(e);
+        }
+        let mut failed = Vec::new();
+        for (path, old) in journal.iter().rev() {
+            if let Err(err) = fs::write(path, old) {
+                failed.push(format!("{} <- {old:?}: {err}", path.display()));
+            }
+        }
+        if failed.is_empty() {
+            Err(Error::RolledBack { inner: Box::new(e) })
+        } else {
+            Err(Error::RollbackFailed {
+                inner: Box::new(e),
+                restore: failed.join("; "),
+            })
+        }
+    }
+
+    /// The directory whose cgroup.procs lists the container's processes.
+    fn procs_dir(&self) -> Option<&Dir> {
+        self.dir_for("pids")
+            .or_else(|| self.dirs.iter().find(|d| !d.v2))
+            .or_else(|| self.dirs.first())
+    }
+
+    /// Pids of every process in the cgroup and in the cgroups below it
+    /// (a container may make sub-cgroups), sorted.
+    pub fn all_procs(&self) -> Result<Vec<i32>> {
+        let d = self.procs_dir().ok_or(Error::NoCgroups)?;
+        let mut out = Vec::new();
+        let mut stack = vec![d.path.clone()];
+        while let Some(dir) = stack.pop() {
+            match fs::read_to_string(dir.join("cgroup.procs")) {
+                Ok(t) => out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("read {}/cgroup.procs", dir.display()), e)),
+            }
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Move `pid` into every hierarchy; `skip_v2` when clone3 already placed it.
     pub fn add(&self, pid: i32, skip_v2: bool) -> Result<()> {
         for d in &self.dirs {
@@ -368,11 +523,7 @@ impl Cgroup {
 
     /// Pids of every process in the cgroup.
     pub fn procs(&self) -> Result<Vec<i32>> {
-        let d = self
-            .dir_for("pids")
-            .or_else(|| self.dirs.iter().find(|d| !d.v2))
-            .or_else(|| self.dirs.first())
-            .ok_or(Error::NoCgroups)?;
+        let d = self.procs_dir().ok_or(Error::NoCgroups)?;
         let text = match fs::read_to_string(d.path.join("cgroup.procs")) {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -504,6 +655,49 @@ impl Cgroup {
     }
 }
 
+/// The huge page sizes of this host, in the kernel's file-name form ("2MB", "1GB").
+pub fn host_page_sizes() -> Vec<String> {
+    let mut v: Vec<(u64, String)> = fs::read_dir("/sys/kernel/mm/hugepages")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let kb: u64 = n
+                        .strip_prefix("hugepages-")?
+                        .strip_suffix("kB")?
+                        .parse()
+                        .ok()?;
+                    Some((kb, page_size_name(kb)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// 2048 (kB) -> "2MB", as the hugetlb controller names its files.
+fn page_size_name(kb: u64) -> String {
+    if kb >= 1 << 20 && kb & ((1 << 20) - 1) == 0 {
+        format!("{}GB", kb >> 20)
+    } else if kb >= 1 << 10 && kb & ((1 << 10) - 1) == 0 {
+        format!("{}MB", kb >> 10)
+    } else {
+        format!("{kb}KB")
+    }
+}
+
+fn check_page_size(size: &str, i: usize) -> Result<()> {
+    let sizes = host_page_sizes();
+    if sizes.iter().any(|s| s == size) {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "linux.resources.hugepageLimits[{i}].pageSize: huge page size {size:?} is not supported by this host (it has: {})",
+        if sizes.is_empty() { "none".to_string() } else { sizes.join(", ") }
+    )))
+}
+
 /// hugetlb limits: the reservation limit too where the kernel has it (spec:
 /// "default to reservation limits if supported").
 fn hugetlb(d: &Dir, h: &oci::HugepageLimit, i: usize) -> Result<()> {
@@ -576,6 +770,26 @@ mod tests {
         assert_eq!(cg.dir_for("memory").unwrap().path, paths[1]);
         assert_eq!(cg.dir_for("hugetlb").unwrap().path, paths[2]);
         assert!(cg.dir_for("io").is_none());
+    }
+
+    #[test]
+    fn page_size_names() {
+        assert_eq!(page_size_name(2048), "2MB");
+        assert_eq!(page_size_name(1 << 20), "1GB");
+        assert_eq!(page_size_name(64), "64KB");
+        assert!(host_page_sizes().iter().all(|s| s.ends_with('B')));
+        assert!(check_page_size("3MB", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("hugepageLimits[0].pageSize"));
+    }
+
+    #[test]
+    fn restorable_files() {
+        assert!(restorable(Path::new("/x/memory.limit_in_bytes")));
+        assert!(restorable(Path::new("/x/hugetlb.2MB.limit_in_bytes")));
+        assert!(!restorable(Path::new("/x/devices.allow")));
+        assert!(!restorable(Path::new("/x/io.max")));
     }
 
     #[test]

@@ -41,21 +41,28 @@ pub fn memory(dir: &Path, m: &oci::Memory) -> Result<()> {
                 .into(),
         ));
     }
+    if let (Some(l), Some(true)) = (m.limit, m.check_before_update) {
+        if l >= 0 {
+            crate::check_usage(&dir.join("memory.usage_in_bytes"), l)?;
+        }
+    }
     match (m.limit, m.swap) {
         (Some(l), Some(s)) => {
             // memsw must stay >= limit at every step: raise memsw first when
             // the new limit would exceed the current memsw.
             let cur: i64 = read_file(&memsw)?.trim().parse().unwrap_or(i64::MAX);
             let new_limit = if l < 0 { i64::MAX } else { l };
+            let mem = dir.join("memory.limit_in_bytes");
             if new_limit > cur {
                 write_file(&memsw, &limit(s))?;
-                write_file(&dir.join("memory.limit_in_bytes"), &limit(l))?;
+                write_file(&mem, &limit(l)).map_err(|e| explain_busy(e, dir))?;
             } else {
-                write_file(&dir.join("memory.limit_in_bytes"), &limit(l))?;
+                write_file(&mem, &limit(l)).map_err(|e| explain_busy(e, dir))?;
                 write_file(&memsw, &limit(s))?;
             }
         }
-        (Some(l), None) => write_file(&dir.join("memory.limit_in_bytes"), &limit(l))?,
+        (Some(l), None) => write_file(&dir.join("memory.limit_in_bytes"), &limit(l))
+            .map_err(|e| explain_busy(e, dir))?,
         (None, Some(s)) => write_file(&memsw, &limit(s))?,
         (None, None) => {}
     }
@@ -95,6 +102,20 @@ pub fn memory(dir: &Path, m: &oci::Memory) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The kernel answers EBUSY to a limit below the current usage: say so.
+fn explain_busy(e: Error, dir: &Path) -> Error {
+    match &e {
+        Error::Write { err, .. } if err.raw_os_error() == Some(libc::EBUSY) => {
+            let usage = read_file(&dir.join("memory.usage_in_bytes")).unwrap_or_default();
+            Error::Invalid(format!(
+                "{e} (the memory in use, {} bytes, does not fit under the new limit)",
+                usage.trim()
+            ))
+        }
+        _ => e,
+    }
 }
 
 pub fn check_cpu(c: &oci::Cpu) -> Result<()> {

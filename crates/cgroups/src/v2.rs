@@ -70,6 +70,11 @@ pub fn memory(cg: &Cgroup, d: &Dir, m: &oci::Memory) -> Result<()> {
         ));
     }
     if let Some(l) = m.limit {
+        // v2 does not refuse a limit below the usage (it reclaims, then
+        // OOM-kills): checkBeforeUpdate asks for v1's refusal.
+        if m.check_before_update == Some(true) && l >= 0 {
+            crate::check_usage(&d.path.join("memory.current"), l)?;
+        }
         write_file(&d.path.join("memory.max"), &max(l))?;
     }
     if let Some(s) = m.swap {

@@ -111,6 +111,10 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
     if let Some(h) = &spec.hooks {
         hooks::check_exist(h)?;
     }
+    if let Some(res) = &linux.resources {
+        // Values wrong on any host are refused before a cgroup exists.
+        cgroups::validate::resources(res)?;
+    }
     let p = spec.process.as_ref().expect("validated");
     let lsm = Lsm::host();
     lsm.check(p)?;
