@@ -80,6 +80,22 @@ enum Command {
     Vm(vm::VmCommand),
 }
 
+/// An error that ends the process with a specific exit code (the message is
+/// printed and logged like any other error).
+#[derive(Debug)]
+pub struct ExitWith {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 pub fn main() -> i32 {
     let cli = Cli::parse();
     if let Err(e) = log::Logger::install(cli.log.as_deref(), cli.log_format, cli.debug) {
@@ -122,7 +138,7 @@ pub fn main() -> i32 {
                 tracing::error!("{text}");
             }
             eprintln!("bulkhead: {text}");
-            1
+            e.downcast_ref::<ExitWith>().map_or(1, |x| x.code)
         }
     }
 }

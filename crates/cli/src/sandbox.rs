@@ -1,26 +1,1659 @@
 //! `sandbox` and `inspect` (issue 8).
+//!
+//! `bulkhead sandbox [OPTIONS] -- COMMAND [ARGS...]` runs one command in a
+//! throw-away container built in memory — no bundle, no image: the container
+//! library does the work from an `oci::Spec` made here, and this file only
+//! adds what a one-shot sandbox needs around it (the host's root as the
+//! container's root, a supervisor for timeout and Ctrl-C, cleanup).
+//!
+//! ## Design notes
+//! - **The host's root, read-only.** The container library bind-mounts
+//!   `root.path` onto itself in the container's mount namespace and pivots
+//!   into it; `root.path` cannot be `/` itself (pivot_root refuses the current
+//!   root). So the runtime process first moves into a mount namespace of its
+//!   own (a slave of the host's, so nothing propagates back), recursively
+//!   binds `/` onto an empty directory `<state root>/.sandbox/<id>`, detaches
+//!   the copies of /proc, /sys, /dev, /run and /tmp in it (the container gets
+//!   fresh ones, and the runtime's cgroup detection must not see duplicate
+//!   cgroup mounts), and makes the whole tree read-only, nosuid and nodev with
+//!   mount_setattr(AT_RECURSIVE). That directory is the bundle and root
+//!   (`root.path = "."`). The container's mount namespace is cloned from the
+//!   runtime's, so it starts with that tree; the host's mount table never
+//!   holds any of it, and if bulkhead is killed the kernel drops it with the
+//!   namespace (only the empty directory could remain).
+//! - **What stays reachable.** Every file the sandbox's uid may read on the
+//!   host can be read (that is the point of "host root read-only"); writes
+//!   fail everywhere except the private tmpfs /tmp, /run, /dev/shm and
+//!   `--bind`/`--tmpfs` targets. A read-only mount does not stop connect(2)
+//!   on a Unix socket, so /run and /tmp (where daemons put theirs: docker,
+//!   containerd, dbus, X11) are fresh tmpfs; sockets elsewhere on the host
+//!   stay reachable. `--net host` also shares the host's abstract Unix
+//!   sockets. For untrusted code, add `--user 65534` (nobody) or `--rootfs`.
+//! - **seccomp.** podman's default profile (containers format,
+//!   /usr/share/containers/seccomp.json, installed with podman) converted by
+//!   the seccomp crate for the sandbox's bounding set, as podman does. It is
+//!   not embedded: if the file is missing the sandbox fails with a message
+//!   naming the file and the alternatives (`--seccomp-profile FILE`, or
+//!   `--seccomp-profile unconfined`) rather than silently running with a
+//!   stale copy or without a filter.
+//! - **Exit codes.** The command's own exit code, or 128+N if a signal N
+//!   killed it; 124 when `--timeout` expired (timeout(1)'s code) — the
+//!   sandbox is killed with SIGKILL, every process of it; 128+N when
+//!   bulkhead received SIGINT/SIGTERM/SIGHUP/SIGQUIT and killed the sandbox
+//!   (130 for Ctrl-C); 125 when the sandbox could not be set up or the
+//!   command could not be started (docker/podman `run`'s code), with a
+//!   one-line message.
+//! - **Ctrl-C.** The sandbox runs in a session of its own (the container
+//!   library calls setsid), so the terminal's SIGINT reaches bulkhead only.
+//!   The command is pid 1 of a pid namespace, which ignores signals it has no
+//!   handler for. So: if it catches the signal (SigCgt in its status), it gets
+//!   it, and 2 s to exit (a second signal ends the wait); otherwise, or after
+//!   that, every process of the sandbox gets SIGKILL. Other signals are
+//!   forwarded to the command as `run` does.
+//! - **Cleanup.** The container is deleted whatever happens after it was
+//!   created (a guard kills and deletes it), and the library undoes a failed
+//!   create; every input is checked before anything is created.
 
-use anyhow::{bail, Result};
-use clap::Args;
-use container::Runtime;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{ArgGroup, Args};
+use container::{CreateOptions, Runtime};
+use oci::{Mount, NamespaceType, Spec};
+
+/// Where a sandbox's root mount point lives, under the state root. Not a
+/// valid place for a container's state: `list` skips it (it holds no state).
+const SANDBOX_DIR: &str = ".sandbox";
+/// How long a command that handles SIGINT/SIGTERM gets to exit.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+/// The smallest --memory accepted (docker's minimum).
+const MIN_MEMORY: i64 = 6 << 20;
+const CPU_PERIOD: u64 = 100_000;
+/// Exit code when the sandbox itself fails.
+const EXIT_SETUP_FAILED: i32 = 125;
+/// Exit code when --timeout expired.
+const EXIT_TIMEOUT: i32 = 124;
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true)]
+    /// Use DIR as the root filesystem instead of the host's root (also read-only).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Network: "none" (a network namespace with only loopback) or "host".
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"])]
+    pub net: String,
+    /// seccomp profile in the containers (podman/docker) format, converted
+    /// for the sandbox's capabilities; "unconfined" for none.
+    #[arg(long = "seccomp-profile", value_name = "FILE", default_value = seccomp::profile::PODMAN_PROFILE_PATH)]
+    pub seccomp_profile: String,
+    /// Add a capability to runc's default set (CAP_NET_ADMIN, net_admin, all).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Remove a capability from runc's default set ("all" for none).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Memory limit: bytes, or a number with k, m, g or t (powers of 1024).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU bandwidth limit in CPUs (1.5 = one and a half CPUs).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Maximum number of processes (and threads).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
+    /// Kill the sandbox after this long (seconds, or with s, m, h, d); exit code 124.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Bind-mount a host path into the sandbox, read-write unless ":ro".
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    pub bind: Vec<String>,
+    /// Mount an empty, writable tmpfs at DIR.
+    #[arg(long, value_name = "DIR")]
+    pub tmpfs: Vec<String>,
+    /// Set an environment variable (KEY alone: take the caller's value).
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory (default: the current directory; / with --rootfs).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Host name inside the sandbox.
+    #[arg(long, default_value = "sandbox")]
+    pub hostname: String,
+    /// Run as this user: UID[:GID] or NAME[:GROUP] (default root with the caps above).
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Container ID of the sandbox (default: sandbox-<random>).
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+    /// The command and its arguments (after --).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true).args(["id", "pid", "self_"])))]
 pub struct InspectArgs {
     /// Container ID.
     pub id: Option<String>,
+    /// Inspect this process (a pid of the caller's pid namespace).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<i32>,
+    /// Inspect the inspecting process itself (e.g. run inside a sandbox).
+    #[arg(long = "self")]
+    pub self_: bool,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
 }
 
-pub fn sandbox(_rt: &Runtime, _a: SandboxArgs) -> Result<i32> {
-    bail!("sandbox: not implemented yet")
+// ---------------------------------------------------------------------------
+// sandbox: the plan (every input checked, nothing created)
+
+/// A sandbox ready to create.
+#[derive(Debug)]
+struct Plan {
+    id: String,
+    spec: Spec,
+    /// None: the host's root; Some: --rootfs (canonical).
+    rootfs: Option<PathBuf>,
+    timeout: Option<Duration>,
+    /// The sandbox has its own network namespace (bring its loopback up).
+    own_net: bool,
 }
 
-pub fn inspect(_rt: &Runtime, _a: InspectArgs) -> Result<i32> {
-    bail!("inspect: not implemented yet")
+fn plan(a: &SandboxArgs) -> Result<Plan> {
+    if a.command.is_empty() {
+        bail!("missing command: usage: bulkhead sandbox [OPTIONS] -- COMMAND [ARGS...]");
+    }
+    let id = match &a.name {
+        Some(n) => n.clone(),
+        None => random_id()?,
+    };
+    oci::validate_id(&id).map_err(|e| anyhow!("--name: {e}"))?;
+    let rootfs = match &a.rootfs {
+        Some(d) => {
+            let c = fs::canonicalize(d).with_context(|| format!("--rootfs {}", d.display()))?;
+            if !c.is_dir() {
+                bail!("--rootfs {}: not a directory", d.display());
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let root_dir = rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let caps = capability_set(&a.cap_add, &a.cap_drop)?;
+    let memory = a.memory.as_deref().map(parse_memory).transpose()?;
+    let cpus = a.cpus.as_deref().map(parse_cpus).transpose()?;
+    let pids = a.pids.as_deref().map(parse_pids).transpose()?;
+    let timeout = a.timeout.as_deref().map(parse_duration).transpose()?;
+    let user = a
+        .user
+        .as_deref()
+        .map(|u| parse_user(u, &root_dir))
+        .transpose()?;
+    let env = environment(&a.env)?;
+    let cwd = match &a.workdir {
+        Some(w) => {
+            if !w.starts_with('/') {
+                bail!("--workdir {w:?}: must be an absolute path");
+            }
+            w.clone()
+        }
+        None if rootfs.is_none() => std::env::current_dir()
+            .ok()
+            .filter(|d| d.is_absolute() && d.is_dir())
+            .and_then(|d| d.to_str().map(String::from))
+            .unwrap_or_else(|| "/".into()),
+        None => "/".into(),
+    };
+    let host_net = a.net == "host";
+
+    let mut extra = vec![tmpfs_mount("/tmp", "1777"), tmpfs_mount("/run", "755")];
+    // Writable places where new mount points can be made in a read-only host root.
+    let mut writable: Vec<String> = vec!["/tmp".into(), "/run".into(), "/dev".into()];
+    for t in &a.tmpfs {
+        let dst = clean_abs(t).with_context(|| format!("--tmpfs {t}"))?;
+        if rootfs.is_none() {
+            check_mount_point(&dst, true, &writable).with_context(|| format!("--tmpfs {t}"))?;
+        }
+        extra.push(tmpfs_mount(&dst, "1777"));
+        writable.push(dst);
+    }
+    for b in &a.bind {
+        let (src, dst, ro) = parse_bind(b)?;
+        if rootfs.is_none() {
+            check_mount_point(&dst, src.is_dir(), &writable)
+                .with_context(|| format!("--bind {b}"))?;
+        }
+        let mut options = vec!["rbind".to_string()];
+        if ro {
+            options.push("rro".into());
+        }
+        extra.push(Mount {
+            destination: dst.clone(),
+            typ: Some("bind".into()),
+            source: Some(src.to_string_lossy().into_owned()),
+            options,
+            ..Default::default()
+        });
+        if !ro && src.is_dir() {
+            writable.push(dst);
+        }
+    }
+    // The caller's directory may lie where the sandbox has fresh, empty
+    // mounts: it starts there anyway (created), but say so.
+    if a.workdir.is_none() && rootfs.is_none() {
+        let here = Path::new(&cwd);
+        let private = ["/tmp", "/run"]
+            .into_iter()
+            .map(String::from)
+            .chain(a.tmpfs.iter().cloned())
+            .find(|w| here.starts_with(w));
+        let shared = a
+            .bind
+            .iter()
+            .filter_map(|b| b.split(':').nth(1))
+            .any(|dst| here.starts_with(dst));
+        if let (Some(w), false) = (private, shared) {
+            tracing::warn!(
+                "sandbox: the current directory {cwd} is under {w}, which is private and empty in the sandbox; the command starts in an empty {cwd} (share it with --bind {cwd}:{cwd})"
+            );
+        }
+    }
+    // With the host's network, the host's resolver must work: on systemd
+    // hosts /etc/resolv.conf points into /run, which the sandbox replaces.
+    if host_net && rootfs.is_none() {
+        if let Ok(target) = fs::canonicalize("/etc/resolv.conf") {
+            if target.starts_with("/run") && target.is_file() {
+                let t = target.to_string_lossy().into_owned();
+                extra.push(Mount {
+                    destination: t.clone(),
+                    typ: Some("bind".into()),
+                    source: Some(t),
+                    options: vec!["bind".into(), "ro".into()],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    let seccomp = if a.seccomp_profile == "unconfined" {
+        None
+    } else {
+        let path = Path::new(&a.seccomp_profile);
+        if !path.exists() {
+            bail!(
+                "seccomp profile {} not found (podman's default profile is installed with podman, package containers-common); pass --seccomp-profile FILE, or --seccomp-profile unconfined to run without seccomp",
+                path.display()
+            );
+        }
+        Some(
+            seccomp::profile::load_containers_profile(path, &caps)
+                .with_context(|| format!("--seccomp-profile {}", path.display()))?,
+        )
+    };
+
+    let mut spec = oci::default_spec(None);
+    spec.hostname = Some(a.hostname.clone());
+    spec.root = Some(oci::Root {
+        path: ".".into(),
+        readonly: true,
+    });
+    spec.mounts.extend(extra);
+    spec.annotations.insert(
+        "org.bulkhead.sandbox".into(),
+        if rootfs.is_some() {
+            "rootfs"
+        } else {
+            "host-root"
+        }
+        .into(),
+    );
+    let p = spec.process.as_mut().expect("default spec has a process");
+    p.terminal = false;
+    p.args = a.command.clone();
+    p.env = env;
+    p.cwd = cwd;
+    // The caller's resource limits carry over (runc's default caps nofile at 1024).
+    p.rlimits.clear();
+    p.no_new_privileges = true;
+    if let Some((uid, gid)) = user {
+        p.user.uid = uid;
+        p.user.gid = gid;
+    }
+    p.capabilities = Some(oci::Capabilities {
+        bounding: Some(caps.clone()),
+        effective: Some(caps.clone()),
+        permitted: Some(caps),
+        inheritable: None,
+        ambient: None,
+    });
+    let linux = spec.linux.get_or_insert_with(Default::default);
+    if host_net {
+        linux.namespaces.retain(|n| n.typ != NamespaceType::Network);
+    }
+    linux.seccomp = seccomp;
+    let res = linux.resources.get_or_insert_with(Default::default);
+    if let Some(m) = memory {
+        res.memory = Some(oci::Memory {
+            limit: Some(m),
+            // No swapping past the limit, where the host can account swap.
+            swap: swap_accounted().then_some(m),
+            ..Default::default()
+        });
+    }
+    if let Some(q) = cpus {
+        res.cpu = Some(oci::Cpu {
+            quota: Some(q),
+            period: Some(CPU_PERIOD),
+            ..Default::default()
+        });
+    }
+    if let Some(n) = pids {
+        res.pids = Some(oci::Pids { limit: Some(n) });
+    }
+    oci::validate(&spec).context("the sandbox's config")?;
+    Ok(Plan {
+        id,
+        spec,
+        rootfs,
+        timeout,
+        own_net: !host_net,
+    })
+}
+
+fn tmpfs_mount(dst: &str, mode: &str) -> Mount {
+    Mount {
+        destination: dst.into(),
+        typ: Some("tmpfs".into()),
+        source: Some("tmpfs".into()),
+        options: vec!["nosuid".into(), "nodev".into(), format!("mode={mode}")],
+        ..Default::default()
+    }
+}
+
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 6];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(std::io::Error::last_os_error()).context("getrandom");
+    }
+    Ok(format!(
+        "sandbox-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+/// runc's default set, minus `drop`, plus `add` ("all" in either works on every
+/// capability the kernel knows; specific names are applied after "all").
+fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<String>> {
+    let known = container::capabilities::known_names();
+    let norm = |flag: &str, s: &str| -> Result<String> {
+        let up = s.trim().to_ascii_uppercase();
+        let n = if up.starts_with("CAP_") {
+            up
+        } else {
+            format!("CAP_{up}")
+        };
+        if known.contains(&n) {
+            Ok(n)
+        } else {
+            bail!(
+                "{flag} {s:?}: unknown capability (this kernel knows CAP_CHOWN ... {})",
+                known.last().map(String::as_str).unwrap_or("?")
+            )
+        }
+    };
+    // A capability bulkhead itself lacks cannot be given (capset would fail).
+    let own = own_bounding_set();
+    let have = |n: &String| {
+        known
+            .iter()
+            .position(|k| k == n)
+            .is_some_and(|bit| own & (1u64 << bit) != 0)
+    };
+    let is_all = |s: &String| s.eq_ignore_ascii_case("all");
+    let mut set: Vec<String> = if add.iter().any(is_all) {
+        known.iter().filter(|n| have(n)).cloned().collect()
+    } else if drop.iter().any(is_all) {
+        Vec::new()
+    } else {
+        oci::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+    };
+    for d in drop.iter().filter(|d| !is_all(d)) {
+        let n = norm("--cap-drop", d)?;
+        set.retain(|c| *c != n);
+    }
+    for a in add.iter().filter(|a| !is_all(a)) {
+        let n = norm("--cap-add", a)?;
+        if !have(&n) {
+            bail!("--cap-add {a:?}: bulkhead itself does not have {n} (it is not in its bounding set), so it cannot give it");
+        }
+        if !set.contains(&n) {
+            set.push(n);
+        }
+    }
+    Ok(set)
+}
+
+/// The calling process's bounding set (CapBnd); all bits if unreadable.
+fn own_bounding_set() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// "64m", "1.5g", "1048576", "512KiB" -> bytes.
+fn parse_memory(s: &str) -> Result<i64> {
+    let bad = || {
+        anyhow!("--memory {s:?}: not a size (use bytes or a number with k, m, g or t, e.g. 512m)")
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = v * mult;
+    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
+        return Err(bad());
+    }
+    let bytes = bytes as i64;
+    if bytes < MIN_MEMORY {
+        bail!("--memory {s:?}: at least 6m is needed to start a process");
+    }
+    Ok(bytes)
+}
+
+/// CPUs -> quota in microseconds per CPU_PERIOD.
+fn parse_cpus(s: &str) -> Result<i64> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--cpus {s:?}: not a number (e.g. 0.5, 2)"))?;
+    if !v.is_finite() || v <= 0.0 || v > 1_000_000.0 {
+        bail!("--cpus {s:?}: must be a positive number of CPUs");
+    }
+    let quota = (v * CPU_PERIOD as f64).round() as i64;
+    if quota < 1000 {
+        bail!("--cpus {s:?}: at least 0.01 (the kernel's smallest quota is 1 ms per period)");
+    }
+    Ok(quota)
+}
+
+fn parse_pids(s: &str) -> Result<i64> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => bail!("--pids {s:?}: must be a whole number of processes, at least 1"),
+    }
+}
+
+/// timeout(1)'s syntax: a number with an optional s, m, h or d suffix.
+fn parse_duration(s: &str) -> Result<Duration> {
+    let bad =
+        || anyhow!("--timeout {s:?}: not a duration (seconds, or a number with s, m, h or d)");
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1.0),
+        Some('m') => (&t[..t.len() - 1], 60.0),
+        Some('h') => (&t[..t.len() - 1], 3600.0),
+        Some('d') => (&t[..t.len() - 1], 86400.0),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let secs = v * mult;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        bail!("--timeout {s:?}: must be more than 0");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// UID[:GID] or NAME[:GROUP], names from the sandbox root's /etc/passwd and /etc/group.
+fn parse_user(s: &str, root: &Path) -> Result<(u32, u32)> {
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let entry = |pred: &dyn Fn(&[&str]) -> bool| -> Option<(u32, u32)> {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() >= 4 && pred(&f) {
+                Some((f[2].parse().ok()?, f[3].parse().ok()?))
+            } else {
+                None
+            }
+        })
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => (uid, entry(&|f| f[2] == u).map(|(_, g)| g).unwrap_or(uid)),
+        Err(_) => entry(&|f| f[0] == u).ok_or_else(|| {
+            anyhow!(
+                "--user {s:?}: no user {u:?} in {}",
+                root.join("etc/passwd").display()
+            )
+        })?,
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+                group
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g)
+                            .then(|| f[2].parse().ok())
+                            .flatten()
+                    })
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "--user {s:?}: no group {g:?} in {}",
+                            root.join("etc/group").display()
+                        )
+                    })?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// PATH, the caller's TERM, then each --env.
+fn environment(args: &[String]) -> Result<Vec<String>> {
+    let mut env: Vec<String> =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()];
+    if let Ok(t) = std::env::var("TERM") {
+        env.push(format!("TERM={t}"));
+    }
+    for e in args {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                let v = std::env::var(e).map_err(|_| {
+                    anyhow!("--env {e:?}: no value given and {e} is not set in the caller's environment")
+                })?;
+                (e.clone(), v)
+            }
+        };
+        if k.is_empty() || k.contains('\0') || v.contains('\0') {
+            bail!("--env {e:?}: expected KEY=VALUE");
+        }
+        env.retain(|x| x.split_once('=').map(|(a, _)| a) != Some(k.as_str()));
+        env.push(format!("{k}={v}"));
+    }
+    Ok(env)
+}
+
+/// An absolute path without `..`, normalised ("/a//b/" -> "/a/b").
+fn clean_abs(p: &str) -> Result<String> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        bail!("{p:?} is not an absolute path");
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => bail!("{p:?} must not contain '..'"),
+        }
+    }
+    Ok(out.to_string_lossy().into_owned())
+}
+
+/// SRC:DST[:ro|:rw] with SRC existing (made absolute) and DST absolute.
+fn parse_bind(b: &str) -> Result<(PathBuf, String, bool)> {
+    let parts: Vec<&str> = b.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        _ => bail!("--bind {b:?}: expected SRC:DST or SRC:DST:ro"),
+    };
+    if src.is_empty() || dst.is_empty() {
+        bail!("--bind {b:?}: expected SRC:DST or SRC:DST:ro");
+    }
+    let src = fs::canonicalize(src).map_err(|e| anyhow!("--bind {b}: source {src}: {e}"))?;
+    let dst = clean_abs(dst).with_context(|| format!("--bind {b}: destination"))?;
+    Ok((src, dst, ro))
+}
+
+/// In the read-only host root a mount point must already exist, unless it
+/// is under a writable place (/tmp, /run, /dev, a --tmpfs or rw --bind).
+fn check_mount_point(dst: &str, want_dir: bool, writable: &[String]) -> Result<()> {
+    let under_writable = writable
+        .iter()
+        .any(|w| Path::new(dst).starts_with(w) && dst != w);
+    if under_writable {
+        return Ok(());
+    }
+    if dst == "/" || Path::new(dst).starts_with("/proc") || Path::new(dst).starts_with("/sys") {
+        bail!("destination {dst}: cannot mount there in a sandbox");
+    }
+    match fs::metadata(dst) {
+        Ok(m) if m.is_dir() != want_dir => bail!(
+            "destination {dst} is a {} but the source is a {}",
+            if m.is_dir() { "directory" } else { "file" },
+            if want_dir { "directory" } else { "file" }
+        ),
+        Ok(_) => Ok(()),
+        Err(_) => bail!(
+            "destination {dst} does not exist, and the sandbox's root (the host's, read-only) cannot get new mount points; use an existing path, or one under /tmp, /run or a --tmpfs"
+        ),
+    }
+}
+
+/// Can the memory cgroup limit swap here? (Only matters if swap is on.)
+fn swap_accounted() -> bool {
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if swaps.lines().count() <= 1 {
+        return false;
+    }
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = ::inspect::cgroup::mounts(&mi);
+    match mounts
+        .iter()
+        .find(|m| !m.v2 && m.controllers.iter().any(|c| c == "memory"))
+    {
+        Some(m) => m.mount_point.join("memory.memsw.limit_in_bytes").exists(),
+        None => mounts.iter().any(|m| m.v2),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sandbox: running it
+
+pub fn sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
+    match run_sandbox(rt, a) {
+        Ok(code) => Ok(code),
+        // The command's own exit codes pass through: the sandbox's
+        // failures get 125 (as `podman run`), so they can be told apart.
+        Err(e) => Err(crate::ExitWith {
+            code: EXIT_SETUP_FAILED,
+            message: format!("sandbox: {}", format!("{e:#}").replace('\n', " ")),
+        }
+        .into()),
+    }
+}
+
+fn run_sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
+    let plan = plan(&a)?;
+    // A sandbox granted CAP_SYS_PTRACE needs the runtime to run from a sealed
+    // copy (CVE-2019-5736): re-execute now, before anything exists, rather
+    // than from inside create.
+    if container::exe::needs_sealed_copy(&plan.spec) && !container::exe::is_sealed_copy() {
+        let e = container::exe::reexec_sealed();
+        return Err(e).context("re-execute from a sealed copy of bulkhead (CVE-2019-5736 protection for CAP_SYS_PTRACE)");
+    }
+    // Signals wait in the mask from here on, so a Ctrl-C during setup is
+    // acted on (by killing the sandbox) once it runs, not lost half-way.
+    let old_mask = container::block_forwarded_signals();
+    let res = (|| {
+        let (bundle, host_root) = match &plan.rootfs {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let h = HostRoot::mount(&rt.root, &plan.id)?;
+                (h.dir.clone(), Some(h))
+            }
+        };
+        let opts = CreateOptions {
+            bundle,
+            spec: Some(plan.spec.clone()),
+            ..Default::default()
+        };
+        let res = supervise(rt, &plan, &opts);
+        // The mount point goes after the container.
+        drop(host_root);
+        res
+    })();
+    // SAFETY: restoring the mask saved above (a signal still pending now
+    // takes its default action, as it would have without us).
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    res
+}
+
+/// The host's root, read-only, at `<root>/.sandbox/<id>`, in a mount
+/// namespace private to this process (see the module notes).
+struct HostRoot {
+    dir: PathBuf,
+    parent: PathBuf,
+    mounted: bool,
+}
+
+impl HostRoot {
+    fn mount(state_root: &Path, id: &str) -> Result<HostRoot> {
+        use std::os::unix::fs::DirBuilderExt;
+        let parent = state_root.join(SANDBOX_DIR);
+        let dir = parent.join(id);
+        // Another sandbox may remove an empty parent between our two mkdirs.
+        let mut tries = 0;
+        loop {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    bail!(
+                        "sandbox {id:?} already exists ({} is in use)",
+                        dir.display()
+                    )
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+            }
+        }
+        let mut h = HostRoot {
+            dir,
+            parent,
+            mounted: false,
+        };
+        h.mount_inner()?;
+        Ok(h)
+    }
+
+    fn mount_inner(&mut self) -> Result<()> {
+        use container::sys;
+        // SAFETY: NEWNS only (no FILES); the runtime is single-threaded.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+            .context("unshare the runtime's mount namespace")?;
+        sys::mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_SLAVE | libc::MS_REC,
+            None,
+        )
+        .context("make / a slave mount in the runtime's mount namespace")?;
+        sys::mount(
+            Some("/"),
+            &self.dir,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .with_context(|| format!("bind / to {}", self.dir.display()))?;
+        self.mounted = true;
+        sys::mount(None, &self.dir, None, libc::MS_PRIVATE | libc::MS_REC, None)
+            .with_context(|| format!("make {} private", self.dir.display()))?;
+        for sub in ["proc", "sys", "dev", "run", "tmp"] {
+            let p = self.dir.join(sub);
+            // Not a mount point on this host (EINVAL), or absent: nothing to do.
+            match sys::umount_detach(&p) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
+                Err(e) => return Err(e).with_context(|| format!("detach {}", p.display())),
+            }
+        }
+        let fd = rustix::fs::open(
+            &self.dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .with_context(|| format!("open {}", self.dir.display()))?;
+        sys::mount_setattr(
+            fd.as_fd(),
+            true,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+            0,
+            0,
+        )
+        .with_context(|| format!("make {} read-only", self.dir.display()))?;
+        Ok(())
+    }
+}
+
+impl Drop for HostRoot {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = container::sys::umount_detach(&self.dir);
+        }
+        let _ = fs::remove_dir(&self.dir);
+        // Gone when the last sandbox of this state root ends.
+        let _ = fs::remove_dir(&self.parent);
+    }
+}
+
+/// Kills and deletes the container on every path out of `supervise`.
+struct ContainerGuard<'a> {
+    rt: &'a Runtime,
+    id: &'a str,
+    pid: i32,
+    reaped: bool,
+}
+
+impl Drop for ContainerGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.rt.delete(self.id, true) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "bulkhead: sandbox: warning: delete {}: {e}",
+                self.id
+            );
+        }
+        if !self.reaped {
+            // SAFETY: waitpid on our own child (the init is a clone of this process).
+            unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        }
+    }
+}
+
+/// Why the sandbox ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Timeout,
+    Signal(i32),
+}
+
+fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
+    let id = plan.id.as_str();
+    let created = rt.create(id, opts)?;
+    let mut guard = ContainerGuard {
+        rt,
+        id,
+        pid: created.pid,
+        reaped: false,
+    };
+    if plan.own_net {
+        if let Err(e) = loopback_up(created.pid) {
+            tracing::warn!("sandbox {id}: bring up the loopback interface: {e}");
+        }
+    }
+    rt.start(id)?;
+    let (status, ending, killed) = wait(rt, id, created.pid, plan.timeout)?;
+    guard.reaped = true;
+    drop(guard);
+    Ok(match ending {
+        Some(Ending::Timeout) => EXIT_TIMEOUT,
+        Some(Ending::Signal(n)) if killed => 128 + n,
+        _ => container::exit_code(status),
+    })
+}
+
+/// Wait for the sandbox's init, forwarding signals, enforcing the timeout.
+/// Returns (wait status, why it ended early, whether we killed it).
+fn wait(
+    rt: &Runtime,
+    id: &str,
+    pid: i32,
+    timeout: Option<Duration>,
+) -> Result<(i32, Option<Ending>, bool)> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+
+    // SAFETY: a signalfd for the signals block_forwarded_signals blocked.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+    };
+    if sfd < 0 {
+        return Err(std::io::Error::last_os_error()).context("signalfd");
+    }
+    // SAFETY: sfd is a fresh descriptor we own.
+    let sfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sfd) };
+    let pidfd = pidfd_open(
+        Pid::from_raw(pid).ok_or_else(|| anyhow!("bad pid {pid}"))?,
+        PidfdFlags::empty(),
+    )
+    .with_context(|| format!("pidfd_open({pid})"))?;
+    let kill_all = |pidfd: &std::os::fd::OwnedFd| {
+        let _ = rt.kill(id, libc::SIGKILL, true);
+        let _ = pidfd_send_signal(pidfd, Signal::KILL);
+    };
+
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut ending = None;
+    let mut killed = false;
+    let mut grace_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let next = [deadline.filter(|_| ending.is_none()), grace_until]
+            .into_iter()
+            .flatten()
+            .min();
+        let ts = next.map(|t| {
+            let d = t.saturating_duration_since(now);
+            Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            }
+        });
+        let mut fds = [
+            PollFd::new(&sfd, PollFlags::IN),
+            PollFd::new(&pidfd, PollFlags::IN),
+        ];
+        match poll(&mut fds, ts.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e).context("poll"),
+        }
+        if fds[1].revents().contains(PollFlags::IN) {
+            break;
+        }
+        let sig_ready = fds[0].revents().contains(PollFlags::IN);
+        let now = Instant::now();
+        if ending.is_none() && deadline.is_some_and(|d| now >= d) {
+            ending = Some(Ending::Timeout);
+            killed = true;
+            kill_all(&pidfd);
+            continue;
+        }
+        if grace_until.is_some_and(|g| now >= g) {
+            grace_until = None;
+            killed = true;
+            kill_all(&pidfd);
+            continue;
+        }
+        if !sig_ready {
+            continue;
+        }
+        let mut info = [0u8; 128]; // struct signalfd_siginfo
+        let n = rustix::io::read(&sfd, &mut info).unwrap_or(0);
+        if n != info.len() {
+            continue;
+        }
+        let signo = u32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as i32;
+        let stopping = matches!(
+            signo,
+            libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+        );
+        if stopping {
+            if ending.is_some() {
+                // A second one, or one after the timeout: no more waiting.
+                grace_until = None;
+                killed = true;
+                kill_all(&pidfd);
+                continue;
+            }
+            ending = Some(Ending::Signal(signo));
+            if catches(pid, signo) {
+                // SAFETY: a signal number the kernel just delivered to us.
+                let _ = pidfd_send_signal(&pidfd, unsafe { Signal::from_raw_unchecked(signo) });
+                grace_until = Some(now + SIGNAL_GRACE);
+            } else {
+                killed = true;
+                kill_all(&pidfd);
+            }
+        } else {
+            // SAFETY: a signal number the kernel just delivered to us.
+            let _ = pidfd_send_signal(&pidfd, unsafe { Signal::from_raw_unchecked(signo) });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child (the init is a clone of this process).
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("wait for {pid}"));
+    }
+    Ok((status, ending, killed))
+}
+
+/// Does process `pid` have a handler for `signo` (SigCgt in its status)?
+fn catches(pid: i32, signo: i32) -> bool {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0)
+}
+
+/// Bring up `lo` in the network namespace of `pid` (a new network namespace
+/// has only a loopback interface, and it is down).
+fn loopback_up(pid: i32) -> std::io::Result<()> {
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    let own = fs::File::open("/proc/self/ns/net")?;
+    let theirs = fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    move_into_link_name_space(theirs.as_fd(), Some(LinkNameSpaceType::Network))?;
+    let res = set_lo_up();
+    move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::Network))?;
+    res
+}
+
+fn set_lo_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    unsafe {
+        if libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(raw, libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// inspect
+
+pub fn inspect(rt: &Runtime, a: InspectArgs) -> Result<i32> {
+    let (pid, container) = if a.self_ {
+        (std::process::id() as i32, None)
+    } else if let Some(pid) = a.pid {
+        if pid <= 0 {
+            bail!("--pid {pid}: not a process id");
+        }
+        (pid, None)
+    } else {
+        let id = a.id.as_deref().expect("clap requires a target");
+        let saved = rt.load(id)?;
+        let status = saved.status();
+        if status == oci::Status::Stopped {
+            bail!("container {id:?} is stopped: it has no process to inspect");
+        }
+        (saved.pid, Some((id.to_string(), status)))
+    };
+    let report = ::inspect::inspect(pid)?;
+    let mut out = std::io::stdout().lock();
+    if a.format == "json" {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            /// The container, when inspected by ID.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            container: Option<serde_json::Value>,
+            #[serde(flatten)]
+            report: &'a ::inspect::Report,
+        }
+        let j = Json {
+            container: container
+                .as_ref()
+                .map(|(id, st)| serde_json::json!({"id": id, "status": st})),
+            report: &report,
+        };
+        writeln!(out, "{}", serde_json::to_string(&j)?)?;
+    } else {
+        write!(out, "{}", table(&report, container.as_ref()))?;
+    }
+    Ok(0)
+}
+
+/// Bytes as "64 MiB".
+fn human_bytes(v: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = v;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", units[i])
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn limits_text(l: &::inspect::cgroup::Limits) -> String {
+    let one =
+        |name: &str, lim: &Option<::inspect::cgroup::Limit>, fmt: &dyn Fn(f64) -> String| match lim
+        {
+            None => format!("{name} ?"),
+            Some(l) => match l.value {
+                None => format!("{name} max"),
+                Some(v) => format!("{name} {}", fmt(v)),
+            },
+        };
+    [
+        one("memory", &l.memory, &human_bytes),
+        one("cpu", &l.cpu, &|v| format!("{v:.2} CPUs")),
+        one("pids", &l.pids, &|v| format!("{v:.0}")),
+    ]
+    .join(", ")
+}
+
+fn caps_text(names: &[String], max: usize) -> String {
+    let short: Vec<&str> = names
+        .iter()
+        .map(|n| n.strip_prefix("CAP_").unwrap_or(n))
+        .collect();
+    if short.len() <= max {
+        short.join(" ")
+    } else {
+        format!("{} ... (+{})", short[..max].join(" "), short.len() - max)
+    }
+}
+
+/// The text report: one row per layer (and per namespace), this process
+/// against the host, and the summary line.
+fn table(r: &::inspect::Report, container: Option<&(String, oci::Status)>) -> String {
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    let mut row = |a: &str, b: &str, c: String, d: String| {
+        rows.push((a.to_string(), b.to_string(), c, d));
+    };
+    let ns = &r.namespaces;
+    row(
+        "namespaces",
+        &ns.status,
+        format!("{} of {} private", ns.private, ns.items.len()),
+        String::new(),
+    );
+    for n in &ns.items {
+        let ino = |i: Option<u64>| i.map(|i| format!("{}:[{i}]", n.kind)).unwrap_or("?".into());
+        row(
+            &format!("  {}", n.kind),
+            n.share.word(),
+            ino(n.inode),
+            ino(n.host_inode),
+        );
+    }
+    let cg = &r.cgroup;
+    row(
+        "cgroup",
+        &cg.status,
+        limits_text(&cg.limits),
+        cg.host_limits
+            .as_ref()
+            .map(limits_text)
+            .unwrap_or_else(|| "no limits (no host process visible)".into()),
+    );
+    let mut paths: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for m in &cg.cgroups {
+        let name = if m.controllers.is_empty() {
+            "unified"
+        } else {
+            m.controllers.as_str()
+        };
+        paths.entry(m.path.as_str()).or_default().push(name);
+    }
+    for (p, ctrls) in &paths {
+        row("", "", format!("{p} ({})", ctrls.join(" ")), String::new());
+    }
+    if let Some(e) = &cg.error {
+        row("", "", e.clone(), String::new());
+    }
+    let sc = &r.seccomp;
+    let mode = |m: &::inspect::seccomp::ModeNum, f: Option<u64>| {
+        format!(
+            "mode {} ({}), {}",
+            m,
+            ::inspect::seccomp::mode_name(m.0),
+            match f {
+                Some(1) => "1 filter".to_string(),
+                Some(n) => format!("{n} filters"),
+                None => "? filters".into(),
+            }
+        )
+    };
+    row(
+        "seccomp",
+        &sc.status,
+        mode(&sc.mode, sc.filters),
+        mode(&sc.host_mode, sc.host_filters),
+    );
+    let c = &r.capabilities;
+    row(
+        "capabilities",
+        &c.status,
+        format!(
+            "bounding {} of {}: {}",
+            c.sets.bounding.names.len(),
+            c.kernel_caps,
+            caps_text(&c.sets.bounding.names, 5)
+        ),
+        format!("bounding {}", c.host_bounding.names.len()),
+    );
+    row(
+        "",
+        "",
+        format!(
+            "effective {}: {}",
+            c.sets.effective.names.len(),
+            caps_text(&c.sets.effective.names, 5)
+        ),
+        String::new(),
+    );
+    if !c.sets.ambient.names.is_empty() {
+        row(
+            "",
+            "",
+            format!("ambient: {}", caps_text(&c.sets.ambient.names, 8)),
+            String::new(),
+        );
+    }
+    let n = &r.no_new_privs;
+    row(
+        "no_new_privs",
+        &n.status,
+        (n.value as u8).to_string(),
+        (n.host_value as u8).to_string(),
+    );
+    let ids = &r.ids;
+    let map = |m: &[::inspect::ids::Range]| {
+        if m.is_empty() {
+            "(empty)".to_string()
+        } else {
+            m.iter()
+                .map(|x| format!("{} {} {}", x.inside, x.outside, x.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    row(
+        "user ids",
+        &ids.status,
+        format!(
+            "uid {} gid {}; uid_map {}",
+            ids.uids
+                .first()
+                .map(|u| u.to_string())
+                .unwrap_or("?".into()),
+            ids.gids
+                .first()
+                .map(|g| g.to_string())
+                .unwrap_or("?".into()),
+            map(&ids.uid_map)
+        ),
+        "0 0 4294967295".into(),
+    );
+    if ids.gid_map != ids.uid_map {
+        row(
+            "",
+            "",
+            format!("gid_map {}", map(&ids.gid_map)),
+            String::new(),
+        );
+    }
+    let l = &r.lsm;
+    row(
+        "lsm",
+        &l.status,
+        l.label
+            .clone()
+            .or_else(|| l.note.clone())
+            .unwrap_or_default(),
+        l.host_label.clone().unwrap_or_else(|| "-".into()),
+    );
+    let rt = &r.root;
+    let root_text = match (&rt.root_mount, &rt.root) {
+        (Some(m), Some(id)) => format!(
+            "{} {} {} {} (mount {}, dev {} ino {})",
+            m.fstype,
+            m.source,
+            m.root,
+            if m.read_only { "ro" } else { "rw" },
+            m.id,
+            id.dev,
+            id.ino
+        ),
+        (None, Some(id)) => format!("dev {} ino {}", id.dev, id.ino),
+        _ => rt.error.clone().unwrap_or_else(|| "?".into()),
+    };
+    let host_root = match &rt.host_root {
+        Some(h) => format!(
+            "mount {}, dev {} ino {}",
+            h.mnt_id.map(|m| m.to_string()).unwrap_or("?".into()),
+            h.dev,
+            h.ino
+        ),
+        None => "-".into(),
+    };
+    row("root", &rt.status, root_text, host_root);
+    row(
+        "",
+        "",
+        format!(
+            "{} mounts, {} read-only",
+            rt.mount_count.map(|c| c.to_string()).unwrap_or("?".into()),
+            rt.read_only_mounts
+                .map(|c| c.to_string())
+                .unwrap_or("?".into())
+        ),
+        rt.host_mount_count
+            .map(|c| format!("{c} mounts"))
+            .unwrap_or_default(),
+    );
+    let vm = &r.vm;
+    row(
+        "vm",
+        &vm.status,
+        "same kernel as the host".into(),
+        if vm.machine_is_vm {
+            format!(
+                "the machine is a VM ({})",
+                vm.hypervisor.as_deref().unwrap_or("hypervisor unnamed")
+            )
+        } else {
+            "no hypervisor detected".into()
+        },
+    );
+    for e in &vm.evidence {
+        row("", "", String::new(), e.clone());
+    }
+
+    let mut s = String::new();
+    let who = match container {
+        Some((id, st)) => format!("container {id} ({st}), "),
+        None => String::new(),
+    };
+    s.push_str(&format!("{who}pid {} ({})\n", r.pid, r.comm));
+    s.push_str(&format!("host: {}\n\n", r.reference.description));
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
+    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(6);
+    let w2 = rows
+        .iter()
+        .map(|r| r.2.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(12, 60);
+    s.push_str(&format!(
+        "{:<w0$}  {:<w1$}  {:<w2$}  HOST\n",
+        "LAYER", "STATUS", "THIS PROCESS"
+    ));
+    for (a, b, c, d) in &rows {
+        let line = format!("{a:<w0$}  {b:<w1$}  {c:<w2$}  {d}");
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    let sm = &r.summary;
+    s.push_str(&format!(
+        "\nsummary: {} of {} layers in force{}{}\n",
+        sm.in_force,
+        sm.total,
+        if sm.layers.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", sm.layers.join(", "))
+        },
+        if sm.unknown.is_empty() {
+            String::new()
+        } else {
+            format!(" (unknown: {})", sm.unknown.join(", "))
+        }
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_memory("10485760").unwrap(), 10 << 20);
+        assert_eq!(parse_memory("1t").unwrap(), 1 << 40);
+        for bad in [
+            "",
+            "m",
+            "12q",
+            "-5m",
+            "1..2m",
+            "lots",
+            "1e3m",
+            "99999999999t",
+        ] {
+            let e = parse_memory(bad).unwrap_err().to_string();
+            assert!(e.contains("not a size"), "{bad}: {e}");
+        }
+        assert!(parse_memory("1m")
+            .unwrap_err()
+            .to_string()
+            .contains("at least 6m"));
+    }
+
+    #[test]
+    fn cpus_pids_durations() {
+        assert_eq!(parse_cpus("0.5").unwrap(), 50_000);
+        assert_eq!(parse_cpus("2").unwrap(), 200_000);
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("0.001").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert_eq!(parse_pids("10").unwrap(), 10);
+        assert!(parse_pids("0").is_err());
+        assert!(parse_pids("-1").is_err());
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn capabilities() {
+        let d = capability_set(&[], &[]).unwrap();
+        assert_eq!(d.len(), 14);
+        let none = capability_set(&[], &["all".into()]).unwrap();
+        assert!(none.is_empty());
+        let one = capability_set(&["net_admin".into()], &["ALL".into()]).unwrap();
+        assert_eq!(one, ["CAP_NET_ADMIN"]);
+        let fewer = capability_set(&[], &["CAP_CHOWN".into(), "kill".into()]).unwrap();
+        assert_eq!(fewer.len(), 12);
+        assert!(!fewer.contains(&"CAP_KILL".to_string()));
+        // "all" is every capability bulkhead itself holds.
+        let own = own_bounding_set();
+        let held = (0..container::capabilities::known_names().len())
+            .filter(|b| own & (1 << b) != 0)
+            .count();
+        let all_but = capability_set(&["all".into()], &["sys_admin".into()]).unwrap();
+        assert_eq!(all_but.len(), held - 1);
+        let e = capability_set(&["CAP_NOPE".into()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cap-add \"CAP_NOPE\": unknown capability"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn binds_and_paths() {
+        let (src, dst, ro) = parse_bind("/etc:/mnt/etc:ro").unwrap();
+        assert_eq!(src, PathBuf::from("/etc"));
+        assert_eq!(dst, "/mnt/etc");
+        assert!(ro);
+        assert!(!parse_bind("/etc:/x").unwrap().2);
+        let e = parse_bind("/no/such/dir/here:/x").unwrap_err().to_string();
+        assert!(e.contains("source /no/such/dir/here"), "{e}");
+        assert!(parse_bind("/etc").is_err());
+        assert!(parse_bind("/etc:/x:rx").is_err());
+        assert!(parse_bind("/etc:relative").is_err());
+        assert!(parse_bind("/etc:/a/../b").is_err());
+        assert_eq!(clean_abs("/a//b/./c/").unwrap(), "/a/b/c");
+        let w = vec!["/tmp".to_string()];
+        assert!(check_mount_point("/tmp/x/y", true, &w).is_ok());
+        assert!(check_mount_point("/etc", true, &w).is_ok());
+        assert!(check_mount_point("/etc/hostname", true, &w)
+            .unwrap_err()
+            .to_string()
+            .contains("is a file"));
+        assert!(check_mount_point("/no-such-dir-xyz", true, &w)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+        assert!(check_mount_point("/proc/x", true, &w).is_err());
+    }
+
+    #[test]
+    fn users() {
+        let dir = std::env::temp_dir().join(format!("bh-sb-user-{}", std::process::id()));
+        fs::create_dir_all(dir.join("etc")).unwrap();
+        fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:100:a:/home/a:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("etc/group"),
+            "root:x:0:\nusers:x:100:\nstaff:x:50:\n",
+        )
+        .unwrap();
+        assert_eq!(parse_user("1000", &dir).unwrap(), (1000, 100));
+        assert_eq!(parse_user("2000", &dir).unwrap(), (2000, 2000));
+        assert_eq!(parse_user("1000:7", &dir).unwrap(), (1000, 7));
+        assert_eq!(parse_user("alice", &dir).unwrap(), (1000, 100));
+        assert_eq!(parse_user("alice:staff", &dir).unwrap(), (1000, 50));
+        assert!(parse_user("bob", &dir).is_err());
+        assert!(parse_user("alice:nogroup", &dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn environment_defaults_and_overrides() {
+        let e = environment(&["A=1".into(), "PATH=/x".into(), "A=2".into()]).unwrap();
+        assert!(e.contains(&"A=2".to_string()));
+        assert!(!e.contains(&"A=1".to_string()));
+        assert_eq!(e.iter().filter(|v| v.starts_with("PATH=")).count(), 1);
+        assert!(e.contains(&"PATH=/x".to_string()));
+        assert!(environment(&["=x".into()]).is_err());
+        assert!(environment(&["BULKHEAD_SURELY_UNSET_VAR".into()]).is_err());
+    }
+
+    fn args(cmd: &[&str]) -> SandboxArgs {
+        SandboxArgs {
+            rootfs: None,
+            net: "none".into(),
+            seccomp_profile: "unconfined".into(),
+            cap_add: vec![],
+            cap_drop: vec![],
+            memory: None,
+            cpus: None,
+            pids: None,
+            timeout: None,
+            bind: vec![],
+            tmpfs: vec![],
+            env: vec![],
+            workdir: Some("/".into()),
+            hostname: "sandbox".into(),
+            user: None,
+            name: Some("t1".into()),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn plan_builds_a_valid_spec() {
+        let mut a = args(&["true"]);
+        a.memory = Some("64m".into());
+        a.pids = Some("10".into());
+        a.cpus = Some("0.5".into());
+        a.net = "host".into();
+        a.bind = vec!["/etc:/tmp/etc:ro".into()];
+        let p = plan(&a).unwrap();
+        let s = &p.spec;
+        let l = s.linux.as_ref().unwrap();
+        assert!(!l.namespaces.iter().any(|n| n.typ == NamespaceType::Network));
+        assert!(l.namespaces.iter().any(|n| n.typ == NamespaceType::Pid));
+        let r = l.resources.as_ref().unwrap();
+        assert_eq!(r.memory.as_ref().unwrap().limit, Some(64 << 20));
+        assert_eq!(r.pids.as_ref().unwrap().limit, Some(10));
+        assert_eq!(r.cpu.as_ref().unwrap().quota, Some(50_000));
+        let pr = s.process.as_ref().unwrap();
+        assert!(pr.no_new_privileges && !pr.terminal);
+        assert_eq!(pr.args, ["true"]);
+        assert!(s.root.as_ref().unwrap().readonly);
+        let dests: Vec<&str> = s.mounts.iter().map(|m| m.destination.as_str()).collect();
+        let tmp = dests.iter().position(|d| *d == "/tmp").unwrap();
+        let bind = dests.iter().position(|d| *d == "/tmp/etc").unwrap();
+        assert!(
+            tmp < bind,
+            "the bind under /tmp comes after the tmpfs: {dests:?}"
+        );
+        assert!(dests.contains(&"/run"));
+        assert!(l.seccomp.is_none());
+        assert!(!p.own_net);
+    }
+
+    #[test]
+    fn plan_refusals() {
+        let e = plan(&args(&[])).unwrap_err().to_string();
+        assert!(e.starts_with("missing command"), "{e}");
+        let mut a = args(&["true"]);
+        a.seccomp_profile = "/no/such/profile.json".into();
+        let e = plan(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("seccomp profile /no/such/profile.json not found"),
+            "{e}"
+        );
+        let mut a = args(&["true"]);
+        a.name = Some("../x".into());
+        assert!(plan(&a).is_err());
+        let mut a = args(&["true"]);
+        a.workdir = Some("relative".into());
+        assert!(plan(&a).is_err());
+    }
+
+    #[test]
+    fn podman_profile_converts_for_the_sandbox_caps() {
+        let path = Path::new(seccomp::profile::PODMAN_PROFILE_PATH);
+        if !path.exists() {
+            eprintln!("skipped: {} is not installed", path.display());
+            return;
+        }
+        let mut a = args(&["true"]);
+        a.seccomp_profile = path.display().to_string();
+        let p = plan(&a).unwrap();
+        let sc = p.spec.linux.as_ref().unwrap().seccomp.as_ref().unwrap();
+        assert!(!sc.syscalls.is_empty());
+        // Compiles with the runtime's compiler.
+        seccomp::compile(sc).unwrap();
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(64.0 * 1024.0 * 1024.0), "64 MiB");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_bytes(10.0), "10 B");
+    }
+
+    #[test]
+    fn signal_handlers() {
+        // The test process has no SIGUSR2 handler... unless the harness adds one.
+        let me = std::process::id() as i32;
+        let s = fs::read_to_string("/proc/self/status").unwrap();
+        let cgt = s
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        for sig in [libc::SIGINT, libc::SIGUSR2, libc::SIGTERM] {
+            assert_eq!(catches(me, sig), cgt & (1 << (sig - 1)) != 0);
+        }
+        assert!(!catches(i32::MAX, libc::SIGINT));
+    }
 }

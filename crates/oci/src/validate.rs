@@ -62,6 +62,10 @@ pub fn validate_id(id: &str) -> Result<()> {
             "contains {c:?}; only letters, digits and _ + - . are allowed"
         )));
     }
+    if id.starts_with('.') {
+        // Names starting with a dot are the runtime's own (e.g. .sandbox).
+        return Err(bad("must not start with '.'"));
+    }
     Ok(())
 }
 
@@ -605,7 +609,7 @@ mod tests {
         for ok in ["a", "abc-1.2_3+x", "A"] {
             validate_id(ok).unwrap();
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a b", "x\0"] {
+        for bad in ["", ".", "..", "../x", "a/b", "a b", "x\0", ".sandbox"] {
             let e = validate_id(bad).unwrap_err().to_string();
             assert!(e.starts_with("container ID"), "{bad:?}: {e}");
         }

@@ -1,0 +1,186 @@
+//! Is this inside a virtual machine? The evidence a guest can see:
+//! - CPUID leaf 1, ECX bit 31 (the "hypervisor present" bit), and the
+//!   hypervisor's signature at leaf 0x40000000 ("KVMKVMKVM", "Microsoft Hv",
+//!   "VMwareVMware", "XenVMMXenVMM", "TCGTCGTCGTCG" for QEMU's emulator...);
+//! - the `hypervisor` flag in /proc/cpuinfo (the kernel's view of that bit);
+//! - DMI strings in /sys/class/dmi/id (`sys_vendor`, `product_name`), absent
+//!   on machines without firmware tables (Firecracker, our micro-VMs);
+//! - /sys/hypervisor/type (Xen).
+//!
+//! Every process visible in this kernel's /proc runs on this kernel, so a
+//! VM boundary cannot stand between the inspector and the process it looks
+//! at: the layer is never "in force" for another process. The evidence says
+//! what the machine itself is. (A machine that is a VM reports so for the
+//! host and for every container on it alike; a nested hypervisor may hide
+//! itself entirely — absence of evidence is not proof of bare metal.)
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub status: String,
+    pub in_force: bool,
+    /// The machine shows signs of running under a hypervisor.
+    pub machine_is_vm: bool,
+    /// The hypervisor's name or signature, when it tells.
+    pub hypervisor: Option<String>,
+    pub evidence: Vec<String>,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpuid(leaf: u32) -> [u32; 4] {
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and only reads identification registers.
+    let r = unsafe { std::arch::x86_64::__cpuid(leaf) };
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// (hypervisor bit, signature at 0x40000000).
+#[cfg(target_arch = "x86_64")]
+pub fn cpuid_hypervisor() -> (bool, Option<String>) {
+    let bit = cpuid(1)[2] & (1 << 31) != 0;
+    if !bit {
+        return (false, None);
+    }
+    let r = cpuid(0x4000_0000);
+    let mut sig = Vec::with_capacity(12);
+    for w in [r[1], r[2], r[3]] {
+        sig.extend_from_slice(&w.to_le_bytes());
+    }
+    let sig: String = String::from_utf8_lossy(&sig)
+        .trim_end_matches('\0')
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    (true, (!sig.is_empty()).then_some(sig))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn cpuid_hypervisor() -> (bool, Option<String>) {
+    (false, None)
+}
+
+/// A readable name for a CPUID signature.
+pub fn hypervisor_name(sig: &str) -> String {
+    let name = match sig {
+        "KVMKVMKVM" => "KVM",
+        "Microsoft Hv" => "Hyper-V",
+        "VMwareVMware" => "VMware",
+        "XenVMMXenVMM" => "Xen",
+        "TCGTCGTCGTCG" => "QEMU (TCG)",
+        " lrpepyh  vr" | "prl hyperv  " => "Parallels",
+        "bhyve bhyve " => "bhyve",
+        "ACRNACRNACRN" => "ACRN",
+        "QNXQVMBSQG" => "QNX",
+        "VBoxVBoxVBox" => "VirtualBox",
+        _ => return format!("unknown ({sig:?})"),
+    };
+    name.to_string()
+}
+
+fn read(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn inspect() -> Layer {
+    let mut evidence = Vec::new();
+    let mut hypervisor = None;
+    let (bit, sig) = cpuid_hypervisor();
+    if bit {
+        match &sig {
+            Some(s) => {
+                let name = hypervisor_name(s);
+                evidence.push(format!(
+                    "CPUID hypervisor bit set, signature {s:?} ({name})"
+                ));
+                hypervisor = Some(name);
+            }
+            None => evidence.push("CPUID hypervisor bit set".into()),
+        }
+    }
+    if let Some(info) = read("/proc/cpuinfo") {
+        if info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "hypervisor"))
+        {
+            evidence.push("/proc/cpuinfo flags: hypervisor".into());
+        }
+    }
+    let vendor = read("/sys/class/dmi/id/sys_vendor");
+    let product = read("/sys/class/dmi/id/product_name");
+    if vendor.is_some() || product.is_some() {
+        let v = vendor.unwrap_or_default();
+        let p = product.unwrap_or_default();
+        let vm_words = [
+            "QEMU",
+            "KVM",
+            "VMware",
+            "VirtualBox",
+            "Xen",
+            "Microsoft Corporation",
+            "Amazon EC2",
+            "Google",
+            "Firecracker",
+            "Cloud Hypervisor",
+            "Bochs",
+            "Parallels",
+        ];
+        let looks_vm = vm_words.iter().any(|w| v.contains(w) || p.contains(w));
+        evidence.push(format!(
+            "DMI: vendor {v:?}, product {p:?}{}",
+            if looks_vm {
+                " (a virtual machine's)"
+            } else {
+                ""
+            }
+        ));
+        if looks_vm && hypervisor.is_none() {
+            hypervisor = Some(format!("{v} {p}").trim().to_string());
+        }
+    } else {
+        evidence.push("no DMI tables (/sys/class/dmi/id absent)".into());
+    }
+    if let Some(t) = read("/sys/hypervisor/type") {
+        evidence.push(format!("/sys/hypervisor/type: {t}"));
+        hypervisor.get_or_insert(t);
+    }
+    let machine_is_vm = bit || hypervisor.is_some();
+    Layer {
+        status: "host".into(),
+        in_force: false,
+        machine_is_vm,
+        hypervisor,
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(hypervisor_name("KVMKVMKVM"), "KVM");
+        assert!(hypervisor_name("zzz").starts_with("unknown"));
+    }
+
+    #[test]
+    fn cpuid_agrees_with_cpuinfo() {
+        let (bit, _) = cpuid_hypervisor();
+        let flag = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap()
+            .split_whitespace()
+            .any(|f| f == "hypervisor");
+        assert_eq!(bit, flag);
+        let l = inspect();
+        assert_eq!(l.machine_is_vm, bit || l.hypervisor.is_some());
+        assert!(!l.in_force);
+    }
+}
