@@ -1,8 +1,8 @@
 #!/bin/sh
 # One command on a fresh machine: install dependencies, build bulkhead, and
-# run a container from a built-in busybox bundle.
+# run a command in a sandbox (no bundle or image needed).
 set -eu
 cd "$(dirname "$0")"
 ./scripts/deps.sh
-cargo build --release
+./scripts/build.sh
 ./scripts/demo.sh

@@ -5,7 +5,8 @@
 # `bulkhead inspect --self` sees them from inside one. No bundle, no image.
 set -eu
 TOP="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$TOP/target/release/bulkhead"
+BIN="$TOP/target/x86_64-unknown-linux-gnu/release/bulkhead"
+[ -x "$BIN" ] || BIN="$TOP/target/release/bulkhead"
 [ -x "$BIN" ] || BIN="$TOP/target/debug/bulkhead"
 # podman's default seccomp profile comes with podman (scripts/deps.sh installs it).
 SECCOMP=""

@@ -153,3 +153,37 @@ fn a_path_of_the_wrong_type_is_an_error() {
     assert!(e.contains("is not a ipc namespace"), "{e}");
     assert!(!rt.root.join(&id).exists());
 }
+
+#[test]
+fn new_user_namespace_with_a_joined_namespace_double_forks() {
+    // Joining a namespace owned by the host's user namespace and creating a
+    // user namespace: the join must happen first, then the init is forked
+    // into the new pid namespace (the runtime's slow path).
+    let rt = Rt::new();
+    let b1 = Bundle::new("netholder", &["sleep", "60"]);
+    let holder = unique("netholder");
+    ok(&rt.create(&holder, &b1));
+    let pid = rt.state(&holder)["pid"].as_i64().unwrap();
+    let net = fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino();
+    let mut b = Bundle::new(
+        "dfork",
+        &["sh", "-c", "echo $$; stat -L -c %i /proc/self/ns/net; cat /proc/self/uid_map; cat /sys/fs/cgroup/pids/cgroup.procs | wc -l"],
+    );
+    b.add_namespace("user", None);
+    b.add_namespace("network", Some(&format!("/proc/{pid}/ns/net")));
+    let m = serde_json::json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+    b.config["linux"]["uidMappings"] = m.clone();
+    b.config["linux"]["gidMappings"] = m;
+    b.save();
+    let (code, out, err) = rt.run_container(&unique("dfork"), &b);
+    assert_eq!(code, 0, "{err}");
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "1", "{out}");
+    assert_eq!(l[1].parse::<u64>().unwrap(), net);
+    assert_eq!(
+        l[2].split_whitespace().collect::<Vec<_>>(),
+        ["0", "300000", "65536"]
+    );
+    // The init (and what it runs) is in the container's cgroup.
+    assert!(l[3].trim().parse::<u32>().unwrap() >= 1, "{out}");
+}

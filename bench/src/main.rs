@@ -1,1 +1,894 @@
-fn main() {}
+//! bulkhead's side-by-side benchmarks: bulkhead vs crun and runc (container
+//! lifecycle, with and without podman's seccomp profile, a burst of 50, the
+//! kernel floor), and bulkhead's VMM vs QEMU microvm. Runtimes alternate
+//! within each round so machine noise hits them alike; the report gives
+//! medians, p90 and ratios to crun, as a Markdown table and an SVG chart.
+//!
+//! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--only LIST] [--out DIR]`
+//! where LIST is a comma list of lifecycle,seccomp,burst,vmm,strace.
+
+mod floor;
+mod proc;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use proc::{Env, Run};
+use stats::Samples;
+
+struct Opts {
+    rounds: usize,
+    burst: usize,
+    vm_rounds: usize,
+    only: Vec<String>,
+    out: PathBuf,
+}
+
+fn parse_args() -> Opts {
+    let mut o = Opts {
+        rounds: 30,
+        burst: 50,
+        vm_rounds: 10,
+        only: vec![],
+        out: PathBuf::from("bench/results"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--rounds" => {
+                o.rounds = val()
+                    .parse()
+                    .unwrap_or_else(|_| die("--rounds: not a number"))
+            }
+            "--burst" => {
+                o.burst = val()
+                    .parse()
+                    .unwrap_or_else(|_| die("--burst: not a number"))
+            }
+            "--vm-rounds" => {
+                o.vm_rounds = val()
+                    .parse()
+                    .unwrap_or_else(|_| die("--vm-rounds: not a number"))
+            }
+            "--only" => o.only = val().split(',').map(String::from).collect(),
+            "--out" => o.out = PathBuf::from(val()),
+            "--floor-once" => {
+                let rootfs = val();
+                std::process::exit(floor::run_once(Path::new(&rootfs)));
+            }
+            "-h" | "--help" => {
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--only lifecycle,seccomp,burst,vmm,strace] [--out DIR]");
+                std::process::exit(0);
+            }
+            _ => die(&format!("unknown argument {a}")),
+        }
+    }
+    o
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(2)
+}
+
+fn want(o: &Opts, what: &str) -> bool {
+    o.only.is_empty() || o.only.iter().any(|x| x == what)
+}
+
+/// A container runtime under test, in a given cgroup view.
+#[derive(Clone)]
+struct Runtime {
+    label: String,
+    name: &'static str,
+    bin: PathBuf,
+    root: PathBuf,
+    env: Env,
+}
+
+/// A busybox bundle with runc's default spec running /bin/true.
+fn make_bundle(dir: &Path, seccomp: bool) {
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    if !rootfs.join("bin/busybox").exists() {
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .unwrap_or_else(|e| die(&format!("/bin/busybox: {e} (install busybox-static)")));
+        for l in ["true", "sh"] {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(l));
+        }
+        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    }
+    let _ = fs::remove_file(dir.join("config.json"));
+    // runc's own default spec is the reference config for every runtime.
+    let st = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "runc spec failed");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
+    cfg["process"]["terminal"] = false.into();
+    cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
+    if seccomp {
+        let caps: Vec<String> = cfg["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        let sc = seccomp::profile::load_containers_profile(
+            Path::new(seccomp::profile::PODMAN_PROFILE_PATH),
+            &caps,
+        )
+        .unwrap_or_else(|e| die(&format!("podman's seccomp profile: {e} (install podman)")));
+        cfg["linux"]["seccomp"] = serde_json::to_value(sc).unwrap();
+    }
+    fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+}
+
+/// create + start + wait + delete; returns (wall, runtime cpu, max rss of runtime commands).
+fn lifecycle(rt: &Runtime, bundle: &Path, id: &str) -> Result<(f64, f64, i64), String> {
+    let pidfile = bundle.join(format!("{id}.pid"));
+    let base = |c: &mut Command| {
+        c.arg("--root").arg(&rt.root);
+    };
+    let t0 = Instant::now();
+    let mut runs: Vec<Run> = Vec::with_capacity(3);
+    let mut c = Command::new(&rt.bin);
+    base(&mut c);
+    c.args(["create", "--bundle"])
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(&pidfile)
+        .arg(id);
+    runs.push(proc::run(&mut c, &rt.env).map_err(|e| e.to_string())?);
+    if runs[0].status != 0 {
+        return Err(format!("{} create: {}", rt.name, runs[0].stderr.trim()));
+    }
+    let mut c = Command::new(&rt.bin);
+    base(&mut c);
+    c.args(["start", id]);
+    runs.push(proc::run(&mut c, &rt.env).map_err(|e| e.to_string())?);
+    if runs[1].status != 0 {
+        return Err(format!("{} start: {}", rt.name, runs[1].stderr.trim()));
+    }
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pid file: {e}"))?;
+    proc::wait_init(pid).map_err(|e| format!("wait for {pid}: {e}"))?;
+    let mut c = Command::new(&rt.bin);
+    base(&mut c);
+    c.args(["delete", id]);
+    runs.push(proc::run(&mut c, &rt.env).map_err(|e| e.to_string())?);
+    if runs[2].status != 0 {
+        return Err(format!("{} delete: {}", rt.name, runs[2].stderr.trim()));
+    }
+    let wall = t0.elapsed().as_secs_f64() * 1000.0;
+    let _ = fs::remove_file(&pidfile);
+    Ok((
+        wall,
+        runs.iter().map(|r| r.cpu_ms).sum(),
+        runs.iter().map(|r| r.maxrss_kb).max().unwrap_or(0),
+    ))
+}
+
+#[derive(Default)]
+struct Series {
+    wall: Samples,
+    cpu: Samples,
+    rss_kb: i64,
+    errors: Vec<String>,
+}
+
+/// A private mount namespace where /sys/fs/cgroup/unified is unmounted: the
+/// pure-v1 view crun needs on this hybrid host. Held by a sleeping process.
+struct V1View {
+    holder: std::process::Child,
+    ns: fs::File,
+}
+
+impl V1View {
+    fn new() -> V1View {
+        let holder = Command::new("unshare")
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "umount /sys/fs/cgroup/unified 2>/dev/null; echo ready; exec sleep 1000000",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| die(&format!("unshare: {e}")));
+        let mut holder = holder;
+        let mut buf = [0u8; 6];
+        std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut buf).unwrap();
+        let ns = fs::File::open(format!("/proc/{}/ns/mnt", holder.id())).unwrap();
+        V1View { holder, ns }
+    }
+}
+
+impl Drop for V1View {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+fn ratio(v: f64, base: f64) -> String {
+    if base.is_finite() && base > 0.0 && v.is_finite() {
+        format!("{:.2}x", v / base)
+    } else {
+        "-".into()
+    }
+}
+
+/// Alternate every runtime (and the floor) for `rounds` rounds.
+fn lifecycle_table(
+    title: &str,
+    runtimes: &[Runtime],
+    bundle: &Path,
+    rounds: usize,
+    floor_rootfs: Option<&Path>,
+    report: &mut String,
+    charts: &mut Vec<(String, Vec<(String, Samples)>)>,
+) {
+    let mut series: BTreeMap<String, Series> = BTreeMap::new();
+    let me = std::env::current_exe().unwrap();
+    let warmup = 2;
+    // Each round runs every entry once; the starting entry rotates, so each
+    // runtime follows each other one equally often (the kernel keeps some
+    // state warm between runs, e.g. the cgroup migration lock's RCU state).
+    let entries = runtimes.len() + usize::from(floor_rootfs.is_some());
+    for round in 0..rounds + warmup {
+        for k in 0..entries {
+            let which = (k + round) % entries;
+            let Some(rt) = runtimes.get(which) else {
+                let rootfs = floor_rootfs.expect("floor entry");
+                let mut c = Command::new(&me);
+                c.arg("--floor-once").arg(rootfs);
+                let r = proc::run(&mut c, &Env::default()).unwrap();
+                let s = series
+                    .entry("floor: clone+pivot_root+exec".into())
+                    .or_default();
+                if r.status == 0 && round >= warmup {
+                    s.wall.push(r.wall_ms);
+                    s.cpu.push(r.cpu_ms);
+                    s.rss_kb = s.rss_kb.max(r.maxrss_kb);
+                } else if r.status != 0 {
+                    s.errors.push(r.stderr);
+                }
+                continue;
+            };
+            let id = format!("bench-{}-{round}", rt.label.replace(['(', ')', ' '], ""));
+            let r = lifecycle(rt, bundle, &id);
+            proc::reap_orphans();
+            let s = series.entry(rt.label.clone()).or_default();
+            match r {
+                Ok((wall, cpu, rss)) if round >= warmup => {
+                    s.wall.push(wall);
+                    s.cpu.push(cpu);
+                    s.rss_kb = s.rss_kb.max(rss);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Clean up and keep going: a failure is reported, not fatal.
+                    let _ = Command::new(&rt.bin)
+                        .arg("--root")
+                        .arg(&rt.root)
+                        .args(["delete", "--force", &id])
+                        .status();
+                    s.errors.push(e);
+                }
+            }
+        }
+        eprint!("\r{title}: round {}/{}   ", round + 1, rounds + warmup);
+    }
+    eprintln!();
+    let crun = series
+        .iter()
+        .find(|(k, _)| k.starts_with("crun"))
+        .map(|(_, s)| s.wall.median())
+        .unwrap_or(f64::NAN);
+    let _ = writeln!(report, "\n### {title}\n");
+    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order that rotates from round to round (same bundle, same config: `runc spec` with `/bin/true`).\n");
+    let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
+    let mut chart = Vec::new();
+    for (name, s) in &series {
+        let _ = writeln!(
+            report,
+            "| {name} | {:.2} | {:.2} | {} | {:.2} | {} | {} |",
+            s.wall.median(),
+            s.wall.pct(90.0),
+            ratio(s.wall.median(), crun),
+            s.cpu.median(),
+            s.rss_kb,
+            s.errors.len()
+        );
+        if let Some(e) = s.errors.first() {
+            let _ = writeln!(
+                report,
+                "|  | first error: `{}` | | | | | |",
+                e.replace('|', "/").lines().next().unwrap_or("")
+            );
+        }
+        chart.push((name.clone(), s.wall.clone()));
+    }
+    charts.push((title.to_string(), chart));
+}
+
+/// `n` containers created and started at once; wall time until all started,
+/// and the peak memory charged to a v1 memory cgroup holding the runtime commands.
+fn burst(rt: &Runtime, bundle: &Path, n: usize) -> Result<(f64, f64), String> {
+    let cg = PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/bulkhead-bench-burst-{}",
+        std::process::id()
+    ));
+    let _ = fs::create_dir(&cg);
+    let mut env = rt.env.clone();
+    env.cgroup_procs = Some(cg.join("cgroup.procs"));
+    let ids: Vec<String> = (0..n).map(|i| format!("burst-{}-{i}", rt.name)).collect();
+    let t0 = Instant::now();
+    let results: Vec<Result<i32, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let env = env.clone();
+                s.spawn(move || {
+                    let pidfile = bundle.join(format!("{id}.pid"));
+                    let mut c = Command::new(&rt.bin);
+                    c.arg("--root")
+                        .arg(&rt.root)
+                        .args(["create", "--bundle"])
+                        .arg(bundle)
+                        .arg("--pid-file")
+                        .arg(&pidfile)
+                        .arg(id);
+                    let r = proc::run(&mut c, &env).map_err(|e| e.to_string())?;
+                    if r.status != 0 {
+                        return Err(r.stderr);
+                    }
+                    let mut c = Command::new(&rt.bin);
+                    c.arg("--root").arg(&rt.root).args(["start", id]);
+                    let r = proc::run(&mut c, &env).map_err(|e| e.to_string())?;
+                    if r.status != 0 {
+                        return Err(r.stderr);
+                    }
+                    fs::read_to_string(&pidfile)
+                        .map_err(|e| e.to_string())?
+                        .trim()
+                        .parse::<i32>()
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = t0.elapsed().as_secs_f64() * 1000.0;
+    let peak = fs::read_to_string(cg.join("memory.max_usage_in_bytes"))
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / (1024.0 * 1024.0);
+    for pid in results.iter().flatten() {
+        let _ = proc::wait_init(*pid);
+    }
+    for id in &ids {
+        let _ = proc::run(
+            Command::new(&rt.bin)
+                .arg("--root")
+                .arg(&rt.root)
+                .args(["delete", "--force", id]),
+            &rt.env,
+        );
+        let _ = fs::remove_file(bundle.join(format!("{id}.pid")));
+    }
+    proc::reap_orphans();
+    let _ = fs::remove_dir(&cg);
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        return Err(e.trim().to_string());
+    }
+    Ok((wall, peak))
+}
+
+/// One VMM run: (ms to the first serial byte, ms to exit, max RSS KiB, bulkhead's own report line).
+fn vm_once(cmd: &mut Command) -> Result<(f64, f64, i64, String), String> {
+    use std::io::Read;
+    let errf = std::env::temp_dir().join(format!("bench-vm-{}", std::process::id()));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(fs::File::create(&errf).unwrap());
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    let first_ms = match out.read(&mut first) {
+        Ok(1) => t0.elapsed().as_secs_f64() * 1000.0,
+        _ => f64::NAN,
+    };
+    let mut rest = Vec::new();
+    let _ = out.read_to_end(&mut rest);
+    let (status, ru) = proc::wait4(child.id() as i32).map_err(|e| e.to_string())?;
+    let exit_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let err = fs::read_to_string(&errf).unwrap_or_default();
+    let _ = fs::remove_file(&errf);
+    let text = String::from_utf8_lossy(&rest);
+    if !text.contains("shutting down") {
+        return Err(format!(
+            "guest did not finish (status {status}): {}",
+            err.trim()
+        ));
+    }
+    Ok((
+        first_ms,
+        exit_ms,
+        ru.ru_maxrss,
+        err.lines().last().unwrap_or("").to_string(),
+    ))
+}
+
+/// Syscall counts of one lifecycle under `strace -f -c`. The tracer of
+/// `create` follows the runtime and the container's init to the end — the
+/// init executes /bin/true when `start` (traced by a second strace) runs, so
+/// busybox's `true` is counted too, alike for every runtime. `delete` is
+/// traced after the init has exited.
+fn strace_counts(rt: &Runtime, bundle: &Path) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    let id = format!("strace-{}", rt.name);
+    let pidfile = bundle.join(format!("{id}.pid"));
+    let parse = |out: &Path, counts: &mut BTreeMap<String, u64>| {
+        for line in fs::read_to_string(out).unwrap_or_default().lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // "% time seconds usecs/call calls [errors] syscall"; skip the total line
+            if f.len() >= 5 && f[0].parse::<f64>().is_ok() && f.last() != Some(&"total") {
+                let calls: u64 = f[3].parse().unwrap_or(0);
+                *counts.entry(f.last().unwrap().to_string()).or_insert(0) += calls;
+            }
+        }
+        let _ = fs::remove_file(out);
+    };
+    let tmp = std::env::temp_dir();
+    let (f1, f2, f3) = (
+        tmp.join(format!("bench-strace1-{}", std::process::id())),
+        tmp.join(format!("bench-strace2-{}", std::process::id())),
+        tmp.join(format!("bench-strace3-{}", std::process::id())),
+    );
+    let mut c = Command::new("strace");
+    c.args(["-f", "-c", "-o"])
+        .arg(&f1)
+        .arg(&rt.bin)
+        .arg("--root")
+        .arg(&rt.root);
+    c.args(["create", "--bundle"])
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(&pidfile)
+        .arg(&id);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(fd) = rt.env.mntns {
+        // SAFETY: setns between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let Ok(mut tracer) = c.spawn() else {
+        return counts;
+    };
+    for _ in 0..1000 {
+        if pidfile.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut c = Command::new("strace");
+    c.args(["-f", "-c", "-o"])
+        .arg(&f2)
+        .arg(&rt.bin)
+        .arg("--root")
+        .arg(&rt.root)
+        .args(["start", &id]);
+    let _ = proc::run(&mut c, &rt.env);
+    let _ = tracer.wait();
+    if let Ok(p) = fs::read_to_string(&pidfile) {
+        let _ = proc::wait_init(p.trim().parse().unwrap_or(0));
+    }
+    let mut c = Command::new("strace");
+    c.args(["-f", "-c", "-o"])
+        .arg(&f3)
+        .arg(&rt.bin)
+        .arg("--root")
+        .arg(&rt.root)
+        .args(["delete", &id]);
+    let _ = proc::run(&mut c, &rt.env);
+    for f in [&f1, &f2, &f3] {
+        parse(f, &mut counts);
+    }
+    let _ = fs::remove_file(&pidfile);
+    proc::reap_orphans();
+    counts
+}
+
+fn main() {
+    let o = parse_args();
+    if rustix_is_root() {
+        proc::become_subreaper();
+    } else {
+        die("run as root (containers and VMs are created)");
+    }
+    let repo = std::env::current_dir().unwrap();
+    // The static release build (scripts/build.sh), else a plain release build.
+    let bulkhead = std::env::var_os("BULKHEAD_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            [
+                "target/x86_64-unknown-linux-gnu/release/bulkhead",
+                "target/release/bulkhead",
+            ]
+            .iter()
+            .map(|p| repo.join(p))
+            .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| {
+            die("no release build of bulkhead: run scripts/build.sh first (bench/run.sh does)")
+        });
+    let crun =
+        proc::which("crun").unwrap_or_else(|| die("crun not found (scripts/deps.sh installs it)"));
+    let runc =
+        proc::which("runc").unwrap_or_else(|| die("runc not found (scripts/deps.sh installs it)"));
+    let work = std::env::temp_dir().join(format!("bulkhead-bench-{}", std::process::id()));
+    fs::create_dir_all(&work).unwrap();
+    let bundle = work.join("bundle");
+    make_bundle(&bundle, false);
+    let bundle_sc = work.join("bundle-seccomp");
+    make_bundle(&bundle_sc, true);
+
+    let view = V1View::new();
+    let v1 = Env {
+        mntns: Some(view.ns.as_raw_fd()),
+        cgroup_procs: None,
+    };
+    let mk = |label: &str, name: &'static str, bin: &Path, env: &Env| Runtime {
+        label: label.to_string(),
+        name,
+        bin: bin.to_path_buf(),
+        root: work.join(format!("root-{}", label.replace([' ', '(', ')'], ""))),
+        env: env.clone(),
+    };
+    let runtimes = vec![
+        mk("bulkhead (v1 view)", "bulkhead", &bulkhead, &v1),
+        mk("crun (v1 view)", "crun", &crun, &v1),
+        mk("runc (v1 view)", "runc", &runc, &v1),
+        mk(
+            "bulkhead (hybrid host)",
+            "bulkhead",
+            &bulkhead,
+            &Env::default(),
+        ),
+    ];
+
+    let mut report = String::new();
+    let started = std::time::SystemTime::now();
+    let _ = writeln!(report, "# bulkhead benchmarks\n");
+    let _ = writeln!(
+        report,
+        "Host: {} cores, kernel {}; {} {}; {}. All container runtimes run inside one private mount namespace where `/sys/fs/cgroup/unified` is unmounted (crun refuses the hybrid layout); bulkhead is also measured on the real hybrid layout.",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        String::from_utf8_lossy(&Command::new(&crun).arg("--version").output().unwrap().stdout).lines().next().unwrap_or(""),
+        String::from_utf8_lossy(&Command::new(&runc).arg("--version").output().unwrap().stdout).lines().next().unwrap_or(""),
+        String::from_utf8_lossy(&Command::new(&bulkhead).arg("--version").output().unwrap().stdout).trim(),
+    );
+    let mut charts = Vec::new();
+
+    if want(&o, "lifecycle") {
+        lifecycle_table(
+            "Lifecycle: create + start + wait + delete of /bin/true",
+            &runtimes,
+            &bundle,
+            o.rounds,
+            Some(&bundle.join("rootfs")),
+            &mut report,
+            &mut charts,
+        );
+    }
+    if want(&o, "seccomp") {
+        let caps = oci::DEFAULT_CAPS.map(String::from);
+        let profile = seccomp::profile::load_containers_profile(
+            Path::new(seccomp::profile::PODMAN_PROFILE_PATH),
+            &caps,
+        )
+        .unwrap();
+        let mut compile = Samples::default();
+        for _ in 0..200 {
+            let t = Instant::now();
+            let f = seccomp::compile(&profile).unwrap();
+            compile.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::hint::black_box(f);
+        }
+        lifecycle_table(
+            "Lifecycle with podman's default seccomp profile in the config",
+            &runtimes,
+            &bundle_sc,
+            o.rounds,
+            None,
+            &mut report,
+            &mut charts,
+        );
+        let _ = writeln!(
+            report,
+            "\nbulkhead compiles podman's profile ({} syscall rules) in {:.3} ms (median of 200, in-process) into {} BPF instructions.",
+            profile.syscalls.len(),
+            compile.median(),
+            seccomp::compile(&profile).unwrap().len()
+        );
+    }
+    if want(&o, "burst") {
+        let _ = writeln!(
+            report,
+            "\n### Burst: {} containers created and started concurrently\n",
+            o.burst
+        );
+        let _ = writeln!(report, "Wall time from launching all `create`+`start` pairs at once until the last `start` returned; peak memory charged to a v1 memory cgroup that holds the runtime commands (and what they fork before moving it to the container's cgroup).\n");
+        let _ = writeln!(
+            report,
+            "| runtime | wall ms | per container ms | peak memory MiB | vs crun (wall) |"
+        );
+        let _ = writeln!(report, "|---|---:|---:|---:|---:|");
+        let mut rows = Vec::new();
+        for rt in &runtimes {
+            match burst(rt, &bundle, o.burst) {
+                Ok((wall, peak)) => {
+                    rows.push((rt.label.clone(), Some((wall, peak)), String::new()))
+                }
+                Err(e) => rows.push((rt.label.clone(), None, e)),
+            }
+            eprintln!("burst: {} done", rt.label);
+        }
+        let crun_wall = rows
+            .iter()
+            .find(|r| r.0.starts_with("crun"))
+            .and_then(|r| r.1.map(|x| x.0))
+            .unwrap_or(f64::NAN);
+        for (name, r, e) in rows {
+            match r {
+                Some((wall, peak)) => {
+                    let _ = writeln!(
+                        report,
+                        "| {name} | {wall:.1} | {:.2} | {peak:.1} | {} |",
+                        wall / o.burst as f64,
+                        ratio(wall, crun_wall)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        report,
+                        "| {name} | failed: `{}` | | | |",
+                        e.lines().next().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\n### Binary size\n\n| runtime | bytes |\n|---|---:|"
+    );
+    for (n, p) in [
+        ("bulkhead (release)", &bulkhead),
+        ("crun", &crun),
+        ("runc", &runc),
+    ] {
+        let _ = writeln!(report, "| {n} | {} |", proc::file_size(p));
+    }
+    if want(&o, "vmm") {
+        vmm_table(&o, &repo, &bulkhead, &work, &mut report, &mut charts);
+    }
+    if want(&o, "strace") {
+        let bh = strace_counts(&runtimes[0], &bundle);
+        let cr = strace_counts(&runtimes[1], &bundle);
+        let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+        let _ = writeln!(
+            report,
+            "\n### Syscalls per lifecycle (strace -f -c over create, start, delete; v1 view)\n"
+        );
+        let _ = writeln!(
+            report,
+            "Total: bulkhead {} syscalls, crun {}.\n",
+            total(&bh),
+            total(&cr)
+        );
+        let _ = writeln!(report, "| syscall | bulkhead | crun |\n|---|---:|---:|");
+        let mut names: Vec<&String> = bh.keys().chain(cr.keys()).collect();
+        names.sort();
+        names.dedup();
+        names.sort_by_key(|n| {
+            std::cmp::Reverse(
+                bh.get(*n)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(cr.get(*n).copied().unwrap_or(0)),
+            )
+        });
+        for n in names.iter().take(25) {
+            let _ = writeln!(
+                report,
+                "| {n} | {} | {} |",
+                bh.get(*n).copied().unwrap_or(0),
+                cr.get(*n).copied().unwrap_or(0)
+            );
+        }
+    }
+
+    // Write the results.
+    fs::create_dir_all(&o.out).unwrap();
+    let stamp = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let md = o.out.join(format!("results-{stamp}.md"));
+    let mut charts_md = String::new();
+    for (i, (title, series)) in charts.iter().enumerate() {
+        let refs: Vec<(String, &Samples)> = series.iter().map(|(n, s)| (n.clone(), s)).collect();
+        let svg = stats::svg_strip(
+            title,
+            "milliseconds (each dot one run, bar = median)",
+            &refs,
+        );
+        let name = format!("chart-{stamp}-{i}.svg");
+        fs::write(o.out.join(&name), svg).unwrap();
+        let _ = writeln!(charts_md, "\n![{title}]({name})");
+    }
+    report.push_str(&charts_md);
+    fs::write(&md, &report).unwrap();
+    fs::copy(&md, o.out.join("latest.md")).unwrap();
+    println!("{report}");
+    eprintln!("written to {}", md.display());
+    drop(view);
+    let _ = fs::remove_dir_all(&work);
+}
+
+fn vmm_table(
+    o: &Opts,
+    repo: &Path,
+    bulkhead: &Path,
+    work: &Path,
+    report: &mut String,
+    charts: &mut Vec<(String, Vec<(String, Samples)>)>,
+) {
+    let gdir = work.join("guest");
+    let st = Command::new("sh")
+        .arg(repo.join("guest/build.sh"))
+        .arg(&gdir)
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !st.map(|s| s.success()).unwrap_or(false) {
+        let _ = writeln!(
+            report,
+            "\n### VMM\n\nskipped: the test guest did not build (gcc/binutils missing?)"
+        );
+        return;
+    }
+    let guest = gdir.join("guest.elf");
+    let qemu = proc::which("qemu-system-x86_64");
+    let mut rows: BTreeMap<&str, (Samples, Samples, i64, Vec<String>)> = BTreeMap::new();
+    let mut bh_entry = Samples::default();
+    for round in 0..o.vm_rounds + 1 {
+        let mut c = Command::new(bulkhead);
+        c.args(["vm", "run", "--memory", "128", "--kernel"])
+            .arg(&guest);
+        let r = vm_once(&mut c);
+        let e = rows.entry("bulkhead vm run").or_default();
+        match r {
+            Ok((first, exit, rss, line)) if round > 0 => {
+                e.0.push(first);
+                e.1.push(exit);
+                e.2 = e.2.max(rss);
+                // "first vCPU entry X ms" from bulkhead's own report.
+                if let Some(v) = line
+                    .split("first vCPU entry ")
+                    .nth(1)
+                    .and_then(|s| s.split(' ').next())
+                    .and_then(|s| s.parse().ok())
+                {
+                    bh_entry.push(v);
+                }
+            }
+            Ok(_) => {}
+            Err(err) => e.3.push(err),
+        }
+        if let Some(q) = &qemu {
+            let mut c = Command::new(q);
+            c.args([
+                "-M",
+                "microvm",
+                "-enable-kvm",
+                "-cpu",
+                "host",
+                "-m",
+                "128",
+                "-nodefaults",
+                "-no-user-config",
+                "-nographic",
+                "-serial",
+                "stdio",
+                "-append",
+                "console=ttyS0",
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                "-kernel",
+            ])
+            .arg(&guest);
+            let r = vm_once(&mut c);
+            let e = rows.entry("qemu -M microvm").or_default();
+            match r {
+                Ok((first, exit, rss, _)) if round > 0 => {
+                    e.0.push(first);
+                    e.1.push(exit);
+                    e.2 = e.2.max(rss);
+                }
+                Ok(_) => {}
+                Err(err) => e.3.push(err),
+            }
+        }
+        eprint!("\rvmm: round {}/{}   ", round + 1, o.vm_rounds + 1);
+    }
+    eprintln!();
+    let _ = writeln!(
+        report,
+        "\n### VMM: the test guest (ELF, 128 MiB, 1 vCPU), process start to ...\n"
+    );
+    let _ = writeln!(report, "{} rounds after one warm-up, alternating. The guest prints its boot report on the serial port and shuts down (i8042 reset; under QEMU microvm, which ignores it, the isa-debug-exit port).\n", o.vm_rounds);
+    let _ = writeln!(report, "| VMM | first serial byte, median ms | exit, median ms | exit p90 ms | max RSS (MiB) | errors |\n|---|---:|---:|---:|---:|---:|");
+    let mut chart = Vec::new();
+    for (name, (first, exit, rss, errs)) in &rows {
+        let _ = writeln!(
+            report,
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+            first.median(),
+            exit.median(),
+            exit.pct(90.0),
+            *rss as f64 / 1024.0,
+            errs.len()
+        );
+        chart.push((name.to_string(), exit.clone()));
+    }
+    if !bh_entry.ms.is_empty() {
+        let _ = writeln!(report, "\nbulkhead's first vCPU entry (KVM_RUN of the first guest instruction): median {:.2} ms after process start.", bh_entry.median());
+    }
+    if qemu.is_none() {
+        let _ = writeln!(report, "\nqemu-system-x86_64 not found: QEMU row skipped.");
+    }
+    charts.push(("VMM: process start to exit, test guest".into(), chart));
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

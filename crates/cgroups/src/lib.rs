@@ -649,6 +649,9 @@ impl Cgroup {
 
     fn remove_created(&self) {
         for p in self.created.iter().rev() {
+            if self.dirs.iter().any(|d| &d.path == p) {
+                continue; // the leaves were removed (or reported) by destroy
+            }
             // Parents may be shared with other containers by now: only empty ones go.
             let _ = fs::remove_dir(p);
         }

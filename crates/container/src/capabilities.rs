@@ -66,13 +66,27 @@ pub fn resolve(c: Option<&Capabilities>) -> (Resolved, Vec<String>) {
         // what the process keeps).
         return (Resolved::default(), skipped);
     };
-    let r = Resolved {
+    let mut r = Resolved {
         bounding: mask(&c.bounding),
         effective: mask(&c.effective),
         permitted: mask(&c.permitted),
         inheritable: mask(&c.inheritable),
         ambient: mask(&c.ambient),
     };
+    // The kernel keeps an ambient capability only if it is also permitted and
+    // inheritable. runc's own default spec lists ambient capabilities without
+    // inheritable ones and runc skips them with a warning; so do we.
+    let unusable = r.ambient & !(r.inheritable & r.permitted);
+    if unusable != 0 {
+        for (i, name) in caps::all().into_iter().map(|c| (c.index(), c.to_string())) {
+            if unusable & (1u64 << i) != 0 {
+                skipped.push(format!(
+                    "{name} (ambient, but not permitted and inheritable)"
+                ));
+            }
+        }
+        r.ambient &= r.inheritable & r.permitted;
+    }
     (r, skipped)
 }
 
@@ -152,6 +166,15 @@ mod tests {
         assert_eq!(r.effective, 1 << 5);
         assert_eq!(r.permitted, 0);
         assert_eq!(skipped, vec!["CAP_FUTURE_THING".to_string()]);
+        // runc's default: ambient listed without inheritable is dropped (warned).
+        let c2 = Capabilities {
+            permitted: Some(vec!["CAP_KILL".into()]),
+            ambient: Some(vec!["CAP_KILL".into()]),
+            ..Default::default()
+        };
+        let (r2, skipped2) = resolve(Some(&c2));
+        assert_eq!(r2.ambient, 0);
+        assert!(skipped2[0].starts_with("CAP_KILL (ambient"), "{skipped2:?}");
         assert_eq!(resolve(None).0, Resolved::default());
     }
 

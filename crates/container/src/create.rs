@@ -128,10 +128,7 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
     }
     let (caps, skipped) = capabilities::resolve(p.capabilities.as_ref());
     if !skipped.is_empty() {
-        tracing::warn!(
-            "ignoring unknown or unsupported capabilities: {}",
-            skipped.join(", ")
-        );
+        tracing::warn!("ignoring capabilities: {}", skipped.join(", "));
     }
     let filter = linux.seccomp.as_ref().map(seccomp::compile).transpose()?;
     if let Some(f) = &filter {
@@ -306,12 +303,34 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     let into_cgroup = cg_fd.is_some();
 
     let mut init_pid = child;
+    // Join the cgroup as early as the pid is known, while the init builds its
+    // root filesystem: on cgroup v1 the first migration waits for an RCU grace
+    // period (~10 ms here), which then overlaps with the init's own work.
+    let join = |pid: i32| -> Result<()> {
+        // With CLONE_INTO_CGROUP the first child already sits in v2; a
+        // double-forked init inherited that placement from its parent.
+        cg.add(pid, into_cgroup)?;
+        if let Some(adj) = p.oom_score_adj {
+            fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
+                .ctx(|| format!("process.oomScoreAdj {adj}"))?;
+        }
+        Ok(())
+    };
+    let mut joined = false;
+    if !prep.plan.new_user && !prep.plan.double_fork {
+        join(child)?;
+        joined = true;
+    }
     loop {
         let m = chan.recv().ctx(|| "read from the container init".into())?;
         match m {
             Some(Msg::UsernsReady) => {
                 namespaces::write_id_maps(child, &linux)?;
                 chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
+                if !prep.plan.double_fork && !joined {
+                    join(child)?;
+                    joined = true;
+                }
             }
             Some(Msg::Pid(p)) => {
                 // The intermediate process of a double fork exits now: reap it.
@@ -319,14 +338,16 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
                 unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
                 guard.pids = vec![p];
                 init_pid = p;
+                if !joined {
+                    join(p)?;
+                    joined = true;
+                }
+                chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
             }
             Some(Msg::Ready) => {
-                // With CLONE_INTO_CGROUP the first child already sits in v2;
-                // a double-forked init inherited its parent's cgroups.
-                cg.add(init_pid, into_cgroup)?;
-                if let Some(adj) = p.oom_score_adj {
-                    fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
-                        .ctx(|| format!("process.oomScoreAdj {adj}"))?;
+                if !joined {
+                    join(init_pid)?;
+                    joined = true;
                 }
                 chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
             }

@@ -121,16 +121,32 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
             let _ = ctx.chan.send(&Msg::Pid(pid));
             sys::exit_now(0);
         }
+        // Wait until the runtime knows our pid (and has put us in our
+        // cgroup): our messages must not overtake our parent's Pid message.
+        ctx.chan
+            .wait_go()
+            .ctx(|| "wait for the runtime to adopt the init".into())?;
     }
 
-    ctx.chan
-        .send(&Msg::Ready)
-        .ctx(|| "sync with the runtime".into())?;
-    ctx.chan.wait_go().ctx(|| "wait for the cgroup".into())?;
-
-    // Now inside our cgroup: a new cgroup namespace is rooted there.
-    if plan.new_cgroup {
-        namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::Cgroup))?;
+    // The runtime moves us into our cgroup while we build the container: on
+    // cgroup v1 the first migration waits for an RCU grace period, which our
+    // own work then hides; we only need to be in the cgroup to unshare the
+    // cgroup namespace, last. (The runtime's hooks run after the move.) On
+    // pure v2 we were born in the cgroup (CLONE_INTO_CGROUP) and the cgroup2
+    // mount needs the cgroup namespace first, so there we wait at once.
+    let wait_early = ctx.cgroup.is_some_and(|c| c.layout == cgroups::Layout::V2);
+    let in_cgroup = |chan: &Channel| -> Result<()> {
+        chan.send(&Msg::Ready)
+            .ctx(|| "sync with the runtime".into())?;
+        chan.wait_go().ctx(|| "wait for the cgroup".into())?;
+        // Now inside our cgroup: a new cgroup namespace is rooted there.
+        if plan.new_cgroup {
+            namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::Cgroup))?;
+        }
+        Ok(())
+    };
+    if wait_early {
+        in_cgroup(&ctx.chan)?;
     }
     if plan.new_time {
         namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::Time))?;
@@ -239,6 +255,10 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
         )));
     }
     process::inherit_fds(ctx.preserve_fds)?;
+
+    if !wait_early {
+        in_cgroup(&ctx.chan)?;
+    }
 
     // Created. From here the runtime may exit; we must outlive it.
     // SAFETY: plain prctl.

@@ -25,7 +25,11 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<libc::pid_
     // SAFETY: clone_args is plain old data; zero is the documented default for every field.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = flags;
-    args.exit_signal = libc::SIGCHLD as u64;
+    // With CLONE_PARENT the child inherits our own exit signal; clone3
+    // refuses an explicit one (EINVAL).
+    if flags & libc::CLONE_PARENT as u64 == 0 {
+        args.exit_signal = libc::SIGCHLD as u64;
+    }
     if let Some(fd) = cgroup {
         // CLONE_INTO_CGROUP (linux/sched.h); libc's constant is typed too narrow.
         args.flags |= 0x2_0000_0000;
