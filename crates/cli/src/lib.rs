@@ -3,6 +3,7 @@
 //! (podman, containerd) call the runtime with runc's command line.
 
 mod cgroup_cmds;
+mod exec_cmd;
 mod features;
 mod log;
 mod oci_cmds;
@@ -48,6 +49,8 @@ enum Command {
     Start(oci_cmds::IdArg),
     /// Create and start a container; wait for it unless --detach.
     Run(oci_cmds::RunArgs),
+    /// Run a process in a running container.
+    Exec(exec_cmd::ExecArgs),
     /// Print the OCI state of a container as JSON.
     State(oci_cmds::IdArg),
     /// Send a signal to a container's init (or to all its processes).
@@ -113,6 +116,7 @@ pub fn main() -> i32 {
             Command::Create(a) => oci_cmds::create(&rt, a),
             Command::Start(a) => oci_cmds::start(&rt, a),
             Command::Run(a) => oci_cmds::run(&rt, a),
+            Command::Exec(a) => exec_cmd::exec(&rt, a),
             Command::State(a) => oci_cmds::state(&rt, a),
             Command::Kill(a) => oci_cmds::kill(&rt, a),
             Command::Delete(a) => oci_cmds::delete(&rt, a),

@@ -44,6 +44,7 @@ impl CreateArgs {
             spec: None,
             pid_file: self.pid_file.clone(),
             console_socket: self.console_socket.clone(),
+            console_fd: None,
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
         }

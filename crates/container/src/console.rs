@@ -86,3 +86,70 @@ pub fn attach(slave: &OwnedFd, name: &str) -> Result<()> {
     sys::mount(Some(name), console, None, libc::MS_BIND, None)
         .ctx(|| "bind the pty over /dev/console".into())
 }
+
+/// Receive an fd sent with [`send_fd`] (blocking unless `nonblock`).
+pub fn recv_fd(sock: &impl AsFd, nonblock: bool) -> std::io::Result<Option<OwnedFd>> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut buf = [0u8; 256];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let flags = if nonblock {
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC
+    } else {
+        RecvFlags::CMSG_CLOEXEC
+    };
+    match recvmsg(sock, &mut iov, &mut cmsg, flags) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::AGAIN) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let mut got = None;
+    for m in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            got = fds.into_iter().next();
+        }
+    }
+    Ok(got)
+}
+
+/// The terminal of this process in raw mode for as long as the guard lives
+/// (keystrokes, ^C included, go to the container's pty untouched).
+pub struct RawMode {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl RawMode {
+    pub fn stdin() -> RawMode {
+        let stdin = rustix::stdio::stdin();
+        let saved = rustix::termios::tcgetattr(stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            raw.make_raw();
+            let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw);
+        }
+        RawMode { saved }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = rustix::termios::tcsetattr(
+                rustix::stdio::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
+        }
+    }
+}
+
+/// Give the pty the size of our own terminal (if we have one).
+pub fn copy_winsize(master: &impl AsFd) {
+    for fd in [rustix::stdio::stdin(), rustix::stdio::stdout()] {
+        if let Ok(ws) = rustix::termios::tcgetwinsize(fd) {
+            let _ = rustix::termios::tcsetwinsize(master, ws);
+            return;
+        }
+    }
+}

@@ -33,6 +33,9 @@ pub struct CreateOptions {
     pub spec: Option<Spec>,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// An already connected console socket (the caller keeps it open);
+    /// used instead of `console_socket`.
+    pub console_fd: Option<std::os::fd::RawFd>,
     pub no_pivot: bool,
     /// Pass fds 3..3+N to the container (runc's --preserve-fds).
     pub preserve_fds: u32,
@@ -184,7 +187,15 @@ fn listen_fds() -> u32 {
 
 pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     oci::validate_id(id)?;
-    let prep = prepare(opts)?;
+    let mut prep = prepare(opts)?;
+    // sd_notify (podman --sdnotify=container): the container gets a socket
+    // directory of ours at /run/notify; `start` relays READY=1 to the engine.
+    let notify = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if notify.is_some() {
+        crate::notify::add_to_spec(&mut prep.spec, &root.join(id).join(crate::notify::DIR));
+    }
     if crate::exe::needs_sealed_copy(&prep.spec) && !crate::exe::is_sealed_copy() {
         let e = crate::exe::reexec_sealed();
         return Err(e).ctx(|| "re-execute from a sealed copy of the runtime (CVE-2019-5736 protection for a container with CAP_SYS_PTRACE)".into());
@@ -195,6 +206,14 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
 
     // Connections made before clone: a bad path fails before anything exists.
     let console = match (p.terminal, &opts.console_socket) {
+        (true, _) if opts.console_fd.is_some() => {
+            // SAFETY: the caller keeps this descriptor open during create.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(opts.console_fd.unwrap()) };
+            Some(
+                fd.try_clone_to_owned()
+                    .ctx(|| "dup the console socket".into())?,
+            )
+        }
         (true, Some(path)) => Some(console::connect(path)?),
         (true, None) => {
             return Err(msg(
@@ -235,6 +254,9 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         cgroup: None,
         pids: Vec::new(),
     };
+    if notify.is_some() {
+        crate::notify::make_dir(guard.sd.as_ref().expect("state dir"))?;
+    }
 
     let hier = cgroups::Hierarchies::detect()?;
     let mut cg = cgroups::Cgroup::resolve(&hier, linux.cgroups_path.as_deref(), id)?;
@@ -396,8 +418,10 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         hooks: spec.hooks.clone(),
         private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
         config_terminal: p.terminal,
+        notify_socket: notify,
     };
     sd.save(&saved)?;
+    crate::exec::save_config(sd, spec)?;
     if let Some(pf) = &opts.pid_file {
         write_pid_file(pf, init_pid)?;
     }

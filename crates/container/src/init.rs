@@ -281,17 +281,28 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     conn.read_to_string(&mut state)
         .ctx(|| "read the start request".into())?;
     // From here errors go to `start` over this connection.
-    let res = finish(
-        spec,
-        p,
-        &ctx.caps,
-        ctx.seccomp,
-        ctx.seccomp_listener.take(),
-        &state,
-        chdir_early.is_ok(),
-        ctx.preserve_fds,
-        &exec,
-    );
+    let res = (|| -> Result<std::convert::Infallible> {
+        if let Some(h) = &spec.hooks {
+            crate::hooks::run("startContainer", &h.start_container, &state)?;
+        }
+        let st: oci::State =
+            serde_json::from_str(&state).map_err(|e| msg(format!("bad start request: {e}")))?;
+        crate::launch::launch(crate::launch::Launch {
+            process: p,
+            caps: &ctx.caps,
+            filter: ctx.seccomp,
+            listener: ctx.seccomp_listener.take(),
+            listener_metadata: linux
+                .seccomp
+                .as_ref()
+                .and_then(|s| s.listener_metadata.as_deref()),
+            pid: st.pid.unwrap_or(0),
+            state: Some(st),
+            chdir_done: chdir_early.is_ok(),
+            preserve_fds: ctx.preserve_fds,
+            exec: &exec,
+        })
+    })();
     let text = match res {
         Ok(never) => match never {},
         Err(e) => e.to_string(),
@@ -305,69 +316,4 @@ fn set_res_ids(z: rustix::process::Gid) -> Result<()> {
         .ctx(|| "setresgid(0) in the user namespace".into())?;
     let u = rustix::process::Uid::from_raw(0);
     rustix::thread::set_thread_res_uid(u, u, u).ctx(|| "setresuid(0) in the user namespace".into())
-}
-
-/// After `start`: startContainer hooks, then drop privileges and execve, in
-/// runc's order (seccomp before the capability drop unless no_new_privs is
-/// set, in which case as late as possible).
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    spec: &Spec,
-    p: &oci::Process,
-    caps: &capabilities::Resolved,
-    filter: Option<&seccomp::Filter>,
-    listener: Option<UnixStream>,
-    state: &str,
-    chdir_done: bool,
-    preserve_fds: u32,
-    exec: &process::ExecArgs,
-) -> Result<std::convert::Infallible> {
-    if let Some(h) = &spec.hooks {
-        crate::hooks::run("startContainer", &h.start_container, state)?;
-    }
-    let mut listener = listener;
-    let mut install = |filter: &seccomp::Filter| -> Result<()> {
-        let notify = filter.install()?;
-        if let (Some(fd), Some(sock)) = (notify, listener.take()) {
-            // Hand the notify fd to the agent (runtime-spec "listenerPath"):
-            // only then can it answer the syscalls the filter defers to it.
-            let st: oci::State =
-                serde_json::from_str(state).map_err(|e| msg(format!("bad start request: {e}")))?;
-            let meta = spec
-                .linux
-                .as_ref()
-                .and_then(|l| l.seccomp.as_ref())
-                .and_then(|s| s.listener_metadata.as_deref());
-            let pid = st.pid.unwrap_or(0);
-            seccomp::send_state(&sock, fd.as_fd(), pid, &st, meta)?;
-        }
-        Ok(())
-    };
-    if let (Some(f), false) = (filter, p.no_new_privileges) {
-        install(f)?;
-    }
-    capabilities::drop_bounding(caps.bounding)?;
-    process::switch_user(&p.user)?;
-    if !chdir_done {
-        rustix::process::chdir(p.cwd.as_str()).ctx(|| format!("chdir to process.cwd {}", p.cwd))?;
-    }
-    capabilities::apply(caps)?;
-    if p.no_new_privileges {
-        rustix::thread::set_no_new_privs(true).ctx(|| "set no_new_privs".into())?;
-        if let Some(f) = filter {
-            install(f)?;
-        }
-    }
-    if let Some(cpus) = p
-        .exec_cpu_affinity
-        .as_ref()
-        .and_then(|a| a.final_.as_deref())
-    {
-        process::set_cpu_affinity(cpus, "process.execCPUAffinity.final")?;
-    }
-    process::reset_signals();
-    // Nothing of the runtime's survives execve but stdio and preserved fds.
-    sys::cloexec_from(3 + preserve_fds).ctx(|| "close inherited file descriptors".into())?;
-    let err = sys::execve(&exec.path, &exec.argv, &exec.envp);
-    Err(err).ctx(|| format!("exec {:?}", exec.path))
 }

@@ -24,11 +24,15 @@ pub mod create;
 pub mod devices;
 pub mod error;
 pub mod exe;
+pub mod exec;
+pub mod foreground;
 pub mod hooks;
 pub mod init;
+pub mod launch;
 pub mod lsm;
 pub mod mounts;
 pub mod namespaces;
+pub mod notify;
 pub mod paths;
 pub mod process;
 pub mod rootfs;
@@ -167,6 +171,10 @@ impl Runtime {
         }
         let state_json = serde_json::to_string(&saved.oci_state(oci::Status::Created))
             .expect("state serialises");
+        let notify = match &saved.notify_socket {
+            Some(_) => Some(notify::bind(&sd)?),
+            None => None,
+        };
         let (_dir, path) = create::start_socket_path(&sd)?;
         let mut conn = UnixStream::connect(&path).map_err(|e| {
             msg(format!(
@@ -188,6 +196,11 @@ impl Runtime {
         }
         saved.status = oci::Status::Running;
         sd.save(&saved)?;
+        if let (Some(sock), Some(host)) = (&notify, &saved.notify_socket) {
+            if let Some(fd) = init_pidfd(&saved)? {
+                notify::relay_ready(sock, host, &fd, saved.pid)?;
+            }
+        }
         if let Some(h) = &saved.hooks {
             let json = serde_json::to_string(&saved.oci_state(oci::Status::Running))
                 .expect("state serialises");
@@ -335,80 +348,12 @@ pub fn exit_code(status: i32) -> i32 {
     }
 }
 
-/// Block the signals `run` forwards, returning the previous mask; the
-/// container init resets its mask before execve.
-pub fn block_forwarded_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on locals and sigprocmask with valid pointers.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        for s in [
-            libc::SIGCHLD,
-            libc::SIGKILL,
-            libc::SIGSTOP,
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGILL,
-            libc::SIGFPE,
-        ] {
-            libc::sigdelset(&mut set, s);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
-        old
-    }
-}
+pub use foreground::block_forwarded_signals;
 
-/// Foreground `run`: forward every signal the runtime receives to the
-/// container's init until it exits, then return its wait status.
+/// Foreground `run`: forward signals to the container's init until it
+/// exits, then return its wait status.
 pub fn forward_and_wait(pid: i32) -> Result<i32> {
-    use rustix::event::{poll, PollFd, PollFlags};
-    // SAFETY: building a signalfd for the signals blocked by block_forwarded_signals.
-    let sfd = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
-    };
-    if sfd < 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| "signalfd".into());
-    }
-    // SAFETY: sfd is a fresh descriptor we own.
-    let sfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sfd) };
-    let pidfd = pidfd_open(
-        Pid::from_raw(pid).ok_or_else(|| msg("bad pid"))?,
-        PidfdFlags::empty(),
-    )
-    .ctx(|| format!("pidfd_open({pid})"))?;
-    loop {
-        let mut fds = [
-            PollFd::new(&sfd, PollFlags::IN),
-            PollFd::new(&pidfd, PollFlags::IN),
-        ];
-        match poll(&mut fds, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e).ctx(|| "poll".into()),
-        }
-        if fds[1].revents().contains(PollFlags::IN) {
-            break;
-        }
-        if fds[0].revents().contains(PollFlags::IN) {
-            let mut info = [0u8; 128]; // struct signalfd_siginfo
-            let n = rustix::io::read(&sfd, &mut info).unwrap_or(0);
-            if n == 128 {
-                let signo = u32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as i32;
-                // SAFETY: the kernel delivered this signal number.
-                let sig = unsafe { Signal::from_raw_unchecked(signo) };
-                let _ = pidfd_send_signal(&pidfd, sig);
-            }
-        }
-    }
-    let mut status = 0;
-    // SAFETY: waitpid on our own child (the init is a clone of this process).
-    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| format!("wait for {pid}"));
-    }
-    Ok(status)
+    foreground::wait(pid, None)
 }
 
 impl Runtime {
@@ -422,14 +367,34 @@ impl Runtime {
         };
         let res = self.run_inner(id, opts, detach);
         if let Some(m) = old_mask {
-            // SAFETY: restoring the mask saved above.
-            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &m, std::ptr::null_mut()) };
+            foreground::restore_signals(&m);
         }
         res
     }
 
     fn run_inner(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
-        let created = self.create(id, opts)?;
+        // In the foreground without a console socket, the runtime holds the
+        // pty itself (if the config asks for a terminal) and relays it.
+        let mut opts = opts.clone();
+        let relay = if !detach && opts.console_socket.is_none() && opts.console_fd.is_none() {
+            let (a, b) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .ctx(|| "socketpair".into())?;
+            opts.console_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&b));
+            Some((a, b))
+        } else {
+            None
+        };
+        let created = self.create(id, &opts)?;
+        let master = match &relay {
+            Some((ours, _)) => console::recv_fd(ours, true).ok().flatten(),
+            None => None,
+        };
+        drop(relay);
         if let Err(e) = self.start(id) {
             let _ = self.delete(id, true);
             // SAFETY: reap our child so it does not linger as a zombie.
@@ -439,7 +404,7 @@ impl Runtime {
         if detach {
             return Ok(0);
         }
-        let status = forward_and_wait(created.pid);
+        let status = foreground::wait(created.pid, master);
         let del = self.delete(id, true);
         let code = exit_code(status?);
         del?;

@@ -48,6 +48,9 @@ pub struct Saved {
     /// Set by the foreground `run`, which reaps the init itself.
     #[serde(default)]
     pub config_terminal: bool,
+    /// The engine's NOTIFY_SOCKET (sd_notify), relayed by `start`.
+    #[serde(default)]
+    pub notify_socket: Option<String>,
 }
 
 /// The `state` command's output: the OCI state plus runc's extra fields,

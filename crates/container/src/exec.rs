@@ -1,0 +1,394 @@
+//! `exec`: run another process in an existing container. It joins every
+//! namespace of the container's init, its cgroup, and runs under the
+//! container's seccomp filter and the process's own capabilities, user and
+//! LSM label — like the init, through [`crate::launch`].
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use oci::{NamespaceType, Spec};
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{msg, Context, Error, Result};
+use crate::lsm::Lsm;
+use crate::state::StateDir;
+use crate::sync::{Channel, Msg};
+use crate::{capabilities, console, foreground, namespaces, process, sys, Runtime};
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub process: oci::Process,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: u32,
+    /// A sub-cgroup of the container's (cgroup v2) to run the process in.
+    pub cgroup: Option<String>,
+}
+
+const CONFIG_COPY: &str = "config.json";
+
+/// Keep the container's config next to its state: `exec` needs it (namespaces,
+/// seccomp) and the bundle may change or go away after `create`.
+pub fn save_config(sd: &StateDir, spec: &Spec) -> Result<()> {
+    let path = sd.dir.join(CONFIG_COPY);
+    fs::write(&path, serde_json::to_vec(spec).expect("spec serialises"))
+        .ctx(|| format!("write {}", path.display()))
+}
+
+fn load_config(sd: &StateDir) -> Result<Spec> {
+    let path = sd.dir.join(CONFIG_COPY);
+    let text = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+    Ok(oci::from_json(&text, &path.display().to_string())?)
+}
+
+impl Runtime {
+    /// The config the container was created with.
+    pub fn config(&self, id: &str) -> Result<Spec> {
+        let sd = StateDir::open(&self.root, id, false)?;
+        sd.load()?;
+        load_config(&sd)
+    }
+
+    /// Run `opts.process` in container `id`; returns its exit code (or 0
+    /// once started, with `detach`).
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32> {
+        let old_mask = (!opts.detach).then(foreground::block_forwarded_signals);
+        let res = self.exec_inner(id, opts);
+        if let Some(m) = old_mask {
+            foreground::restore_signals(&m);
+        }
+        res
+    }
+
+    fn exec_inner(&self, id: &str, opts: &ExecOptions) -> Result<i32> {
+        let sd = StateDir::open(&self.root, id, false)?;
+        let saved = sd.load()?;
+        let status = saved.status();
+        if !matches!(status, oci::Status::Created | oci::Status::Running) {
+            return Err(Error::State {
+                op: "exec in",
+                id: id.into(),
+                status,
+            });
+        }
+        let spec = load_config(&sd)?;
+        let p = &opts.process;
+        oci::validate_process(p, "process")?;
+        let lsm = Lsm::host();
+        lsm.check(p)?;
+        process::check_rlimits(&p.rlimits)?;
+        let (caps, skipped) = capabilities::resolve(p.capabilities.as_ref());
+        if !skipped.is_empty() {
+            tracing::warn!("ignoring capabilities: {}", skipped.join(", "));
+        }
+        let linux = spec.linux();
+        let filter = linux.seccomp.as_ref().map(seccomp::compile).transpose()?;
+        if crate::exe::needs_sealed_copy(&spec) && !crate::exe::is_sealed_copy() {
+            let e = crate::exe::reexec_sealed();
+            return Err(e)
+                .ctx(|| "re-execute from a sealed copy of the runtime (CVE-2019-5736)".into());
+        }
+        let listener = match linux
+            .seccomp
+            .as_ref()
+            .and_then(|s| s.listener_path.as_deref())
+        {
+            Some(path) if filter.as_ref().is_some_and(|f| f.uses_notify()) => {
+                Some(seccomp::connect_listener(std::path::Path::new(path))?)
+            }
+            _ => None,
+        };
+        if p.terminal && opts.detach && opts.console_socket.is_none() {
+            return Err(msg(
+                "exec --tty --detach needs --console-socket (nothing would hold the terminal)",
+            ));
+        }
+        for fd in 3..3 + opts.preserve_fds as i32 {
+            // SAFETY: fcntl probe of a descriptor number.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(msg(format!("--preserve-fds: fd {fd} is not open")));
+            }
+        }
+
+        // The namespaces of the running init, opened now (it could exit).
+        let init = saved.pid;
+        let mut joins: Vec<(NamespaceType, OwnedFd)> = Vec::new();
+        let mut pid_ns = None;
+        for ns in &linux.namespaces {
+            let path = format!("/proc/{init}/ns/{}", ns.typ.proc_name());
+            if namespaces::is_own(ns.typ, &path) {
+                continue; // setns to one's own user namespace is even an error
+            }
+            let f = fs::File::open(&path).ctx(|| format!("open {path}"))?;
+            if ns.typ == NamespaceType::Pid {
+                pid_ns = Some(f);
+            } else {
+                joins.push((ns.typ, f.into()));
+            }
+        }
+        joins.sort_by_key(|(t, _)| *t != NamespaceType::User);
+        if !saved.init_alive() {
+            return Err(Error::State {
+                op: "exec in",
+                id: id.into(),
+                status: oci::Status::Stopped,
+            });
+        }
+
+        // The terminal: the engine's console socket, or ours to relay.
+        let (console_sock, relay) = match (p.terminal, &opts.console_socket) {
+            (false, _) => (None, None),
+            (true, Some(path)) => (Some(console::connect(path)?), None),
+            (true, None) => {
+                let (a, b) = rustix::net::socketpair(
+                    rustix::net::AddressFamily::UNIX,
+                    rustix::net::SocketType::STREAM,
+                    rustix::net::SocketFlags::CLOEXEC,
+                    None,
+                )
+                .ctx(|| "socketpair".into())?;
+                (Some(b), Some(a))
+            }
+        };
+
+        let cg = saved.cgroup.as_ref().map(cgroups::Cgroup::from_saved);
+        let mut v2_target = cg.as_ref().and_then(|c| c.v2_dir()).map(|d| d.path.clone());
+        if let Some(sub) = &opts.cgroup {
+            let base = v2_target
+                .clone()
+                .ok_or_else(|| msg("--cgroup needs cgroup v2"))?;
+            cgroups::validate_path(sub)?;
+            let dir = base.join(sub.trim_start_matches('/'));
+            if !dir.is_dir() {
+                return Err(msg(format!(
+                    "--cgroup {sub}: {} does not exist",
+                    dir.display()
+                )));
+            }
+            v2_target = Some(dir);
+        }
+        let cg_fd = match &v2_target {
+            Some(d) => Some(
+                rustix::fs::open(
+                    d,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(|| format!("open {}", d.display()))?,
+            ),
+            None => None,
+        };
+        let (chan, chan_child) = Channel::pair().ctx(|| "socketpair".into())?;
+        if let Some(f) = &pid_ns {
+            rustix::thread::move_into_link_name_space(
+                f.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::ProcessID),
+            )
+            .ctx(|| format!("setns to the pid namespace of {init}"))?;
+        }
+        let state = saved.oci_state(status);
+        let lock_fd = sd.lock_fd();
+
+        // SAFETY: single-threaded; the child ends in execve or _exit.
+        let child = unsafe { sys::clone3(0, cg_fd.as_ref().map(|f| f.as_raw_fd())) }
+            .ctx(|| "clone3 for exec".into())?;
+        if child == 0 {
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                exec_child(
+                    &spec,
+                    p,
+                    &caps,
+                    filter.as_ref(),
+                    listener,
+                    state,
+                    &lsm,
+                    joins,
+                    console_sock,
+                    &chan_child,
+                    opts,
+                    lock_fd,
+                )
+            }));
+            let text = match res {
+                Ok(Ok(never)) => match never {},
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "exec: the runtime panicked in the new process".into(),
+            };
+            let _ = chan_child.send(&Msg::Error(text));
+            sys::exit_now(127);
+        }
+        drop(chan_child);
+        drop(console_sock);
+        // A stranded child must not outlive a failed exec.
+        let fail = |e: Error| -> Error {
+            // SAFETY: kill/waitpid on our own child.
+            unsafe {
+                libc::kill(child, libc::SIGKILL);
+                libc::waitpid(child, std::ptr::null_mut(), 0);
+            }
+            e
+        };
+        if let Some(cg) = &cg {
+            let procs_v2 = cg_fd.is_some();
+            if let Err(e) = cg.add(child, procs_v2) {
+                return Err(fail(e.into()));
+            }
+        }
+        if let Some(adj) = p.oom_score_adj {
+            if let Err(e) = fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string()) {
+                return Err(fail(Error::Sys {
+                    context: format!("process.oomScoreAdj {adj}"),
+                    source: e,
+                }));
+            }
+        }
+        match chan.recv() {
+            Ok(Some(Msg::Ready)) => {}
+            Ok(Some(Msg::Error(e))) => return Err(fail(Error::Msg(e))),
+            Ok(other) => return Err(fail(msg(format!("exec: unexpected answer {other:?}")))),
+            Err(e) => {
+                return Err(fail(Error::Sys {
+                    context: "exec: sync".into(),
+                    source: e,
+                }))
+            }
+        }
+        let master = match &relay {
+            Some(r) => console::recv_fd(r, false).ctx(|| "receive the pty".into())?,
+            None => None,
+        };
+        // The process's host pid, for the seccomp agent's message.
+        chan.send(&Msg::Go(child.to_string()))
+            .ctx(|| "exec: sync".into())?;
+        // EOF: the process executed (close-on-exec); a message: it could not.
+        match chan.recv() {
+            Ok(None) => {}
+            Ok(Some(Msg::Error(e))) => {
+                // SAFETY: reap our child.
+                unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                return Err(Error::Msg(e));
+            }
+            Ok(Some(other)) => return Err(fail(msg(format!("exec: unexpected answer {other:?}")))),
+            Err(e) => {
+                return Err(fail(Error::Sys {
+                    context: "exec: sync".into(),
+                    source: e,
+                }))
+            }
+        }
+        if let Some(pf) = &opts.pid_file {
+            let tmp = pf.with_extension("bulkhead-tmp");
+            fs::write(&tmp, child.to_string())
+                .and_then(|_| fs::rename(&tmp, pf))
+                .ctx(|| format!("write pid file {}", pf.display()))?;
+        }
+        drop(sd); // release the state lock: a long exec must not block delete
+        if opts.detach {
+            return Ok(0);
+        }
+        let status = foreground::wait(child, master)?;
+        Ok(crate::exit_code(status))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec_child(
+    spec: &Spec,
+    p: &oci::Process,
+    caps: &capabilities::Resolved,
+    filter: Option<&seccomp::Filter>,
+    listener: Option<std::os::unix::net::UnixStream>,
+    state: oci::State,
+    lsm: &Lsm,
+    joins: Vec<(NamespaceType, OwnedFd)>,
+    console_sock: Option<OwnedFd>,
+    chan: &Channel,
+    opts: &ExecOptions,
+    lock_fd: std::os::fd::RawFd,
+) -> Result<std::convert::Infallible> {
+    // SAFETY: our copy of the state lock must not keep it held; plain prctls.
+    unsafe {
+        libc::close(lock_fd);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // Not dumpable while we are the runtime binary inside the container
+        // (CVE-2019-5736): container processes cannot open our /proc/PID/exe.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    for (t, fd) in &joins {
+        let lt = match t {
+            NamespaceType::User => rustix::thread::LinkNameSpaceType::User,
+            NamespaceType::Mount => rustix::thread::LinkNameSpaceType::Mount,
+            NamespaceType::Network => rustix::thread::LinkNameSpaceType::Network,
+            NamespaceType::Ipc => rustix::thread::LinkNameSpaceType::InterProcessCommunication,
+            NamespaceType::Uts => rustix::thread::LinkNameSpaceType::HostNameAndNISDomainName,
+            NamespaceType::Cgroup => rustix::thread::LinkNameSpaceType::ControlGroup,
+            NamespaceType::Time => rustix::thread::LinkNameSpaceType::Time,
+            NamespaceType::Pid => continue,
+        };
+        rustix::thread::move_into_link_name_space(fd.as_fd(), Some(lt))
+            .ctx(|| format!("join the container's {t} namespace"))?;
+    }
+    drop(joins);
+    match console_sock {
+        Some(sock) => {
+            let (slave, name) = console::setup(sock, p.console_size)?;
+            rustix::process::setsid().ctx(|| "setsid".into())?;
+            rustix::process::ioctl_tiocsctty(&slave)
+                .ctx(|| "make the pty the controlling terminal".into())?;
+            for fd in 0..3 {
+                // SAFETY: dup2 onto our standard descriptors.
+                if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .ctx(|| format!("dup the pty to fd {fd}"));
+                }
+            }
+            let _ = name;
+        }
+        None => {
+            if opts.detach {
+                let _ = rustix::process::setsid();
+            }
+        }
+    }
+    let linux = spec.linux();
+    lsm.set_exec_labels(p)?;
+    process::set_rlimits(&p.rlimits)?;
+    if let Some(pers) = &linux.personality {
+        process::set_personality(pers)?;
+    }
+    if let Some(s) = &p.scheduler {
+        process::set_scheduler(s)?;
+    }
+    if let Some(io) = &p.io_priority {
+        process::set_io_priority(io)?;
+    }
+    rustix::process::umask(Mode::from_raw_mode(p.user.umask.unwrap_or(0o022)));
+    let passwd = fs::read_to_string("/etc/passwd").ok();
+    let env = process::environment(p, passwd.as_deref());
+    let chdir_early = rustix::process::chdir(p.cwd.as_str());
+    let program = process::find_program(&p.args[0], &env, &p.cwd)?;
+    let exec = process::exec_args(&program, &p.args, &env)?;
+    process::inherit_fds(opts.preserve_fds)?;
+    // SAFETY: plain prctl: from here the runtime may go (detach).
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    chan.send(&Msg::Ready).ctx(|| "exec: sync".into())?;
+    let host_pid = chan.wait_go().ctx(|| "exec: wait for the cgroup".into())?;
+    let pid = host_pid.parse().unwrap_or(0);
+    crate::launch::launch(crate::launch::Launch {
+        process: p,
+        caps,
+        filter,
+        listener,
+        listener_metadata: linux
+            .seccomp
+            .as_ref()
+            .and_then(|s| s.listener_metadata.as_deref()),
+        state: Some(state),
+        pid,
+        chdir_done: chdir_early.is_ok(),
+        preserve_fds: opts.preserve_fds,
+        exec: &exec,
+    })
+}

@@ -1,0 +1,161 @@
+//! A container process in the foreground of the runtime (`run` and `exec`
+//! without --detach): every signal the runtime receives goes to the process
+//! (SIGWINCH resizes its terminal), and with a terminal but no engine to
+//! hold it, the runtime relays between its own stdio and the pty.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+
+use crate::console;
+use crate::error::{msg, Context, Result};
+
+/// Block the signals the foreground forwards, returning the previous mask;
+/// container processes reset their mask before execve.
+pub fn block_forwarded_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on locals and sigprocmask with valid pointers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for s in [
+            libc::SIGCHLD,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+        ] {
+            libc::sigdelset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+pub fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: restoring a mask saved by block_forwarded_signals.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
+fn write_all(fd: &impl AsFd, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Forward signals (and relay the pty, if `master` is given) until `pid`, a
+/// child of ours, exits; return its wait status.
+pub fn wait(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
+    // SAFETY: a signalfd for the signals blocked by block_forwarded_signals.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+    };
+    if sfd < 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| "signalfd".into());
+    }
+    // SAFETY: sfd is a fresh descriptor we own.
+    let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
+    let pidfd = pidfd_open(
+        Pid::from_raw(pid).ok_or_else(|| msg("bad pid"))?,
+        PidfdFlags::empty(),
+    )
+    .ctx(|| format!("pidfd_open({pid})"))?;
+    let _raw = master.as_ref().map(|m| {
+        console::copy_winsize(m);
+        console::RawMode::stdin()
+    });
+    let stdin = rustix::stdio::stdin();
+    let stdout = rustix::stdio::stdout();
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut fds = vec![
+            PollFd::new(&sfd, PollFlags::IN),
+            PollFd::new(&pidfd, PollFlags::IN),
+        ];
+        if let (Some(m), true) = (&master, master_open) {
+            fds.push(PollFd::new(m, PollFlags::IN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(&stdin, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e).ctx(|| "poll".into()),
+        }
+        let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+        drop(fds);
+        if ready[0].contains(PollFlags::IN) {
+            let mut info = [0u8; 128]; // struct signalfd_siginfo
+            if rustix::io::read(&sfd, &mut info).unwrap_or(0) == 128 {
+                let signo = u32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as i32;
+                match (&master, signo) {
+                    (Some(m), libc::SIGWINCH) => console::copy_winsize(m),
+                    _ => {
+                        // SAFETY: the kernel delivered this signal number.
+                        let _ =
+                            pidfd_send_signal(&pidfd, unsafe { Signal::from_raw_unchecked(signo) });
+                    }
+                }
+            }
+        }
+        let mut i = 2;
+        if let (Some(m), true) = (&master, master_open) {
+            let r = ready[i];
+            i += 1;
+            if r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+                match rustix::io::read(m, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        write_all(&stdout, &buf[..n]);
+                    }
+                    // EIO: the container side of the pty is closed.
+                    _ => master_open = false,
+                }
+            }
+        }
+        if stdin_open {
+            let r = ready[i];
+            if r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+                match rustix::io::read(stdin, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        if let Some(m) = &master {
+                            write_all(m, &buf[..n]);
+                        }
+                    }
+                    _ => stdin_open = false,
+                }
+            }
+        }
+        if ready[1].contains(PollFlags::IN) {
+            // Exited: pass on whatever output is still in the pty.
+            if let (Some(m), true) = (&master, master_open) {
+                let _ = rustix::fs::fcntl_setfl(m, rustix::fs::OFlags::NONBLOCK);
+                while let Ok(n) = rustix::io::read(m, &mut buf) {
+                    if n == 0 || !write_all(&stdout, &buf[..n]) {
+                        break;
+                    }
+                }
+            }
+            break;
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("wait for {pid}"));
+    }
+    Ok(status)
+}
