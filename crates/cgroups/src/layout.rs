@@ -89,58 +89,19 @@ impl Hierarchies {
         text: &str,
         read: impl Fn(&Path) -> Option<String>,
     ) -> Result<Hierarchies> {
-        let mut list = Vec::new();
-        for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            if l.len() < 5 || r.len() < 3 {
+        let mut list: Vec<Hierarchy> = Vec::new();
+        for mut h in parse_mounts(text) {
+            if h.v2 {
+                h.controllers = read(&h.mount_point.join("cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+            } else if list.iter().any(|x| !x.v2 && x.controllers == h.controllers) {
+                // The same hierarchy can be mounted twice (bind mounts): keep the first.
                 continue;
             }
-            let (root, mount_point) = (unescape(l[3]), PathBuf::from(unescape(l[4])));
-            match r[0] {
-                "cgroup2" => {
-                    let controllers = read(&mount_point.join("cgroup.controllers"))
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .map(String::from)
-                        .collect();
-                    list.push(Hierarchy {
-                        v2: true,
-                        controllers,
-                        mount_point,
-                        mount_root: root,
-                    });
-                }
-                "cgroup" => {
-                    let controllers: Vec<String> = r[2]
-                        .split(',')
-                        .filter(|o| {
-                            !matches!(*o, "rw" | "ro" | "xattr" | "clone_children")
-                                && !o.starts_with("release_agent=")
-                                && *o != "noprefix"
-                                && *o != "cpuset_v2_mode"
-                        })
-                        .map(String::from)
-                        .collect();
-                    // The same hierarchy can be mounted twice (bind mounts): keep the first.
-                    if list
-                        .iter()
-                        .any(|h: &Hierarchy| !h.v2 && h.controllers == controllers)
-                    {
-                        continue;
-                    }
-                    list.push(Hierarchy {
-                        v2: false,
-                        controllers,
-                        mount_point,
-                        mount_root: root,
-                    });
-                }
-                _ => {}
-            }
+            list.push(h);
         }
         let v1 = list.iter().any(|h| !h.v2);
         let v2 = list.iter().filter(|h| h.v2).count();
@@ -184,8 +145,49 @@ impl Hierarchies {
     }
 }
 
+/// Every cgroup and cgroup2 mount in a mountinfo text, in order, duplicates
+/// included; cgroup2 controllers are left empty (they live in a file).
+pub fn parse_mounts(text: &str) -> Vec<Hierarchy> {
+    let mut list = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 5 || r.len() < 3 {
+            continue;
+        }
+        let v2 = match r[0] {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        let controllers = if v2 {
+            Vec::new()
+        } else {
+            r[2].split(',')
+                .filter(|o| {
+                    !matches!(
+                        *o,
+                        "rw" | "ro" | "xattr" | "clone_children" | "noprefix" | "cpuset_v2_mode"
+                    ) && !o.starts_with("release_agent=")
+                })
+                .map(String::from)
+                .collect()
+        };
+        list.push(Hierarchy {
+            v2,
+            controllers,
+            mount_point: PathBuf::from(unescape(l[4])),
+            mount_root: unescape(l[3]),
+        });
+    }
+    list
+}
+
 /// Octal escapes in mountinfo fields (`\040` for space).
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     if !s.contains('\\') {
         return s.to_string();
     }

@@ -70,6 +70,17 @@ pub fn setup(console_socket: OwnedFd, size: Option<ConsoleSize>) -> Result<(Owne
 /// Make `slave` the controlling terminal and stdio of this process, and bind
 /// it over /dev/console.
 pub fn attach(slave: &OwnedFd, name: &str) -> Result<()> {
+    make_controlling(slave)?;
+    let console = Path::new("/dev/console");
+    if !console.exists() {
+        std::fs::File::create(console).ctx(|| "create /dev/console".into())?;
+    }
+    sys::mount(Some(name), console, None, libc::MS_BIND, None)
+        .ctx(|| "bind the pty over /dev/console".into())
+}
+
+/// A new session with `slave` as its controlling terminal and as stdio.
+pub fn make_controlling(slave: &OwnedFd) -> Result<()> {
     rustix::process::setsid().ctx(|| "setsid".into())?;
     rustix::process::ioctl_tiocsctty(slave)
         .ctx(|| "make the pty the controlling terminal".into())?;
@@ -79,12 +90,19 @@ pub fn attach(slave: &OwnedFd, name: &str) -> Result<()> {
             return Err(std::io::Error::last_os_error()).ctx(|| format!("dup the pty to fd {fd}"));
         }
     }
-    let console = Path::new("/dev/console");
-    if !console.exists() {
-        std::fs::File::create(console).ctx(|| "create /dev/console".into())?;
-    }
-    sys::mount(Some(name), console, None, libc::MS_BIND, None)
-        .ctx(|| "bind the pty over /dev/console".into())
+    Ok(())
+}
+
+/// A connected socket pair: the runtime keeps one end to receive the pty
+/// master the container process sends over the other (its console socket).
+pub fn relay_pair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .ctx(|| "socketpair".into())
 }
 
 /// Receive an fd sent with [`send_fd`] (blocking unless `nonblock`).

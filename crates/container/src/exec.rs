@@ -142,14 +142,8 @@ impl Runtime {
             (false, _) => (None, None),
             (true, Some(path)) => (Some(console::connect(path)?), None),
             (true, None) => {
-                let (a, b) = rustix::net::socketpair(
-                    rustix::net::AddressFamily::UNIX,
-                    rustix::net::SocketType::STREAM,
-                    rustix::net::SocketFlags::CLOEXEC,
-                    None,
-                )
-                .ctx(|| "socketpair".into())?;
-                (Some(b), Some(a))
+                let (ours, theirs) = console::relay_pair()?;
+                (Some(theirs), Some(ours))
             }
         };
 
@@ -333,18 +327,8 @@ fn exec_child(
     drop(joins);
     match console_sock {
         Some(sock) => {
-            let (slave, name) = console::setup(sock, p.console_size)?;
-            rustix::process::setsid().ctx(|| "setsid".into())?;
-            rustix::process::ioctl_tiocsctty(&slave)
-                .ctx(|| "make the pty the controlling terminal".into())?;
-            for fd in 0..3 {
-                // SAFETY: dup2 onto our standard descriptors.
-                if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .ctx(|| format!("dup the pty to fd {fd}"));
-                }
-            }
-            let _ = name;
+            let (slave, _) = console::setup(sock, p.console_size)?;
+            console::make_controlling(&slave)?;
         }
         None => {
             if opts.detach {

@@ -377,15 +377,9 @@ impl Runtime {
         // pty itself (if the config asks for a terminal) and relays it.
         let mut opts = opts.clone();
         let relay = if !detach && opts.console_socket.is_none() && opts.console_fd.is_none() {
-            let (a, b) = rustix::net::socketpair(
-                rustix::net::AddressFamily::UNIX,
-                rustix::net::SocketType::STREAM,
-                rustix::net::SocketFlags::CLOEXEC,
-                None,
-            )
-            .ctx(|| "socketpair".into())?;
-            opts.console_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&b));
-            Some((a, b))
+            let (ours, theirs) = console::relay_pair()?;
+            opts.console_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&theirs));
+            Some((ours, theirs))
         } else {
             None
         };

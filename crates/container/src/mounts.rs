@@ -187,41 +187,12 @@ impl Options {
 
     /// The same, as MOUNT_ATTR_* for mount_setattr (non-recursive).
     pub fn attr_set(&self) -> u64 {
-        let f = self.flags;
-        let mut a = 0;
-        for (ms, attr) in [
-            (libc::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
-            (libc::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
-            (libc::MS_NODEV, libc::MOUNT_ATTR_NODEV),
-            (libc::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
-            (libc::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
-            (libc::MS_NOSYMFOLLOW, libc::MOUNT_ATTR_NOSYMFOLLOW),
-            (libc::MS_NOATIME, libc::MOUNT_ATTR_NOATIME),
-            (libc::MS_RELATIME, libc::MOUNT_ATTR_RELATIME),
-            (libc::MS_STRICTATIME, libc::MOUNT_ATTR_STRICTATIME),
-        ] {
-            if f & ms != 0 {
-                a |= attr;
-            }
-        }
-        a
+        to_attrs(self.flags, &MS_TO_ATTR)
     }
 
     pub fn attr_clr(&self) -> u64 {
-        let f = self.cleared;
-        let mut a = 0;
-        for (ms, attr) in [
-            (libc::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
-            (libc::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
-            (libc::MS_NODEV, libc::MOUNT_ATTR_NODEV),
-            (libc::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
-            (libc::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
-            (libc::MS_NOSYMFOLLOW, libc::MOUNT_ATTR_NOSYMFOLLOW),
-        ] {
-            if f & ms != 0 {
-                a |= attr;
-            }
-        }
+        // The atime modes are one field: cleared as a whole, never bit by bit.
+        let mut a = to_attrs(self.cleared, &MS_TO_ATTR[..6]);
         // Any atime mode change must clear the whole atime field first.
         if self.attr_set()
             & (libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_RELATIME | libc::MOUNT_ATTR_STRICTATIME)
@@ -231,6 +202,26 @@ impl Options {
         }
         a
     }
+}
+
+/// mount(2) flags and their mount_setattr(2) equivalents; the atime modes last.
+const MS_TO_ATTR: [(c_ulong, u64); 9] = [
+    (libc::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
+    (libc::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
+    (libc::MS_NODEV, libc::MOUNT_ATTR_NODEV),
+    (libc::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
+    (libc::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
+    (libc::MS_NOSYMFOLLOW, libc::MOUNT_ATTR_NOSYMFOLLOW),
+    (libc::MS_NOATIME, libc::MOUNT_ATTR_NOATIME),
+    (libc::MS_RELATIME, libc::MOUNT_ATTR_RELATIME),
+    (libc::MS_STRICTATIME, libc::MOUNT_ATTR_STRICTATIME),
+];
+
+fn to_attrs(flags: c_ulong, table: &[(c_ulong, u64)]) -> u64 {
+    table
+        .iter()
+        .filter(|(ms, _)| flags & ms != 0)
+        .fold(0, |a, (_, attr)| a | attr)
 }
 
 #[cfg(test)]

@@ -57,73 +57,16 @@ pub struct Layer {
     pub error: Option<String>,
 }
 
-/// A cgroup mount of the inspector's view.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mount {
-    pub v2: bool,
-    /// v1: the controllers and `name=` of the super options.
-    pub controllers: Vec<String>,
-    pub root: String,
-    pub mount_point: PathBuf,
-}
+/// A cgroup mount of the inspector's view (duplicates included: a process
+/// may only see a bind of a hierarchy).
+pub type Mount = cgroups::Hierarchy;
 
 /// The cgroup mounts in a mountinfo text.
 pub fn mounts(mountinfo: &str) -> Vec<Mount> {
-    let mut v = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let l: Vec<&str> = left.split(' ').collect();
-        let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 {
-            continue;
-        }
-        let v2 = match r[0] {
-            "cgroup2" => true,
-            "cgroup" => false,
-            _ => continue,
-        };
-        let controllers = if v2 {
-            Vec::new()
-        } else {
-            r[2].split(',')
-                .filter(|o| {
-                    !matches!(
-                        *o,
-                        "rw" | "ro" | "xattr" | "noprefix" | "clone_children" | "cpuset_v2_mode"
-                    ) && !o.starts_with("release_agent=")
-                })
-                .map(String::from)
-                .collect()
-        };
-        v.push(Mount {
-            v2,
-            controllers,
-            root: unescape(l[3]),
-            mount_point: PathBuf::from(unescape(l[4])),
-        });
-    }
-    v
+    cgroups::layout::parse_mounts(mountinfo)
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-pub fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..=i + 3].iter().all(u8::is_ascii_digit) {
-            let n = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(n);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use cgroups::layout::unescape;
 
 /// The lines of a /proc/PID/cgroup text, placed on `mounts`.
 pub fn memberships(text: &str, mounts: &[Mount]) -> Vec<Membership> {
@@ -155,7 +98,7 @@ pub fn memberships(text: &str, mounts: &[Mount]) -> Vec<Membership> {
 
 /// The directory of cgroup `path` under mount `m`, if the mount shows it.
 fn dir_in(m: &Mount, path: &str) -> Option<PathBuf> {
-    let root = m.root.trim_end_matches('/');
+    let root = m.mount_root.trim_end_matches('/');
     let rel = path.strip_prefix(root)?;
     if !(rel.is_empty() || rel.starts_with('/')) {
         return None;
@@ -389,7 +332,7 @@ mod tests {
         assert_eq!(m[2].controllers, ["cpu", "cpuacct"]);
         assert_eq!(m[3].controllers, ["name=systemd"]);
         assert_eq!(m[4].mount_point, PathBuf::from("/mnt/sub dir"));
-        assert_eq!(m[4].root, "/sub");
+        assert_eq!(m[4].mount_root, "/sub");
     }
 
     #[test]
@@ -415,7 +358,7 @@ mod tests {
         let m = Mount {
             v2: true,
             controllers: vec![],
-            root: "/a".into(),
+            mount_root: "/a".into(),
             mount_point: "/m".into(),
         };
         assert_eq!(dir_in(&m, "/a"), Some(PathBuf::from("/m")));
