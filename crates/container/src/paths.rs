@@ -59,6 +59,12 @@ fn ensure_depth(root: BorrowedFd<'_>, path: &str, file: bool, depth: u32) -> Res
     if depth > 40 {
         return Err(Errno::LOOP).ctx(|| format!("resolve {path} in the container root"));
     }
+    // Usually the whole path exists already: one lookup.
+    match open_in_root(root, path, OFlags::PATH) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(e).ctx(|| format!("resolve {path} in the container root")),
+    }
     let comps = components(path);
     for i in 0..comps.len() {
         let prefix = comps[..=i].join("/");
