@@ -614,6 +614,10 @@ impl Cgroup {
                 }
             }
         }
+        // Freeze while signalling so nothing forks past the snapshot; a
+        // container that was already paused stays paused, except that
+        // SIGKILL must be able to act (frozen tasks cannot die).
+        let was_frozen = self.is_frozen();
         let frozen = self.freezer().is_some() && self.freeze().is_ok();
         let mut res = Ok(());
         for pid in self.procs()? {
@@ -625,7 +629,7 @@ impl Cgroup {
                 }
             }
         }
-        if frozen {
+        if frozen && (!was_frozen || signal == libc::SIGKILL) {
             self.thaw()?;
         }
         res

@@ -248,7 +248,15 @@ impl Runtime {
         })?;
         // SAFETY: the signal number was parsed from a known list or range.
         let sig = unsafe { Signal::from_raw_unchecked(signal) };
-        pidfd_send_signal(&fd, sig).ctx(|| format!("send signal {signal} to container {id:?}"))
+        pidfd_send_signal(&fd, sig).ctx(|| format!("send signal {signal} to container {id:?}"))?;
+        // A frozen process cannot act on SIGKILL: thaw a paused container so
+        // the kill takes effect (as runc does); other signals wait for resume.
+        if signal == libc::SIGKILL && status == oci::Status::Paused {
+            if let Some(cg) = &saved.cgroup {
+                cgroups::Cgroup::from_saved(cg).thaw()?;
+            }
+        }
+        Ok(())
     }
 
     /// Delete a container: stopped or created ones always, running ones with `force`.
