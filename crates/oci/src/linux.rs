@@ -40,7 +40,7 @@ pub struct Linux {
     pub memory_policy: Option<MemoryPolicy>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub net_devices: BTreeMap<String, NetDevice>,
-    /// Accepted so that configs carrying it parse; not implemented (no RDT here).
+    /// Parsed so that validation can refuse it by name: not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intel_rdt: Option<serde_json::Value>,
 }

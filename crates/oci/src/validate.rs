@@ -316,6 +316,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
 
+    if linux.intel_rdt.is_some() {
+        return Err(Error::invalid(
+            "linux.intelRdt",
+            "Intel RDT (resctrl) is not implemented by bulkhead",
+        ));
+    }
     if !linux.net_devices.is_empty() {
         return Err(Error::invalid(
             "linux.netDevices",
@@ -721,6 +727,16 @@ mod tests {
         v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]});
         assert!(check(v).unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn unimplemented_features_are_refused_not_ignored() {
+        let mut v = base();
+        v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
+        assert!(check(v.clone()).unwrap_err().contains("linux.intelRdt"));
+        v["linux"].as_object_mut().unwrap().remove("intelRdt");
+        v["linux"]["netDevices"] = serde_json::json!({"eth0": {}});
+        assert!(check(v).unwrap_err().contains("linux.netDevices"));
     }
 
     #[test]
