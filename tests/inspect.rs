@@ -422,11 +422,21 @@ fn a_container_in_a_user_namespace_is_mapped() {
 #[test]
 fn inspect_self_inside_a_sandbox() {
     let rt = Rt::new();
+    // The binary must be reachable inside: the host root is, read-only, but a
+    // checkout under /tmp would be hidden by the sandbox's private /tmp.
+    let bin_dir = std::path::Path::new(bin())
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let bind = format!("{bin_dir}:{bin_dir}:ro");
     let (code, out, err) = {
         let o = output(rt.cmd().args([
             "sandbox",
             "--memory",
             "64m",
+            "--bind",
+            &bind,
             "--",
             bin(),
             "inspect",
