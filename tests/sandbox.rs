@@ -13,8 +13,20 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// `bulkhead --root R sandbox ARGS...`: (exit code, stdout, stderr).
+/// A host directory outside /tmp to run sandboxes from: the checkout, or
+/// "/" when the checkout itself is under /tmp (which the sandbox's private
+/// /tmp hides, with a warning on stderr).
+fn host_cwd() -> std::path::PathBuf {
+    let m = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if m.starts_with("/tmp") {
+        "/".into()
+    } else {
+        m
+    }
+}
+
 fn sandbox(rt: &Rt, args: &[&str]) -> (i32, String, String) {
-    let out = output(rt.cmd().arg("sandbox").args(args));
+    let out = output(rt.cmd().current_dir(host_cwd()).arg("sandbox").args(args));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -107,7 +119,7 @@ fn runs_host_binaries_on_the_host_root() {
 fn writes_outside_tmp_fail() {
     let rt = Rt::new();
     let id = unique("sb-ro");
-    let cwd = std::env::current_dir().unwrap();
+    let cwd = host_cwd();
     let mark = unique("bh-sandbox-mark");
     let script = format!(
         "for d in /etc /usr /root /var {cwd}; do touch $d/{mark} 2>&1 || echo refused $d; done; \
@@ -141,6 +153,7 @@ fn exit_code_and_stdio_pass_through() {
     let (o, e) = (dir.join(unique("bh-sb-o")), dir.join(unique("bh-sb-e")));
     let status = rt
         .cmd()
+        .current_dir(host_cwd())
         .args([
             "sandbox",
             "--",
