@@ -43,7 +43,7 @@ pub mod sys;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
@@ -412,11 +412,6 @@ impl Runtime {
         del?;
         Ok(code)
     }
-}
-
-/// Paths used by tests and the CLI.
-pub fn default_root() -> &'static Path {
-    Path::new("/run/bulkhead")
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub struct Saved {
     /// The container has its own pid namespace: killing init kills everything.
     #[serde(default)]
     pub private_pid_ns: bool,
-    /// Set by the foreground `run`, which reaps the init itself.
+    /// The process has a terminal (process.terminal).
     #[serde(default)]
     pub config_terminal: bool,
     /// The engine's NOTIFY_SOCKET (sd_notify), relayed by `start`.
