@@ -358,9 +358,10 @@ impl Cgroup {
     }
 
     /// Apply OCI resources to the controllers that own them: a v1 hierarchy
-    /// if one binds the controller, else cgroup v2.
+    /// if one binds the controller, else cgroup v2. The values must have
+    /// passed [`validate::resources`] (the runtime checks them before it
+    /// creates anything; [`Cgroup::update`] checks them itself).
     pub fn apply(&self, res: &oci::Resources) -> Result<()> {
-        validate::resources(res)?;
         if let Some(m) = res.memory.as_ref().filter(|m| **m != Default::default()) {
             let d = self.need("memory", "linux.resources.memory")?;
             if d.v2 {
@@ -455,6 +456,7 @@ impl Cgroup {
     /// failed update leaves the limits as they were. (Plain value files only:
     /// keyed ones such as devices.allow or io.max cannot be written back.)
     pub fn update(&self, res: &oci::Resources) -> Result<()> {
+        validate::resources(res)?;
         JOURNAL.with(|j| *j.borrow_mut() = Some(Vec::new()));
         let res = self.apply(res);
         let journal = JOURNAL.with(|j| j.borrow_mut().take()).unwrap_or_default();

@@ -3,7 +3,7 @@
 //! "created". Any failure undoes all of it (see [`Guard`]).
 
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -83,15 +83,22 @@ struct Prepared {
     caps: capabilities::Resolved,
     filter: Option<seccomp::Filter>,
     lsm: Lsm,
+    /// `spec.mounts[i].options`, parsed once here for the init to use.
+    mount_opts: Vec<crate::mounts::Options>,
 }
 
-fn prepare(opts: &CreateOptions) -> Result<Prepared> {
+/// `notify_dir`: the state directory's sd_notify directory, when the engine
+/// passed NOTIFY_SOCKET (the config then gets a mount and a variable for it).
+fn prepare(opts: &CreateOptions, notify_dir: Option<&Path>) -> Result<Prepared> {
     let bundle =
         fs::canonicalize(&opts.bundle).ctx(|| format!("bundle {}", opts.bundle.display()))?;
-    let spec = match &opts.spec {
+    let mut spec = match &opts.spec {
         Some(s) => s.clone(),
         None => Spec::load(&bundle)?,
     };
+    if let Some(dir) = notify_dir {
+        crate::notify::add_to_spec(&mut spec, dir);
+    }
     oci::validate(&spec)?;
     let linux = spec.linux();
     let root = spec.root.as_ref().expect("validated");
@@ -125,10 +132,14 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
     if let Some(mp) = &linux.memory_policy {
         process::mempolicy_args(mp)?;
     }
-    for m in &spec.mounts {
-        crate::mounts::parse(&m.options)
-            .map_err(|e| msg(format!("mounts ({}): {e}", m.destination)))?;
-    }
+    let mount_opts = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            crate::mounts::parse(&m.options)
+                .map_err(|e| msg(format!("mounts ({}): {e}", m.destination)))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (caps, skipped) = capabilities::resolve(p.capabilities.as_ref());
     if !skipped.is_empty() {
         tracing::warn!("ignoring capabilities: {}", skipped.join(", "));
@@ -161,6 +172,7 @@ fn prepare(opts: &CreateOptions) -> Result<Prepared> {
         caps,
         filter,
         lsm,
+        mount_opts,
     })
 }
 
@@ -187,15 +199,15 @@ fn listen_fds() -> u32 {
 
 pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     oci::validate_id(id)?;
-    let mut prep = prepare(opts)?;
     // sd_notify (podman --sdnotify=container): the container gets a socket
     // directory of ours at /run/notify; `start` relays READY=1 to the engine.
     let notify = std::env::var("NOTIFY_SOCKET")
         .ok()
         .filter(|s| !s.is_empty());
-    if notify.is_some() {
-        crate::notify::add_to_spec(&mut prep.spec, &root.join(id).join(crate::notify::DIR));
-    }
+    let notify_dir = notify
+        .as_ref()
+        .map(|_| root.join(id).join(crate::notify::DIR));
+    let prep = prepare(opts, notify_dir.as_deref())?;
     if crate::exe::needs_sealed_copy(&prep.spec) && !crate::exe::is_sealed_copy() {
         let e = crate::exe::reexec_sealed();
         return Err(e).ctx(|| "re-execute from a sealed copy of the runtime (CVE-2019-5736 protection for a container with CAP_SYS_PTRACE)".into());
@@ -294,6 +306,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         rootfs: &prep.rootfs,
         plan: &prep.plan,
         cgroup: Some(&cg),
+        mount_opts: &prep.mount_opts,
         caps: prep.caps,
         seccomp: prep.filter.as_ref(),
         seccomp_listener,
@@ -417,7 +430,6 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         cgroup: Some(cg.saved()),
         hooks: spec.hooks.clone(),
         private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
-        config_terminal: p.terminal,
         notify_socket: notify,
     };
     sd.save(&saved)?;
@@ -429,26 +441,10 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     Ok(Created { pid: init_pid })
 }
 
-/// The start socket lives in the state directory; its path goes through
-/// /proc/self/fd so a long --root cannot exceed sun_path's 108 bytes.
-pub fn start_socket_path(sd: &StateDir) -> Result<(OwnedFd, PathBuf)> {
-    let dir = rustix::fs::open(
-        &sd.dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| format!("open {}", sd.dir.display()))?;
-    let p = PathBuf::from(format!(
-        "/proc/self/fd/{}/{}",
-        dir.as_fd().as_raw_fd(),
-        crate::state::START_SOCKET
-    ));
-    Ok((dir, p))
-}
-
 fn bind_start_socket(sd: &StateDir) -> Result<OwnedFd> {
-    let (_dir, path) = start_socket_path(sd)?;
-    let l = UnixListener::bind(&path).ctx(|| format!("bind {}", sd.start_socket().display()))?;
+    // The start socket lives in the state directory.
+    let l = UnixListener::bind(sd.fd_path(crate::state::START_SOCKET))
+        .ctx(|| format!("bind {}", sd.start_socket().display()))?;
     Ok(l.into())
 }
 

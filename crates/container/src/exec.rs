@@ -176,11 +176,7 @@ impl Runtime {
         };
         let (chan, chan_child) = Channel::pair().ctx(|| "socketpair".into())?;
         if let Some(f) = &pid_ns {
-            rustix::thread::move_into_link_name_space(
-                f.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::ProcessID),
-            )
-            .ctx(|| format!("setns to the pid namespace of {init}"))?;
+            namespaces::join_fd(NamespaceType::Pid, f.as_fd())?;
         }
         let state = saved.oci_state(status);
         let lock_fd = sd.lock_fd();
@@ -311,18 +307,7 @@ fn exec_child(
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     for (t, fd) in &joins {
-        let lt = match t {
-            NamespaceType::User => rustix::thread::LinkNameSpaceType::User,
-            NamespaceType::Mount => rustix::thread::LinkNameSpaceType::Mount,
-            NamespaceType::Network => rustix::thread::LinkNameSpaceType::Network,
-            NamespaceType::Ipc => rustix::thread::LinkNameSpaceType::InterProcessCommunication,
-            NamespaceType::Uts => rustix::thread::LinkNameSpaceType::HostNameAndNISDomainName,
-            NamespaceType::Cgroup => rustix::thread::LinkNameSpaceType::ControlGroup,
-            NamespaceType::Time => rustix::thread::LinkNameSpaceType::Time,
-            NamespaceType::Pid => continue,
-        };
-        rustix::thread::move_into_link_name_space(fd.as_fd(), Some(lt))
-            .ctx(|| format!("join the container's {t} namespace"))?;
+        namespaces::join_fd(*t, fd.as_fd())?;
     }
     drop(joins);
     match console_sock {
@@ -337,23 +322,7 @@ fn exec_child(
         }
     }
     let linux = spec.linux();
-    lsm.set_exec_labels(p)?;
-    process::set_rlimits(&p.rlimits)?;
-    if let Some(pers) = &linux.personality {
-        process::set_personality(pers)?;
-    }
-    if let Some(s) = &p.scheduler {
-        process::set_scheduler(s)?;
-    }
-    if let Some(io) = &p.io_priority {
-        process::set_io_priority(io)?;
-    }
-    rustix::process::umask(Mode::from_raw_mode(p.user.umask.unwrap_or(0o022)));
-    let passwd = fs::read_to_string("/etc/passwd").ok();
-    let env = process::environment(p, passwd.as_deref());
-    let chdir_early = rustix::process::chdir(p.cwd.as_str());
-    let program = process::find_program(&p.args[0], &env, &p.cwd)?;
-    let exec = process::exec_args(&program, &p.args, &env)?;
+    let (exec, chdir_done) = process::prepare(p, &linux, lsm, None, &[])?;
     process::inherit_fds(opts.preserve_fds)?;
     // SAFETY: plain prctl: from here the runtime may go (detach).
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
@@ -371,7 +340,7 @@ fn exec_child(
             .and_then(|s| s.listener_metadata.as_deref()),
         state: Some(state),
         pid,
-        chdir_done: chdir_early.is_ok(),
+        chdir_done,
         preserve_fds: opts.preserve_fds,
         exec: &exec,
     })

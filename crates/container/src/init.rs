@@ -31,6 +31,8 @@ pub struct InitCtx<'a> {
     pub rootfs: &'a Path,
     pub plan: &'a Plan,
     pub cgroup: Option<&'a cgroups::Cgroup>,
+    /// The parsed options of `spec.mounts`, in order.
+    pub mount_opts: &'a [crate::mounts::Options],
     pub caps: capabilities::Resolved,
     pub seccomp: Option<&'a seccomp::Filter>,
     /// Connected socket to the seccomp listener (linux.seccomp.listenerPath).
@@ -171,6 +173,7 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
         rootfs: ctx.rootfs,
         bundle: ctx.bundle,
         cgroup: ctx.cgroup,
+        mount_opts: ctx.mount_opts,
         in_userns: plan.new_user
             || plan
                 .joins
@@ -223,31 +226,14 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     if let Some(d) = spec.domainname.as_deref().filter(|d| !d.is_empty()) {
         rustix::system::setdomainname(d.as_bytes()).ctx(|| format!("setdomainname {d:?}"))?;
     }
-    ctx.lsm.set_exec_labels(p)?;
-    process::set_rlimits(&p.rlimits)?;
-    if let Some(pers) = &linux.personality {
-        process::set_personality(pers)?;
-    }
-    if let Some(s) = &p.scheduler {
-        process::set_scheduler(s)?;
-    }
-    if let Some(io) = &p.io_priority {
-        process::set_io_priority(io)?;
-    }
-    if let Some(mp) = &linux.memory_policy {
-        process::set_memory_policy(mp)?;
-    }
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(
-        p.user.umask.unwrap_or(0o022),
-    ));
-
-    // Resolve the program now, so a missing binary fails `create`, not `start`.
-    let passwd = std::fs::read_to_string("/etc/passwd").ok();
-    let mut env = process::environment(p, passwd.as_deref());
-    env.extend(ctx.extra_env.iter().cloned());
-    let chdir_early = rustix::process::chdir(p.cwd.as_str());
-    let program = process::find_program(&p.args[0], &env, &p.cwd)?;
-    let exec = process::exec_args(&program, &p.args, &env)?;
+    // Resolves the program now, so a missing binary fails `create`, not `start`.
+    let (exec, chdir_done) = process::prepare(
+        p,
+        &linux,
+        ctx.lsm,
+        linux.memory_policy.as_ref(),
+        &ctx.extra_env,
+    )?;
     if plan.new_user && !namespaces::is_mapped(&linux.uid_mappings, p.user.uid) {
         return Err(msg(format!(
             "process.user.uid {} has no mapping in linux.uidMappings",
@@ -298,7 +284,7 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
                 .and_then(|s| s.listener_metadata.as_deref()),
             pid: st.pid.unwrap_or(0),
             state: Some(st),
-            chdir_done: chdir_early.is_ok(),
+            chdir_done,
             preserve_fds: ctx.preserve_fds,
             exec: &exec,
         })

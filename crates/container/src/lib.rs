@@ -175,7 +175,7 @@ impl Runtime {
             Some(_) => Some(notify::bind(&sd)?),
             None => None,
         };
-        let (_dir, path) = create::start_socket_path(&sd)?;
+        let path = sd.fd_path(state::START_SOCKET);
         let mut conn = UnixStream::connect(&path).map_err(|e| {
             msg(format!(
                 "container {id:?}: its init is not waiting for start ({e})"
@@ -357,12 +357,6 @@ pub fn exit_code(status: i32) -> i32 {
 }
 
 pub use foreground::block_forwarded_signals;
-
-/// Foreground `run`: forward signals to the container's init until it
-/// exits, then return its wait status.
-pub fn forward_and_wait(pid: i32) -> Result<i32> {
-    foreground::wait(pid, None)
-}
 
 impl Runtime {
     /// `run`: create + start; in the foreground, forward signals, wait, delete,

@@ -73,17 +73,6 @@ impl Lsm {
         }
         Ok(())
     }
-
-    pub fn enabled_names(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.apparmor_enabled {
-            v.push("apparmor");
-        }
-        if self.selinux_enabled {
-            v.push("selinux");
-        }
-        v
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! clones with no flags, joins, unshares, and forks the real init.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use oci::{IdMapping, Linux, NamespaceType};
@@ -103,8 +103,12 @@ pub fn plan(linux: &Linux) -> Plan {
 /// Join one namespace by path, checking it is of the expected type.
 pub fn join(t: NamespaceType, path: &str) -> Result<()> {
     let f = File::open(path).ctx(|| format!("open {t} namespace {path}"))?;
-    move_into_link_name_space(f.as_fd(), Some(link_type(t)))
-        .ctx(|| format!("setns to {t} namespace {path}"))
+    join_fd(t, f.as_fd()).map_err(|e| crate::error::msg(format!("{path}: {e}")))
+}
+
+/// Join the namespace an open namespace file refers to (setns(2), the type checked).
+pub fn join_fd(t: NamespaceType, fd: BorrowedFd<'_>) -> Result<()> {
+    move_into_link_name_space(fd, Some(link_type(t))).ctx(|| format!("setns to the {t} namespace"))
 }
 
 /// The parent joins the target pid namespace so its next child is born there.

@@ -44,8 +44,7 @@ pub fn make_dir(sd: &StateDir) -> Result<()> {
 /// Bind the container-side socket (before the process runs, so an early
 /// READY=1 is not lost).
 pub fn bind(sd: &StateDir) -> Result<UnixDatagram> {
-    let (_dir, start) = crate::create::start_socket_path(sd)?;
-    let path = start.with_file_name(DIR).join(SOCK);
+    let path = sd.fd_path(DIR).join(SOCK);
     let _ = std::fs::remove_file(&path);
     let s = UnixDatagram::bind(&path)
         .ctx(|| format!("bind {}", sd.dir.join(DIR).join(SOCK).display()))?;

@@ -228,11 +228,13 @@ pub fn switch_user(u: &User) -> Result<()> {
 }
 
 /// The container's environment: process.env, plus HOME from the container's
-/// /etc/passwd when the config does not set it (as runc does).
-pub fn environment(p: &Process, passwd: Option<&str>) -> Vec<String> {
+/// /etc/passwd when the config does not set it (as runc does). `passwd` is
+/// only called, to read the file, when HOME is missing.
+pub fn environment(p: &Process, passwd: impl FnOnce() -> Option<String>) -> Vec<String> {
     let mut env = p.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = passwd
+        let home = passwd()
+            .as_deref()
             .and_then(|text| {
                 text.lines().find_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
@@ -293,6 +295,43 @@ pub fn find_program(arg0: &str, env: &[String], cwd: &str) -> Result<PathBuf> {
     Err(msg(format!(
         "exec: {arg0:?}: executable file not found in $PATH"
     )))
+}
+
+/// The process's own attributes, set in the container right before the
+/// user and capability switch (shared by a container's init and `exec`):
+/// LSM labels, rlimits, personality, scheduling, I/O priority, memory policy,
+/// umask; then the program is resolved, so a missing binary fails early.
+/// Returns what execve needs and whether chdir to process.cwd (as root)
+/// already succeeded.
+pub fn prepare(
+    p: &Process,
+    linux: &oci::Linux,
+    lsm: &crate::lsm::Lsm,
+    memory_policy: Option<&MemoryPolicy>,
+    extra_env: &[String],
+) -> Result<(ExecArgs, bool)> {
+    lsm.set_exec_labels(p)?;
+    set_rlimits(&p.rlimits)?;
+    if let Some(pers) = &linux.personality {
+        set_personality(pers)?;
+    }
+    if let Some(s) = &p.scheduler {
+        set_scheduler(s)?;
+    }
+    if let Some(io) = &p.io_priority {
+        set_io_priority(io)?;
+    }
+    if let Some(mp) = memory_policy {
+        set_memory_policy(mp)?;
+    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+        p.user.umask.unwrap_or(0o022),
+    ));
+    let mut env = environment(p, || std::fs::read_to_string("/etc/passwd").ok());
+    env.extend(extra_env.iter().cloned());
+    let chdir_done = rustix::process::chdir(p.cwd.as_str()).is_ok();
+    let program = find_program(&p.args[0], &env, &p.cwd)?;
+    Ok((exec_args(&program, &p.args, &env)?, chdir_done))
 }
 
 pub struct ExecArgs {
@@ -366,14 +405,13 @@ mod tests {
             ..Default::default()
         };
         let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
-        assert_eq!(
-            environment(&p, Some(passwd)),
-            vec!["PATH=/bin", "HOME=/home/alice"]
-        );
-        assert_eq!(environment(&p, None), vec!["PATH=/bin", "HOME=/"]);
+        let read = || Some(passwd.to_string());
+        assert_eq!(environment(&p, read), vec!["PATH=/bin", "HOME=/home/alice"]);
+        assert_eq!(environment(&p, || None), vec!["PATH=/bin", "HOME=/"]);
         let mut q = p.clone();
         q.env.push("HOME=/x".into());
-        assert_eq!(environment(&q, Some(passwd)), vec!["PATH=/bin", "HOME=/x"]);
+        let unread = || -> Option<String> { panic!("passwd read although HOME is set") };
+        assert_eq!(environment(&q, unread), vec!["PATH=/bin", "HOME=/x"]);
     }
 
     #[test]

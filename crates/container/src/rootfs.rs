@@ -25,6 +25,9 @@ pub struct Rootfs<'a> {
     pub rootfs: &'a Path,
     pub bundle: &'a Path,
     pub cgroup: Option<&'a cgroups::Cgroup>,
+    /// The parsed options of `spec.mounts`, in order (parsed by the runtime
+    /// while validating, before anything was created).
+    pub mount_opts: &'a [mounts::Options],
     pub in_userns: bool,
     pub new_cgroupns: bool,
 }
@@ -82,9 +85,7 @@ impl Rootfs<'_> {
 
         let mut has_dev_bind = false;
         let mut has_devpts = false;
-        for (i, m) in self.spec.mounts.iter().enumerate() {
-            let opts =
-                mounts::parse(&m.options).map_err(|e| msg(format!("mounts[{i}].options: {e}")))?;
+        for (i, (m, opts)) in self.spec.mounts.iter().zip(self.mount_opts).enumerate() {
             let dest = m.destination.trim_end_matches('/');
             if dest == "/dev" && (opts.bind || m.typ.as_deref() == Some("bind")) {
                 has_dev_bind = true;
@@ -92,7 +93,7 @@ impl Rootfs<'_> {
             if m.typ.as_deref() == Some("devpts") && dest == "/dev/pts" {
                 has_devpts = true;
             }
-            self.mount_one(root.as_fd(), i, m, &opts)?;
+            self.mount_one(root.as_fd(), i, m, opts)?;
         }
 
         if let Some(p) = &self.spec.process {

@@ -45,9 +45,6 @@ pub struct Saved {
     /// The container has its own pid namespace: killing init kills everything.
     #[serde(default)]
     pub private_pid_ns: bool,
-    /// The process has a terminal (process.terminal).
-    #[serde(default)]
-    pub config_terminal: bool,
     /// The engine's NOTIFY_SOCKET (sd_notify), relayed by `start`.
     #[serde(default)]
     pub notify_socket: Option<String>,
@@ -171,6 +168,13 @@ impl StateDir {
     /// runtime, closes its copy first thing (a copy would keep the lock held).
     pub fn lock_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self._lock)
+    }
+
+    /// A path to `name` in this directory through /proc/self/fd and the
+    /// lock's descriptor: short whatever --root is (sun_path holds 108 bytes),
+    /// and valid while this StateDir lives.
+    pub fn fd_path(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", self.lock_fd()))
     }
 
     pub fn start_socket(&self) -> PathBuf {
