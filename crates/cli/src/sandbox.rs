@@ -57,7 +57,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -897,7 +897,8 @@ fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
     })
 }
 
-/// Wait for the sandbox's init, forwarding signals, enforcing the timeout.
+/// Wait for the sandbox's init (the container library's foreground loop),
+/// forwarding signals, enforcing the timeout and the stop policy.
 /// Returns (wait status, why it ended early, whether we killed it).
 fn wait(
     rt: &Runtime,
@@ -905,114 +906,85 @@ fn wait(
     pid: i32,
     timeout: Option<Duration>,
 ) -> Result<(i32, Option<Ending>, bool)> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
-
-    // SAFETY: a signalfd for the signals block_forwarded_signals blocked.
-    let sfd = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+    let mut sup = Supervisor {
+        rt,
+        id,
+        pid,
+        deadline: timeout.map(|t| Instant::now() + t),
+        ending: None,
+        killed: false,
+        grace_until: None,
     };
-    if sfd < 0 {
-        return Err(std::io::Error::last_os_error()).context("signalfd");
+    let status = container::foreground::supervise(pid, None, &mut sup)?;
+    Ok((status, sup.ending, sup.killed))
+}
+
+/// The sandbox's policy: a timeout, and a stop signal (Ctrl-C...) goes to
+/// the command only if it handles it, with a grace period; otherwise, or on
+/// a second one, everything in the sandbox is killed.
+struct Supervisor<'a> {
+    rt: &'a Runtime,
+    id: &'a str,
+    pid: i32,
+    deadline: Option<Instant>,
+    ending: Option<Ending>,
+    killed: bool,
+    grace_until: Option<Instant>,
+}
+
+impl Supervisor<'_> {
+    fn kill_all(&mut self, process: BorrowedFd<'_>) {
+        self.killed = true;
+        let _ = self.rt.kill(self.id, libc::SIGKILL, true);
+        let _ = rustix::process::pidfd_send_signal(process, rustix::process::Signal::KILL);
     }
-    // SAFETY: sfd is a fresh descriptor we own.
-    let sfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sfd) };
-    let pidfd = pidfd_open(
-        Pid::from_raw(pid).ok_or_else(|| anyhow!("bad pid {pid}"))?,
-        PidfdFlags::empty(),
-    )
-    .with_context(|| format!("pidfd_open({pid})"))?;
-    let kill_all = |pidfd: &std::os::fd::OwnedFd| {
-        let _ = rt.kill(id, libc::SIGKILL, true);
-        let _ = pidfd_send_signal(pidfd, Signal::KILL);
-    };
+}
 
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut ending = None;
-    let mut killed = false;
-    let mut grace_until: Option<Instant> = None;
-    loop {
+impl container::foreground::Supervisor for Supervisor<'_> {
+    fn deadline(&self) -> Option<Instant> {
+        [
+            self.deadline.filter(|_| self.ending.is_none()),
+            self.grace_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn timer(&mut self, process: BorrowedFd<'_>) {
         let now = Instant::now();
-        let next = [deadline.filter(|_| ending.is_none()), grace_until]
-            .into_iter()
-            .flatten()
-            .min();
-        let ts = next.map(|t| {
-            let d = t.saturating_duration_since(now);
-            Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as i64,
-            }
-        });
-        let mut fds = [
-            PollFd::new(&sfd, PollFlags::IN),
-            PollFd::new(&pidfd, PollFlags::IN),
-        ];
-        match poll(&mut fds, ts.as_ref()) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e).context("poll"),
+        if self.ending.is_none() && self.deadline.is_some_and(|d| now >= d) {
+            self.ending = Some(Ending::Timeout);
+            self.kill_all(process);
+        } else if self.grace_until.is_some_and(|g| now >= g) {
+            self.grace_until = None;
+            self.kill_all(process);
         }
-        if fds[1].revents().contains(PollFlags::IN) {
-            break;
-        }
-        let sig_ready = fds[0].revents().contains(PollFlags::IN);
-        let now = Instant::now();
-        if ending.is_none() && deadline.is_some_and(|d| now >= d) {
-            ending = Some(Ending::Timeout);
-            killed = true;
-            kill_all(&pidfd);
-            continue;
-        }
-        if grace_until.is_some_and(|g| now >= g) {
-            grace_until = None;
-            killed = true;
-            kill_all(&pidfd);
-            continue;
-        }
-        if !sig_ready {
-            continue;
-        }
-        let mut info = [0u8; 128]; // struct signalfd_siginfo
-        let n = rustix::io::read(&sfd, &mut info).unwrap_or(0);
-        if n != info.len() {
-            continue;
-        }
-        let signo = u32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as i32;
+    }
+
+    fn signal(&mut self, signo: i32, process: BorrowedFd<'_>) -> bool {
         let stopping = matches!(
             signo,
             libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
         );
-        if stopping {
-            if ending.is_some() {
-                // A second one, or one after the timeout: no more waiting.
-                grace_until = None;
-                killed = true;
-                kill_all(&pidfd);
-                continue;
-            }
-            ending = Some(Ending::Signal(signo));
-            if catches(pid, signo) {
-                // SAFETY: a signal number the kernel just delivered to us.
-                let _ = pidfd_send_signal(&pidfd, unsafe { Signal::from_raw_unchecked(signo) });
-                grace_until = Some(now + SIGNAL_GRACE);
-            } else {
-                killed = true;
-                kill_all(&pidfd);
-            }
+        if !stopping {
+            return true;
+        }
+        if self.ending.is_some() {
+            // A second one, or one after the timeout: no more waiting.
+            self.grace_until = None;
+            self.kill_all(process);
+            return false;
+        }
+        self.ending = Some(Ending::Signal(signo));
+        if catches(self.pid, signo) {
+            self.grace_until = Some(Instant::now() + SIGNAL_GRACE);
+            true
         } else {
-            // SAFETY: a signal number the kernel just delivered to us.
-            let _ = pidfd_send_signal(&pidfd, unsafe { Signal::from_raw_unchecked(signo) });
+            self.kill_all(process);
+            false
         }
     }
-    let mut status = 0;
-    // SAFETY: waitpid on our own child (the init is a clone of this process).
-    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("wait for {pid}"));
-    }
-    Ok((status, ending, killed))
 }
 
 /// Does process `pid` have a handler for `signo` (SigCgt in its status)?

@@ -3,9 +3,10 @@
 //! (SIGWINCH resizes its terminal), and with a terminal but no engine to
 //! hold it, the runtime relays between its own stdio and the pty.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Instant;
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 use crate::console;
@@ -52,9 +53,34 @@ fn write_all(fd: &impl AsFd, mut buf: &[u8]) -> bool {
     true
 }
 
+/// What to do, beyond relaying, while a foreground process runs: the default
+/// forwards every signal; `sandbox` adds a timeout and its stop policy.
+pub trait Supervisor {
+    /// When [`Supervisor::timer`] is next due, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// The deadline has passed.
+    fn timer(&mut self, _process: BorrowedFd<'_>) {}
+    /// A signal reached the runtime; return true to forward it to the process.
+    fn signal(&mut self, _signo: i32, _process: BorrowedFd<'_>) -> bool {
+        true
+    }
+}
+
+/// Forward every signal.
+pub struct Forward;
+
+impl Supervisor for Forward {}
+
 /// Forward signals (and relay the pty, if `master` is given) until `pid`, a
 /// child of ours, exits; return its wait status.
 pub fn wait(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
+    supervise(pid, master, &mut Forward)
+}
+
+/// [`wait`] with a [`Supervisor`] deciding about signals and timers.
+pub fn supervise(pid: i32, master: Option<OwnedFd>, sup: &mut dyn Supervisor) -> Result<i32> {
     // SAFETY: a signalfd for the signals blocked by block_forwarded_signals.
     let sfd = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -91,13 +117,24 @@ pub fn wait(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
         if stdin_open {
             fds.push(PollFd::new(&stdin, PollFlags::IN));
         }
-        match poll(&mut fds, None) {
+        let deadline = sup.deadline();
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: left.subsec_nanos() as i64,
+            }
+        });
+        match poll(&mut fds, timeout.as_ref()) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e).ctx(|| "poll".into()),
         }
         let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
         drop(fds);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            sup.timer(pidfd.as_fd());
+        }
         if ready[0].contains(PollFlags::IN) {
             let mut info = [0u8; 128]; // struct signalfd_siginfo
             if rustix::io::read(&sfd, &mut info).unwrap_or(0) == 128 {
@@ -105,9 +142,11 @@ pub fn wait(pid: i32, master: Option<OwnedFd>) -> Result<i32> {
                 match (&master, signo) {
                     (Some(m), libc::SIGWINCH) => console::copy_winsize(m),
                     _ => {
-                        // SAFETY: the kernel delivered this signal number.
-                        let _ =
-                            pidfd_send_signal(&pidfd, unsafe { Signal::from_raw_unchecked(signo) });
+                        if sup.signal(signo, pidfd.as_fd()) {
+                            // SAFETY: the kernel delivered this signal number.
+                            let sig = unsafe { Signal::from_raw_unchecked(signo) };
+                            let _ = pidfd_send_signal(&pidfd, sig);
+                        }
                     }
                 }
             }
