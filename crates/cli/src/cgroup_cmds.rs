@@ -97,17 +97,29 @@ pub struct PsArgs {
 /// Bytes with runc's (go-units RAMInBytes) syntax: "512", "64k", "32m",
 /// "1.5g", "2GiB", binary multiples; "-1" means no limit.
 pub fn parse_bytes(flag: &str, s: &str) -> Result<i64> {
-    let t = s.trim();
-    if t == "-1" {
+    if s.trim() == "-1" {
         return Ok(-1);
     }
-    let bad = || anyhow!("{flag}: {s:?} is not a size (like 512, 64k, 32m, 1g; -1 for no limit)");
+    match size_in_bytes(s) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(())) => Err(anyhow!("{flag}: {s:?} is too large")),
+        None => Err(anyhow!(
+            "{flag}: {s:?} is not a size (like 512, 64k, 32m, 1g; -1 for no limit)"
+        )),
+    }
+}
+
+/// A size with a binary unit ("512", "64k", "1.5g", "2GiB", "10 mb"):
+/// `None` if it does not parse, `Some(Err)` if it does not fit an i64.
+/// Shared by `update` and `sandbox`, which phrase their own errors.
+pub fn size_in_bytes(s: &str) -> Option<std::result::Result<i64, ()>> {
+    let t = s.trim();
     let end = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(end);
     if num.is_empty() || num.starts_with('.') || num.matches('.').count() > 1 {
-        return Err(bad());
+        return None;
     }
     let unit = unit.trim_start().to_ascii_lowercase();
     let unit = unit.strip_suffix('b').unwrap_or(&unit);
@@ -119,14 +131,14 @@ pub fn parse_bytes(flag: &str, s: &str) -> Result<i64> {
         "g" => 30,
         "t" => 40,
         "p" => 50,
-        _ => return Err(bad()),
+        _ => return None,
     };
-    let v: f64 = num.parse().map_err(|_| bad())?;
+    let v: f64 = num.parse().ok()?;
     let bytes = v * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes >= i64::MAX as f64 {
-        return Err(anyhow!("{flag}: {s:?} is too large"));
+        return Some(Err(()));
     }
-    Ok(bytes as i64)
+    Some(Ok(bytes as i64))
 }
 
 /// Go's time.ParseDuration subset: "5s", "100ms", "1m30s", "1.5s", "2h".

@@ -460,28 +460,12 @@ fn own_bounding_set() -> u64 {
 
 /// "64m", "1.5g", "1048576", "512KiB" -> bytes.
 fn parse_memory(s: &str) -> Result<i64> {
-    let bad = || {
-        anyhow!("--memory {s:?}: not a size (use bytes or a number with k, m, g or t, e.g. 512m)")
+    let bytes = match crate::cgroup_cmds::size_in_bytes(s) {
+        Some(Ok(v)) => v,
+        _ => {
+            bail!("--memory {s:?}: not a size (use bytes or a number with k, m, g or t, e.g. 512m)")
+        }
     };
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(bad()),
-    };
-    let bytes = v * mult;
-    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
-        return Err(bad());
-    }
-    let bytes = bytes as i64;
     if bytes < MIN_MEMORY {
         bail!("--memory {s:?}: at least 6m is needed to start a process");
     }
