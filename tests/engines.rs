@@ -53,6 +53,20 @@ engine_tests! {
     ],
 }
 
+/// Drive a shell on a pty of `size` (rows, cols): `tty` must print a
+/// /dev/pts path and `stty size` the pty's size; `exit code` must come back
+/// as the command's exit code.
+fn tty_session(cmd: std::process::Command, size: (u16, u16), code: i32, what: &str) {
+    let (pty, mut child) = Pty::spawn(cmd, size.0, size.1);
+    let at = pty.expect("# ", 0, &mut child);
+    pty.type_in("tty; stty size\n");
+    pty.expect("/dev/pts/", at, &mut child);
+    pty.expect(&format!("{} {}", size.0, size.1), at, &mut child);
+    pty.type_in(&format!("exit {code}\n"));
+    let got = wait_child(&mut child, what);
+    assert_eq!(got, code, "terminal output:\n{:?}", pty.text());
+}
+
 /// Split stdout into lines (owned, for assert_eq! against arrays).
 fn lines(s: &str) -> Vec<String> {
     s.lines().map(str::to_string).collect()
@@ -195,29 +209,14 @@ fn podman_tty_run_and_exec_from_a_pty(rt: &Runtime) {
     c.arg("run")
         .args(p.run_flags())
         .args(["-it", "--rm", IMAGE, "sh"]);
-    let (pty, mut child) = Pty::spawn(c, 33, 111);
-    let at = pty.expect("# ", 0, &mut child);
-    pty.type_in("tty; stty size\n");
-    pty.expect("/dev/pts/", at, &mut child);
-    pty.expect("33 111", at, &mut child);
-    pty.type_in("exit 6\n");
-    let code = wait_child(&mut child, "podman run -it");
-    assert_eq!(code, 6, "terminal output:\n{:?}", pty.text());
-    drop(pty);
+    tty_session(c, (33, 111), 6, "podman run -it");
 
     // exec -it into a detached container.
     let name = unique("bh-tty");
     p.run(&["-d", "--name", &name, IMAGE, "sleep", "1000"]).ok();
     let mut c = p.cmd();
     c.args(["exec", "-it", &name, "sh"]);
-    let (pty, mut child) = Pty::spawn(c, 20, 70);
-    let at = pty.expect("# ", 0, &mut child);
-    pty.type_in("tty; stty size\n");
-    pty.expect("/dev/pts/", at, &mut child);
-    pty.expect("20 70", at, &mut child);
-    pty.type_in("exit 7\n");
-    let code = wait_child(&mut child, "podman exec -it");
-    assert_eq!(code, 7, "terminal output:\n{:?}", pty.text());
+    tty_session(c, (20, 70), 7, "podman exec -it");
     p.podman(&["rm", "--force", "--time", "0", &name]).ok();
 }
 
@@ -777,15 +776,12 @@ fn ctr_tty_run_and_exec_from_a_pty(rt: &Runtime) {
     let c = Containerd::new(rt);
     let id = unique("bh-tty");
     // run -t: the shim passes --console-socket and relays the pty.
-    let (pty, mut child) = Pty::spawn(c.run_cmd(&["-t", "--rm"], &id, &["sh"]), 20, 70);
-    let at = pty.expect("# ", 0, &mut child);
-    pty.type_in("tty; stty size\n");
-    pty.expect("/dev/pts/", at, &mut child);
-    pty.expect("20 70", at, &mut child);
-    pty.type_in("exit 6\n");
-    let code = wait_child(&mut child, "ctr run -t");
-    assert_eq!(code, 6, "terminal output:\n{:?}", pty.text());
-    drop(pty);
+    tty_session(
+        c.run_cmd(&["-t", "--rm"], &id, &["sh"]),
+        (20, 70),
+        6,
+        "ctr run -t",
+    );
 
     // task exec -t
     let id = unique("bh-ttyexec");
@@ -795,14 +791,7 @@ fn ctr_tty_run_and_exec_from_a_pty(rt: &Runtime) {
     cmd.args(["task", "exec", "--fifo-dir"])
         .arg(c.dir.join("fifo"))
         .args(["-t", "--exec-id", "t1", &id, "sh"]);
-    let (pty, mut child) = Pty::spawn(cmd, 25, 90);
-    let at = pty.expect("# ", 0, &mut child);
-    pty.type_in("tty; stty size\n");
-    pty.expect("/dev/pts/", at, &mut child);
-    pty.expect("25 90", at, &mut child);
-    pty.type_in("exit 7\n");
-    let code = wait_child(&mut child, "ctr task exec -t");
-    assert_eq!(code, 7, "terminal output:\n{:?}", pty.text());
+    tty_session(cmd, (25, 90), 7, "ctr task exec -t");
     c.ctr(&["task", "kill", "--signal", "SIGKILL", &id]).ok();
     c.wait_task_status(&id, "STOPPED");
     c.ctr(&["task", "delete", &id]).ok();

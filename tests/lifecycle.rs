@@ -8,6 +8,18 @@ use std::time::Duration;
 
 use common::*;
 
+/// A foreground `run` in the background of the test.
+fn spawn_run(rt: &Rt, b: &Bundle, id: &str, stdout: std::process::Stdio) -> std::process::Child {
+    rt.track(id);
+    rt.cmd()
+        .args(["run", "--bundle"])
+        .arg(&b.dir)
+        .arg(id)
+        .stdout(stdout)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn run_passes_stdout_and_exit_code() {
     let rt = Rt::new();
@@ -29,14 +41,7 @@ fn run_reports_a_signal_as_128_plus_signo() {
     let b = Bundle::new("sig", &["sleep", "60"]);
     let id = unique("sig");
     rt.track(&id);
-    let mut child = rt
-        .cmd()
-        .args(["run", "--bundle"])
-        .arg(&b.dir)
-        .arg(&id)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&rt, &b, &id, std::process::Stdio::null());
     for _ in 0..500 {
         if rt.run(&["state", &id]).status.success() && rt.status(&id) == "running" {
             break;
@@ -319,14 +324,7 @@ fn foreground_run_forwards_signals() {
     );
     let id = unique("fwd");
     rt.track(&id);
-    let mut child = rt
-        .cmd()
-        .args(["run", "--bundle"])
-        .arg(&b.dir)
-        .arg(&id)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&rt, &b, &id, std::process::Stdio::piped());
     let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut buf).unwrap();
