@@ -12,10 +12,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use event_manager::EventSet;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::queue::{drain_queue, parse_chain};
+use super::queue::{drain_queue, serve_one};
 use super::{read_config_bytes, Activation, DeviceEvents, VirtioDevice, TYPE_NET};
 use crate::config::{parse_mac, NetConfig};
 use crate::error::{Error, Result};
@@ -155,33 +155,30 @@ impl Net {
                     }
                 }
             }
-            let Some(chain) = q.pop_descriptor_chain(&*mem) else {
-                break; // no guest buffer: keep the frame for later
-            };
-            let head = chain.head_index();
-            let frame = self.pending.take().unwrap_or_default();
-            let len = match parse_chain(chain) {
-                Ok(c) if c.writable_len() >= frame.len() => {
-                    c.write_at(mem, 0, &frame).unwrap_or(0) as u32
+            let pending = &mut self.pending;
+            let name = &self.name;
+            let served = serve_one(q, mem, name, |c| {
+                let frame = pending.take().unwrap_or_default();
+                match c {
+                    Some(c) if c.writable_len() >= frame.len() => {
+                        c.write_at(mem, 0, &frame).unwrap_or(0) as u32
+                    }
+                    Some(c) => {
+                        tracing::warn!(
+                            "{name}: RX buffer of {} bytes too small for a {}-byte frame; dropped",
+                            c.writable_len(),
+                            frame.len()
+                        );
+                        0
+                    }
+                    None => 0,
                 }
-                Ok(c) => {
-                    tracing::warn!(
-                        "{}: RX buffer of {} bytes too small for a {}-byte frame; dropped",
-                        self.name,
-                        c.writable_len(),
-                        frame.len()
-                    );
-                    0
-                }
-                Err(e) => {
-                    tracing::warn!("{}: refused RX chain {head}: {e}", self.name);
-                    0
-                }
-            };
-            if q.add_used(&*mem, head, len).is_err() {
-                break;
+            });
+            match served {
+                Some(true) => used = true,
+                // No guest buffer: keep the frame for later.
+                None | Some(false) => break,
             }
-            used = true;
         }
         used
     }

@@ -197,32 +197,49 @@ fn range_of<'a>(
     out
 }
 
-/// Pops every available chain, validates it and hands it to `handle`, which returns the
-/// number of bytes it wrote for the used ring. Refused chains are returned with length 0 so
-/// the driver gets its buffers back. Returns true if anything was put on the used ring.
+/// Pops one available chain, validates it and hands it to `handle` (`None`
+/// for a refused chain, already logged), which returns the number of bytes
+/// it wrote for the used ring. Returns `None` when the driver has no buffer
+/// available, else whether the chain went back on the used ring.
+pub fn serve_one(
+    queue: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+    name: &str,
+    handle: impl FnOnce(Option<&Chain>) -> u32,
+) -> Option<bool> {
+    use virtio_queue::QueueT;
+    let chain = queue.pop_descriptor_chain(mem)?;
+    let head = chain.head_index();
+    let len = match parse_chain(chain) {
+        Ok(c) => handle(Some(&c)),
+        Err(e) => {
+            tracing::warn!("{name}: refused descriptor chain {head}: {e}");
+            handle(None)
+        }
+    };
+    // Fails only for a head index beyond the queue (a guest bug).
+    match queue.add_used(mem, head, len) {
+        Ok(()) => Some(true),
+        Err(e) => {
+            tracing::warn!("{name}: cannot return chain {head} to the used ring: {e}");
+            Some(false)
+        }
+    }
+}
+
+/// Serves every available chain (see [`serve_one`]); refused chains are
+/// returned with length 0 so the driver gets its buffers back. Returns true
+/// if anything was put on the used ring.
 pub fn drain_queue(
     queue: &mut virtio_queue::Queue,
     mem: &GuestMemoryMmap,
     name: &str,
     mut handle: impl FnMut(&Chain) -> u32,
 ) -> bool {
-    use virtio_queue::QueueT;
     let mut used = false;
-    while let Some(chain) = queue.pop_descriptor_chain(mem) {
-        let head = chain.head_index();
-        let len = match parse_chain(chain) {
-            Ok(c) => handle(&c),
-            Err(e) => {
-                tracing::warn!("{name}: refused descriptor chain {head}: {e}");
-                0
-            }
-        };
-        // Fails only for a head index beyond the queue (a guest bug): skip that entry and
-        // keep serving the rest of the ring.
-        match queue.add_used(mem, head, len) {
-            Ok(()) => used = true,
-            Err(e) => tracing::warn!("{name}: cannot return chain {head} to the used ring: {e}"),
-        }
+    // A chain that cannot go back on the used ring is skipped: keep serving the rest.
+    while let Some(ok) = serve_one(queue, mem, name, |c| c.map_or(0, &mut handle)) {
+        used |= ok;
     }
     used
 }

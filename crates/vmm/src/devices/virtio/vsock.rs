@@ -509,28 +509,20 @@ impl Vsock {
     /// Hands queued packets to the guest's RX buffers, one packet (or packet piece) per
     /// chain. Returns true if any chain was used.
     fn deliver_rx(&mut self) -> bool {
-        use virtio_queue::QueueT;
         let Some((mem, queues)) = self.active.as_mut() else {
             return false;
         };
         let q = &mut queues[RXQ];
         let mut used = false;
         while !self.rx.is_empty() {
-            let Some(chain) = q.pop_descriptor_chain(&*mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let len = match super::queue::parse_chain(chain) {
-                Ok(c) => write_packet(mem, &c, &mut self.rx, &mut self.rx_bytes),
-                Err(e) => {
-                    tracing::warn!("{}: refused RX chain {head}: {e}", self.name);
-                    0
-                }
-            };
-            if q.add_used(&*mem, head, len).is_err() {
-                break;
+            let (rx, rx_bytes) = (&mut self.rx, &mut self.rx_bytes);
+            let served = super::queue::serve_one(q, mem, &self.name, |c| {
+                c.map_or(0, |c| write_packet(mem, c, rx, rx_bytes))
+            });
+            match served {
+                Some(true) => used = true,
+                None | Some(false) => break,
             }
-            used = true;
         }
         used
     }
