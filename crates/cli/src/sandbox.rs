@@ -1,4 +1,4 @@
-//! `sandbox` and `inspect` (issue 8).
+//! `sandbox` and `inspect`.
 //!
 //! `bulkhead sandbox [OPTIONS] -- COMMAND [ARGS...]` runs one command in a
 //! throw-away container built in memory — no bundle, no image: the container
