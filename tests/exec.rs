@@ -63,6 +63,52 @@ fn exec_joins_namespaces_cgroup_and_seccomp() {
 }
 
 #[test]
+fn exec_env_replaces_a_variable_of_the_process_env() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("execenv", &["sleep", "60"]);
+    b.config["process"]["env"] = json!(["PATH=/bin", "K=from_spec", "KEEP=1"]);
+    b.save();
+    let id = unique("execenv");
+    ok(&rt.create(&id, &b));
+    ok(&rt.run(&["start", &id]));
+    // One entry per name, the later wins: --env over process.env...
+    let out = ok(&rt.run(&[
+        "exec",
+        "--env",
+        "K=from_cli",
+        "--env",
+        "NEW=2",
+        &id,
+        "sh",
+        "-c",
+        "echo $K; env | grep -c '^K='; echo $KEEP $NEW",
+    ]));
+    assert_eq!(
+        out,
+        "from_cli
+1
+1 2
+"
+    );
+    // ...and within one --process file.
+    let pj = b.dir.join("process.json");
+    fs::write(
+        &pj,
+        json!({"args": ["sh", "-c", "echo $A; env | grep -c '^A='"], "cwd": "/",
+        "env": ["A=first", "PATH=/bin", "A=second"], "user": {"uid": 0, "gid": 0}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = ok(&rt.run(&["exec", "--process", pj.to_str().unwrap(), &id]));
+    assert_eq!(
+        out,
+        "second
+1
+"
+    );
+}
+
+#[test]
 fn exec_exit_codes_user_env_cwd_and_errors() {
     let rt = Rt::new();
     let (_b, id, _) = running(&rt, "exec2", false);

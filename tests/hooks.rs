@@ -149,3 +149,99 @@ fn failing_poststart_and_poststop_hooks_only_warn() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("hooks.poststop[0]"));
     assert!(!rt.root.join(&id).exists());
 }
+
+#[test]
+fn two_hooks_of_every_kind_in_lifecycle_order_when_the_process_exits_at_once() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("hookorder", &["true"]);
+    // One host file for all: the host hooks and createContainer (in the
+    // container's mount namespace, before pivot_root) write it by its host
+    // path, startContainer (after pivot_root) through a bind mount.
+    let shared = b.share("/hooklog");
+    let log = shared.join("order.log");
+    let line = |path: &Path, name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", path.display())]});
+    let inside = Path::new("/hooklog/order.log");
+    let mut hooks = serde_json::Map::new();
+    for kind in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        let p = if kind == "startContainer" {
+            inside
+        } else {
+            &log
+        };
+        hooks.insert(
+            kind.into(),
+            json!([line(p, &format!("{kind}-1")), line(p, &format!("{kind}-2"))]),
+        );
+    }
+    b.config["hooks"] = hooks.into();
+    b.save();
+    let (code, out, err) = rt.run_container(&unique("hookorder"), &b);
+    assert_eq!(code, 0, "{out} {err}");
+    let got = fs::read_to_string(&log).unwrap();
+    let want: Vec<String> = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ]
+    .iter()
+    .flat_map(|k| [format!("{k}-1"), format!("{k}-2")])
+    .collect();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want, "{got}");
+}
+
+#[test]
+fn start_container_hooks_get_the_process_environment_unless_they_have_their_own() {
+    let rt = Rt::new();
+    let mut b = Bundle::new("hookenv", &["true"]);
+    let shared = b.share("/hooklog");
+    b.config["process"]["env"] = json!(["PATH=/bin", "FROMSPEC=yes"]);
+    let script = |name: &str| {
+        format!("echo \"{name} FROMSPEC=$FROMSPEC ONLY=$ONLY HOME=$HOME\" >> /hooklog/env.log")
+    };
+    b.config["hooks"] = json!({"startContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", script("inherit")]},
+        {"path": "/bin/sh", "args": ["sh", "-c", script("own")], "env": ["ONLY=1"]},
+        {"path": "/bin/sh", "args": ["sh", "-c", script("empty")], "env": []},
+    ]});
+    b.save();
+    let (code, out, err) = rt.run_container(&unique("hookenv"), &b);
+    assert_eq!(code, 0, "{out} {err}");
+    let got = fs::read_to_string(shared.join("env.log")).unwrap();
+    assert_eq!(
+        got,
+        "inherit FROMSPEC=yes ONLY= HOME=/root\nown FROMSPEC= ONLY=1 HOME=\nempty FROMSPEC= ONLY= HOME=\n"
+    );
+}
+
+#[test]
+fn runtime_hooks_without_env_get_the_runtimes_environment() {
+    // The spec is silent; runc runs such a hook with its own environment.
+    let rt = Rt::new();
+    let mut b = Bundle::new("hookrtenv", &["true"]);
+    let log = b.dir.join("rtenv.log");
+    b.config["hooks"] = json!({"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", format!("echo \"$BH_TEST_VAR\" >> {}", log.display())]},
+    ]});
+    b.save();
+    let id = unique("hookrtenv");
+    rt.track(&id);
+    let out = output(
+        rt.cmd()
+            .env("BH_TEST_VAR", "from-the-engine")
+            .args(["run", "--bundle"])
+            .arg(&b.dir)
+            .arg(&id),
+    );
+    ok(&out);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "from-the-engine\n");
+}

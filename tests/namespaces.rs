@@ -75,6 +75,46 @@ fn user_namespace_with_mappings() {
     assert_eq!(lines[3], "0");
 }
 
+fn host_uptime() -> f64 {
+    fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn time_namespace_offsets_with_a_new_user_namespace() {
+    // The time namespace then belongs to the container's user namespace, whose
+    // root is host uid 200000: the offsets must still be written before the
+    // init enters it, by a process privileged over that user namespace.
+    let before = host_uptime();
+    let out = sh_ok(
+        "timeuser",
+        "cat /proc/uptime; cat /proc/self/timens_offsets; id -u",
+        |b| {
+            b.add_namespace("user", None);
+            b.add_namespace("time", None);
+            let m = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+            b.config["linux"]["uidMappings"] = m.clone();
+            b.config["linux"]["gidMappings"] = m;
+            b.config["linux"]["timeOffsets"] =
+                serde_json::json!({"boottime": {"secs": 864000, "nanosecs": 5}});
+        },
+    );
+    let after = host_uptime();
+    let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    // Bounded by the host's uptime read before and after, plus the offset.
+    assert!(
+        uptime >= before + 864000.0 - 0.01 && uptime <= after + 864000.0 + 0.01,
+        "uptime {uptime}, host {before}..{after}"
+    );
+    assert!(out.contains("boottime") && out.contains("864000"), "{out}");
+    assert_eq!(out.lines().last(), Some("0"), "{out}");
+}
+
 #[test]
 fn time_namespace_offsets() {
     let out = sh_ok(

@@ -254,16 +254,63 @@ fn mount_destination_symlinks_stay_in_the_rootfs() {
     fs::remove_dir_all(&host_target).unwrap();
 }
 
-#[test]
-fn rootfs_propagation_private() {
-    let out = sh_ok("prop", "awk '$5 == \"/\"' /proc/self/mountinfo", |b| {
-        b.config["linux"]["rootfsPropagation"] = "private".into();
-    });
-    assert!(!out.is_empty());
-    assert!(
-        !out.contains("shared:") && !out.contains("master:"),
-        "{out}"
+/// The optional fields ("shared:N", "master:N", "unbindable") of the root
+/// mount, as the container sees it, for `rootfsPropagation` = `value`. The
+/// runtime runs in a private mount namespace of the test whose mounts are all
+/// shared (`unshare --propagation shared`), so every value makes a visible
+/// difference and nothing reaches the host's mount table.
+fn root_propagation(value: &str) -> String {
+    let rt = Rt::new();
+    let mut b = Bundle::new(
+        "prop",
+        &["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"],
     );
+    b.config["linux"]["rootfsPropagation"] = value.into();
+    b.save();
+    let id = unique("prop");
+    rt.track(&id);
+    let out = output(
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "shared", bin(), "--root"])
+            .arg(&rt.root)
+            .args(["run", "--bundle"])
+            .arg(&b.dir)
+            .arg(&id),
+    );
+    let line = ok(&out);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let sep = fields
+        .iter()
+        .position(|f| *f == "-")
+        .expect("mountinfo line");
+    assert!(sep >= 6, "{line}");
+    fields[6..sep].join(" ")
+}
+
+#[test]
+fn rootfs_propagation_every_value() {
+    for value in ["shared", "rshared"] {
+        let opt = root_propagation(value);
+        assert!(
+            opt.contains("shared:") && !opt.contains("master:"),
+            "{value}: {opt}"
+        );
+    }
+    for value in ["slave", "rslave"] {
+        let opt = root_propagation(value);
+        assert!(
+            opt.contains("master:") && !opt.contains("shared:"),
+            "{value}: {opt}"
+        );
+    }
+    for value in ["private", "rprivate"] {
+        let opt = root_propagation(value);
+        assert!(opt.is_empty(), "{value}: {opt}");
+    }
+    for value in ["unbindable", "runbindable"] {
+        let opt = root_propagation(value);
+        assert_eq!(opt, "unbindable", "{value}");
+    }
 }
 
 #[test]

@@ -110,12 +110,24 @@ pub fn drop_bounding(bounding: u64) -> Result<()> {
     Ok(())
 }
 
+/// CAP_SYS_ADMIN: what seccomp(2) needs without no_new_privs.
+pub const SYS_ADMIN: u64 = 1 << 21;
+
 /// Set effective, permitted and inheritable in one capset(2) (each set alone
 /// could violate the kernel's subset rules part-way), then raise ambient.
-pub fn apply(r: &Resolved) -> Result<()> {
+///
+/// `keep` is added to effective and permitted: capabilities the runtime
+/// itself still needs before execve (CAP_SYS_ADMIN to install a seccomp
+/// filter without no_new_privs). They never reach the program: execve
+/// recomputes permitted and effective from the bounding, inheritable and
+/// ambient sets and the file's capabilities, never from the old permitted
+/// set (capabilities(7), "Transformation of capabilities during execve()";
+/// only no_new_privs caps the new permitted set by the old one, and with it
+/// `keep` is empty).
+pub fn apply(r: &Resolved, keep: u64) -> Result<()> {
     let sets = CapabilitySets {
-        effective: CapabilitySet::from_bits_retain(r.effective),
-        permitted: CapabilitySet::from_bits_retain(r.permitted),
+        effective: CapabilitySet::from_bits_retain(r.effective | keep),
+        permitted: CapabilitySet::from_bits_retain(r.permitted | keep),
         inheritable: CapabilitySet::from_bits_retain(r.inheritable),
     };
     rustix::thread::set_capabilities(None, sets).ctx(|| {

@@ -152,8 +152,8 @@ fn prepare(opts: &CreateOptions, notify_dir: Option<&Path>) -> Result<Prepared> 
                 f.skipped_names().join(", ")
             );
         }
-        // The init hands the notify fd to the agent with sendmsg (and write
-        // for a remainder): deferring those to the agent would deadlock.
+        // The init hands the notify fd to the runtime with sendmsg (and
+        // reports errors with write): deferring those to the agent would deadlock.
         if let Some(n) = f
             .notified_names()
             .iter()
@@ -234,16 +234,16 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         }
         (false, _) => None,
     };
-    let seccomp_listener = match linux
+    // The listener gets the notify fd at `start` (see launch.rs); a bad path fails now.
+    if let Some(path) = linux
         .seccomp
         .as_ref()
         .and_then(|s| s.listener_path.as_deref())
     {
-        Some(path) if prep.filter.as_ref().is_some_and(|f| f.uses_notify()) => {
-            Some(seccomp::connect_listener(Path::new(path))?)
+        if prep.filter.as_ref().is_some_and(|f| f.uses_notify()) {
+            seccomp::check_listener_path(Path::new(path))?;
         }
-        _ => None,
-    };
+    }
     let listen = listen_fds();
     let preserve = opts.preserve_fds + listen;
     for fd in 3..3 + preserve as i32 {
@@ -309,7 +309,6 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         mount_opts: &prep.mount_opts,
         caps: prep.caps,
         seccomp: prep.filter.as_ref(),
-        seccomp_listener,
         lsm: &prep.lsm,
         no_pivot: opts.no_pivot,
         preserve_fds: preserve,
@@ -384,6 +383,10 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
                     join(init_pid)?;
                     joined = true;
                 }
+                chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
+            }
+            Some(Msg::TimeOffsets) => {
+                namespaces::write_time_offsets(&init_pid.to_string(), &linux)?;
                 chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
             }
             Some(Msg::Hooks) => {

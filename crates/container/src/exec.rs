@@ -37,7 +37,7 @@ pub fn save_config(sd: &StateDir, spec: &Spec) -> Result<()> {
         .ctx(|| format!("write {}", path.display()))
 }
 
-fn load_config(sd: &StateDir) -> Result<Spec> {
+pub(crate) fn load_config(sd: &StateDir) -> Result<Spec> {
     let path = sd.dir.join(CONFIG_COPY);
     let text = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
     Ok(oci::from_json(&text, &path.display().to_string())?)
@@ -90,16 +90,15 @@ impl Runtime {
             return Err(e)
                 .ctx(|| "re-execute from a sealed copy of the runtime (CVE-2019-5736)".into());
         }
-        let listener = match linux
+        if let Some(path) = linux
             .seccomp
             .as_ref()
             .and_then(|s| s.listener_path.as_deref())
         {
-            Some(path) if filter.as_ref().is_some_and(|f| f.uses_notify()) => {
-                Some(seccomp::connect_listener(std::path::Path::new(path))?)
+            if filter.as_ref().is_some_and(|f| f.uses_notify()) {
+                seccomp::check_listener_path(std::path::Path::new(path))?;
             }
-            _ => None,
-        };
+        }
         if p.terminal && opts.detach && opts.console_socket.is_none() {
             return Err(msg(
                 "exec --tty --detach needs --console-socket (nothing would hold the terminal)",
@@ -178,7 +177,6 @@ impl Runtime {
         if let Some(f) = &pid_ns {
             namespaces::join_fd(NamespaceType::Pid, f.as_fd())?;
         }
-        let state = saved.oci_state(status);
         let lock_fd = sd.lock_fd();
 
         // SAFETY: single-threaded; the child ends in execve or _exit.
@@ -191,8 +189,6 @@ impl Runtime {
                     p,
                     &caps,
                     filter.as_ref(),
-                    listener,
-                    state,
                     &lsm,
                     joins,
                     console_sock,
@@ -249,24 +245,21 @@ impl Runtime {
             Some(r) => console::recv_fd(r, false).ctx(|| "receive the pty".into())?,
             None => None,
         };
-        // The process's host pid, for the seccomp agent's message.
-        chan.send(&Msg::Go(child.to_string()))
+        chan.send(&Msg::Go(String::new()))
             .ctx(|| "exec: sync".into())?;
         // EOF: the process executed (close-on-exec); a message: it could not.
-        match chan.recv() {
-            Ok(None) => {}
-            Ok(Some(Msg::Error(e))) => {
-                // SAFETY: reap our child.
-                unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-                return Err(Error::Msg(e));
-            }
-            Ok(Some(other)) => return Err(fail(msg(format!("exec: unexpected answer {other:?}")))),
-            Err(e) => {
-                return Err(fail(Error::Sys {
-                    context: "exec: sync".into(),
-                    source: e,
-                }))
-            }
+        let state = saved.oci_state(status);
+        let answer = crate::launch::wait_for_exec(chan.as_fd(), child, |fd| {
+            crate::launch::send_to_listener(&spec, fd, child, &state)
+        })
+        .map_err(fail)?;
+        if !answer.is_empty() {
+            // SAFETY: reap our child.
+            unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+            let text = String::from_utf8_lossy(&answer);
+            return Err(Error::Msg(
+                text.strip_prefix('E').unwrap_or(&text).to_string(),
+            ));
         }
         if let Some(pf) = &opts.pid_file {
             let tmp = pf.with_extension("bulkhead-tmp");
@@ -289,8 +282,6 @@ fn exec_child(
     p: &oci::Process,
     caps: &capabilities::Resolved,
     filter: Option<&seccomp::Filter>,
-    listener: Option<std::os::unix::net::UnixStream>,
-    state: oci::State,
     lsm: &Lsm,
     joins: Vec<(NamespaceType, OwnedFd)>,
     console_sock: Option<OwnedFd>,
@@ -327,21 +318,15 @@ fn exec_child(
     // SAFETY: plain prctl: from here the runtime may go (detach).
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     chan.send(&Msg::Ready).ctx(|| "exec: sync".into())?;
-    let host_pid = chan.wait_go().ctx(|| "exec: wait for the cgroup".into())?;
-    let pid = host_pid.parse().unwrap_or(0);
+    chan.wait_go().ctx(|| "exec: wait for the cgroup".into())?;
     crate::launch::launch(crate::launch::Launch {
         process: p,
         caps,
         filter,
-        listener,
-        listener_metadata: linux
-            .seccomp
-            .as_ref()
-            .and_then(|s| s.listener_metadata.as_deref()),
-        state: Some(state),
-        pid,
+        runtime: chan.as_fd(),
         chdir_done,
         preserve_fds: opts.preserve_fds,
+        start_hooks: None,
         exec: &exec,
     })
 }

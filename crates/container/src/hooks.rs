@@ -2,6 +2,13 @@
 //! with the container state on stdin, its own args and env, and an optional
 //! timeout; a hook that fails or times out fails the operation (except
 //! poststart/poststop, whose failures the caller only logs, as the spec says).
+//!
+//! A hook's `env`, when given, is its whole environment (`[]`: none). Without
+//! one (the spec is silent) a hook gets what runc gives it: a startContainer
+//! hook, run in the container right before the program, the container
+//! process's environment (engines rely on it); every other hook the
+//! runtime's own environment (createContainer runs in the init, a clone of
+//! the runtime, before the program's environment is put together).
 
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -13,23 +20,46 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
 use crate::error::{msg, Result};
 
-/// Run `hooks` (named `kind` in messages) one after the other.
+/// Run the runtime's hooks `hooks` (named `kind` in messages) one after the other.
 pub fn run(kind: &str, hooks: &[Hook], state_json: &str) -> Result<()> {
+    run_all(kind, hooks, state_json, None)
+}
+
+/// Run hooks in the container: one without `env` gets `container_env`.
+pub fn run_in_container(
+    kind: &str,
+    hooks: &[Hook],
+    state_json: &str,
+    container_env: &[String],
+) -> Result<()> {
+    run_all(kind, hooks, state_json, Some(container_env))
+}
+
+fn run_all(kind: &str, hooks: &[Hook], state_json: &str, env: Option<&[String]>) -> Result<()> {
     for (i, h) in hooks.iter().enumerate() {
-        run_one(h, state_json).map_err(|e| msg(format!("hooks.{kind}[{i}] {}: {e}", h.path)))?;
+        run_one(h, state_json, env)
+            .map_err(|e| msg(format!("hooks.{kind}[{i}] {}: {e}", h.path)))?;
     }
     Ok(())
 }
 
-fn run_one(h: &Hook, state_json: &str) -> std::result::Result<(), String> {
+fn run_one(
+    h: &Hook,
+    state_json: &str,
+    default_env: Option<&[String]>,
+) -> std::result::Result<(), String> {
     let mut cmd = Command::new(&h.path);
     if let Some((argv0, rest)) = h.args.split_first() {
         cmd.arg0(argv0).args(rest);
     }
-    cmd.env_clear();
-    for kv in &h.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
+    // `"env": []` is an empty environment; only an absent `env` defaults.
+    let env = h.env.as_deref().or(default_env);
+    if let Some(env) = env {
+        cmd.env_clear();
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     cmd.stdin(Stdio::piped())
@@ -131,7 +161,7 @@ mod tests {
         Hook {
             path: "/bin/sh".into(),
             args: vec!["sh".into(), "-c".into(), script.into()],
-            env: vec!["HOOKVAR=42".into()],
+            env: Some(vec!["HOOKVAR=42".into()]),
             timeout,
         }
     }

@@ -35,8 +35,6 @@ pub struct InitCtx<'a> {
     pub mount_opts: &'a [crate::mounts::Options],
     pub caps: capabilities::Resolved,
     pub seccomp: Option<&'a seccomp::Filter>,
-    /// Connected socket to the seccomp listener (linux.seccomp.listenerPath).
-    pub seccomp_listener: Option<UnixStream>,
     pub lsm: &'a Lsm,
     pub no_pivot: bool,
     pub preserve_fds: u32,
@@ -152,7 +150,19 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     }
     if plan.new_time {
         namespaces::unshare(namespaces::clone_flag(oci::NamespaceType::Time))?;
-        namespaces::write_time_offsets(&linux)?;
+        if plan.new_user && !linux.time_offsets.is_empty() {
+            // The new time namespace belongs to our new user namespace, but
+            // /proc/self/timens_offsets of a non-dumpable process belongs to
+            // the host's root: the runtime writes the offsets for us.
+            ctx.chan
+                .send(&Msg::TimeOffsets)
+                .ctx(|| "sync with the runtime".into())?;
+            ctx.chan
+                .wait_go()
+                .ctx(|| "wait for the time offsets".into())?;
+        } else {
+            namespaces::write_time_offsets("self", &linux)?;
+        }
     }
     if let Some(cpus) = spec
         .process
@@ -219,6 +229,7 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     if setup_root {
         rootfs.protect_paths()?;
         rootfs.make_root_readonly()?;
+        rootfs.finish()?;
     }
     if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
         rustix::system::sethostname(h.as_bytes()).ctx(|| format!("sethostname {h:?}"))?;
@@ -267,28 +278,20 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     conn.read_to_string(&mut state)
         .ctx(|| "read the start request".into())?;
     // From here errors go to `start` over this connection.
-    let res = (|| -> Result<std::convert::Infallible> {
-        if let Some(h) = &spec.hooks {
-            crate::hooks::run("startContainer", &h.start_container, &state)?;
-        }
-        let st: oci::State =
-            serde_json::from_str(&state).map_err(|e| msg(format!("bad start request: {e}")))?;
-        crate::launch::launch(crate::launch::Launch {
-            process: p,
-            caps: &ctx.caps,
-            filter: ctx.seccomp,
-            listener: ctx.seccomp_listener.take(),
-            listener_metadata: linux
-                .seccomp
-                .as_ref()
-                .and_then(|s| s.listener_metadata.as_deref()),
-            pid: st.pid.unwrap_or(0),
-            state: Some(st),
-            chdir_done,
-            preserve_fds: ctx.preserve_fds,
-            exec: &exec,
-        })
-    })();
+    let res = crate::launch::launch(crate::launch::Launch {
+        process: p,
+        caps: &ctx.caps,
+        filter: ctx.seccomp,
+        runtime: conn.as_fd(),
+        chdir_done,
+        preserve_fds: ctx.preserve_fds,
+        exec: &exec,
+        start_hooks: spec
+            .hooks
+            .as_ref()
+            .filter(|h| !h.start_container.is_empty())
+            .map(|h| (h.start_container.as_slice(), state.as_str())),
+    });
     let text = match res {
         Ok(never) => match never {},
         Err(e) => e.to_string(),

@@ -40,7 +40,7 @@ pub mod state;
 pub mod sync;
 pub mod sys;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -186,13 +186,15 @@ impl Runtime {
         conn.shutdown(std::net::Shutdown::Write)
             .ctx(|| "send the start request".into())?;
         // The init closes the connection by executing (close-on-exec), or
-        // writes why it could not.
-        let mut answer = String::new();
-        conn.read_to_string(&mut answer)
-            .ctx(|| "wait for the container process".into())?;
+        // writes why it could not; a seccomp listener fd goes to the agent.
+        let answer = launch::wait_for_exec(conn.as_fd(), saved.pid, |fd| {
+            let spec = exec::load_config(&sd)?;
+            let state = saved.oci_state(oci::Status::Created);
+            launch::send_to_listener(&spec, fd, saved.pid, &state)
+        })?;
         let _ = std::fs::remove_file(sd.start_socket());
         if !answer.is_empty() {
-            return Err(Error::Msg(answer));
+            return Err(Error::Msg(String::from_utf8_lossy(&answer).into_owned()));
         }
         saved.status = oci::Status::Running;
         sd.save(&saved)?;

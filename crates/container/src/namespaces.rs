@@ -154,9 +154,15 @@ pub fn is_mapped(maps: &[IdMapping], id: u32) -> bool {
         .any(|m| id >= m.container_id && (id - m.container_id) < m.size)
 }
 
-/// Write the time namespace offsets; the caller has unshared CLONE_NEWTIME
-/// and no process has entered the namespace yet.
-pub fn write_time_offsets(linux: &Linux) -> Result<()> {
+/// Write the time namespace offsets of process `pid` ("self" or a number):
+/// /proc/PID/timens_offsets sets them for the time namespace that process
+/// has unshared (its children's). The kernel accepts them only before any
+/// process has entered that namespace, and only from a writer with
+/// CAP_SYS_TIME over the namespace's user namespace that may open the file,
+/// which a non-dumpable process's root-owned /proc files refuse to a
+/// container root mapped to another host uid: with a new user namespace the
+/// runtime writes them for the init.
+pub fn write_time_offsets(pid: &str, linux: &Linux) -> Result<()> {
     if linux.time_offsets.is_empty() {
         return Ok(());
     }
@@ -165,8 +171,8 @@ pub fn write_time_offsets(linux: &Linux) -> Result<()> {
         .iter()
         .map(|(clock, o)| format!("{clock} {} {}\n", o.secs, o.nanosecs))
         .collect();
-    std::fs::write("/proc/self/timens_offsets", text)
-        .ctx(|| "write linux.timeOffsets to /proc/self/timens_offsets".into())
+    let path = format!("/proc/{pid}/timens_offsets");
+    std::fs::write(&path, text).ctx(|| format!("write linux.timeOffsets to {path}"))
 }
 
 /// Check, before anything is created, that every path names a namespace of

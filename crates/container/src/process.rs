@@ -227,12 +227,29 @@ pub fn switch_user(u: &User) -> Result<()> {
     Ok(())
 }
 
-/// The container's environment: process.env, plus HOME from the container's
-/// /etc/passwd when the config does not set it (as runc does). `passwd` is
-/// only called, to read the file, when HOME is missing.
-pub fn environment(p: &Process, passwd: impl FnOnce() -> Option<String>) -> Vec<String> {
-    let mut env = p.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
+/// The container's environment: process.env, then `extra` (variables the
+/// runtime adds), with one entry per name where the later one wins, at the
+/// position of its last occurrence (runc's rule: `exec --env K=V` and a
+/// `--process` file that repeats a name replace the earlier value instead of
+/// adding a second entry, which getenv would never see). HOME comes from the
+/// container's /etc/passwd when it is unset (as runc does); `passwd` is only
+/// called, to read the file, in that case.
+pub fn environment(
+    p: &Process,
+    extra: &[String],
+    passwd: impl FnOnce() -> Option<String>,
+) -> Vec<String> {
+    let name = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let all: Vec<&String> = p.env.iter().chain(extra).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut env: Vec<String> = all
+        .iter()
+        .rev()
+        .filter(|kv| seen.insert(name(kv)))
+        .map(|kv| kv.to_string())
+        .collect();
+    env.reverse();
+    if !seen.contains("HOME") {
         let home = passwd()
             .as_deref()
             .and_then(|text| {
@@ -327,34 +344,66 @@ pub fn prepare(
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(
         p.user.umask.unwrap_or(0o022),
     ));
-    let mut env = environment(p, || std::fs::read_to_string("/etc/passwd").ok());
-    env.extend(extra_env.iter().cloned());
+    let env = environment(p, extra_env, || std::fs::read_to_string("/etc/passwd").ok());
     let chdir_done = rustix::process::chdir(p.cwd.as_str()).is_ok();
     let program = find_program(&p.args[0], &env, &p.cwd)?;
     Ok((exec_args(&program, &p.args, &env)?, chdir_done))
 }
 
+/// What execve needs, prepared before the seccomp filter is installed: the
+/// pointer arrays are built here so the call itself allocates nothing.
 pub struct ExecArgs {
     pub path: CString,
-    pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
+    argv: Vec<CString>,
+    /// Owns the strings `envp_ptrs` points into.
+    #[allow(dead_code)]
+    envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// The environment as text (for startContainer hooks without their own).
+    pub env: Vec<String>,
+}
+
+impl ExecArgs {
+    /// execve(2); returns only on failure.
+    pub fn execve(&self) -> std::io::Error {
+        sys::execve(&self.path, &self.argv_ptrs, &self.envp_ptrs)
+    }
+
+    pub fn argv(&self) -> &[CString] {
+        &self.argv
+    }
+}
+
+fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 pub fn exec_args(path: &Path, args: &[String], env: &[String]) -> Result<ExecArgs> {
     let c = |s: &str, what: &str| {
         CString::new(s).map_err(|_| msg(format!("{what} contains a NUL byte: {s:?}")))
     };
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| c(a, "process.args"))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| c(e, "process.env"))
+        .collect::<Result<_>>()?;
+    // The pointers point into the CStrings' own buffers, which do not move
+    // when the vectors holding them do.
     Ok(ExecArgs {
         path: CString::new(path.as_os_str().as_bytes())
             .map_err(|_| msg("program path contains a NUL byte"))?,
-        argv: args
-            .iter()
-            .map(|a| c(a, "process.args"))
-            .collect::<Result<_>>()?,
-        envp: env
-            .iter()
-            .map(|e| c(e, "process.env"))
-            .collect::<Result<_>>()?,
+        argv_ptrs: ptrs(&argv),
+        envp_ptrs: ptrs(&envp),
+        argv,
+        envp,
+        env: env.to_vec(),
     })
 }
 
@@ -406,12 +455,44 @@ mod tests {
         };
         let passwd = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
         let read = || Some(passwd.to_string());
-        assert_eq!(environment(&p, read), vec!["PATH=/bin", "HOME=/home/alice"]);
-        assert_eq!(environment(&p, || None), vec!["PATH=/bin", "HOME=/"]);
+        assert_eq!(
+            environment(&p, &[], read),
+            vec!["PATH=/bin", "HOME=/home/alice"]
+        );
+        assert_eq!(environment(&p, &[], || None), vec!["PATH=/bin", "HOME=/"]);
         let mut q = p.clone();
         q.env.push("HOME=/x".into());
         let unread = || -> Option<String> { panic!("passwd read although HOME is set") };
-        assert_eq!(environment(&q, unread), vec!["PATH=/bin", "HOME=/x"]);
+        assert_eq!(environment(&q, &[], unread), vec!["PATH=/bin", "HOME=/x"]);
+    }
+
+    #[test]
+    fn one_entry_per_name_and_the_later_wins() {
+        let p = Process {
+            env: vec![
+                "A=1".into(),
+                "B=2".into(),
+                "A=3".into(),
+                "HOME=/h".into(),
+                "FLAG".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            environment(&p, &["B=4".into(), "C=5".into()], || None),
+            vec!["A=3", "HOME=/h", "FLAG", "B=4", "C=5"]
+        );
+    }
+
+    #[test]
+    fn exec_args_are_null_terminated() {
+        let e = exec_args(Path::new("/bin/sh"), &["sh".into()], &["A=1".into()]).unwrap();
+        assert_eq!(e.argv_ptrs.len(), 2);
+        assert!(e.argv_ptrs[1].is_null() && e.envp_ptrs[1].is_null());
+        // SAFETY: the pointer points into e.envp[0], alive with `e`.
+        let first = unsafe { std::ffi::CStr::from_ptr(e.envp_ptrs[0]) };
+        assert_eq!(first.to_str().unwrap(), "A=1");
+        assert!(exec_args(Path::new("/x"), &["a\0b".into()], &[]).is_err());
     }
 
     #[test]

@@ -59,13 +59,24 @@ impl Rootfs<'_> {
     /// Everything up to (not including) pivot_root. Returns an O_PATH fd of the root.
     pub fn prepare(&self) -> Result<OwnedFd> {
         // Our mount namespace is a copy of the host's: stop our mounts from
-        // propagating back (default rslave, as runc).
+        // propagating back (default rslave, as runc). An unbindable "/" would
+        // also refuse the bind of the rootfs below it (EINVAL), so unbindable
+        // is applied to the new root (switch_root) and "/" is rslave meanwhile.
         let prop = self.propagation();
-        sys::mount(None, Path::new("/"), None, prop, None)
+        let first = if prop & libc::MS_UNBINDABLE != 0 {
+            libc::MS_SLAVE | libc::MS_REC
+        } else {
+            prop
+        };
+        sys::mount(None, Path::new("/"), None, first, None)
             .ctx(|| "set the propagation of / (linux.rootfsPropagation)".into())?;
-        if prop & libc::MS_SHARED != 0 {
+        if first & libc::MS_SHARED != 0 {
             // pivot_root refuses a new root whose parent mount is shared.
-            self.make_parent_mount_private()?;
+            self.set_parent_mount_propagation(libc::MS_PRIVATE)?;
+        } else if first & libc::MS_REC == 0 {
+            // Only "/" itself changed: the mount holding the rootfs may still
+            // be shared with the host, and so would be our bind of it.
+            self.set_parent_mount_propagation(first)?;
         }
         // The rootfs must be a mount point for pivot_root.
         sys::mount(
@@ -110,7 +121,8 @@ impl Rootfs<'_> {
         Ok(root)
     }
 
-    fn make_parent_mount_private(&self) -> Result<()> {
+    /// Set the propagation of the mount that holds the rootfs directory.
+    fn set_parent_mount_propagation(&self, flag: c_ulong) -> Result<()> {
         let info = fs::read_to_string("/proc/self/mountinfo")
             .ctx(|| "read /proc/self/mountinfo".into())?;
         let parent = self.rootfs.parent().unwrap_or(Path::new("/"));
@@ -129,8 +141,12 @@ impl Rootfs<'_> {
             }
         }
         let mp = best.unwrap_or_else(|| PathBuf::from("/"));
-        sys::mount(None, &mp, None, libc::MS_PRIVATE, None)
-            .ctx(|| format!("make {} private for pivot_root", mp.display()))
+        sys::mount(None, &mp, None, flag, None).ctx(|| {
+            format!(
+                "set the propagation of {} (the mount holding the rootfs)",
+                mp.display()
+            )
+        })
     }
 
     fn mount_one(&self, root: BorrowedFd<'_>, i: usize, m: &Mount, opts: &Options) -> Result<()> {
@@ -386,8 +402,11 @@ impl Rootfs<'_> {
             sys::umount_detach(Path::new(".")).ctx(|| "detach the old root".into())?;
         }
         rustix::process::chdir("/").ctx(|| "chdir /".into())?;
-        if self.propagation() & libc::MS_SHARED != 0 {
-            sys::mount(None, Path::new("/"), None, self.propagation(), None)
+        // Shared is set on the new root (its parent had to be private for
+        // pivot_root); unbindable only once nothing is bound from it (finish).
+        let prop = self.propagation();
+        if prop & libc::MS_SHARED != 0 {
+            sys::mount(None, Path::new("/"), None, prop, None)
                 .ctx(|| "set linux.rootfsPropagation on the new root".into())?;
         }
         Ok(())
@@ -434,6 +453,18 @@ impl Rootfs<'_> {
                 .ctx(|| format!("linux.readonlyPaths: make {p} read-only"))?;
         }
         Ok(())
+    }
+
+    /// The last step: an unbindable root (`rootfsPropagation` unbindable or
+    /// runbindable) refuses every bind mount from it, which the masked and
+    /// read-only paths (and the rootfs bind itself) are; so it comes after them.
+    pub fn finish(&self) -> Result<()> {
+        let prop = self.propagation();
+        if prop & libc::MS_UNBINDABLE == 0 {
+            return Ok(());
+        }
+        sys::mount(None, Path::new("/"), None, prop, None)
+            .ctx(|| "set linux.rootfsPropagation on the new root".into())
     }
 
     /// root.readonly: the root mount (only it, not the mounts on top) read-only.

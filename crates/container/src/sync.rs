@@ -18,6 +18,9 @@ pub enum Msg {
     Pid(i32),
     /// child → parent: namespaces are set up; put me in my cgroup.
     Ready,
+    /// child → parent: write linux.timeOffsets into my new time namespace
+    /// (it belongs to a new user namespace, see the init).
+    TimeOffsets,
     /// child → parent: mounts are done, before pivot_root; run the runtime hooks.
     Hooks,
     /// child → parent: set up and blocked until `start`.
@@ -56,6 +59,7 @@ impl Channel {
                 buf.extend_from_slice(&p.to_le_bytes());
             }
             Msg::Ready => buf.push(b'R'),
+            Msg::TimeOffsets => buf.push(b'T'),
             Msg::Hooks => buf.push(b'H'),
             Msg::Created => buf.push(b'C'),
             Msg::Error(s) => {
@@ -87,6 +91,7 @@ impl Channel {
             b'U' => Msg::UsernsReady,
             b'P' if body.len() == 4 => Msg::Pid(i32::from_le_bytes(body.try_into().unwrap())),
             b'R' => Msg::Ready,
+            b'T' => Msg::TimeOffsets,
             b'H' => Msg::Hooks,
             b'C' => Msg::Created,
             b'E' => Msg::Error(text()),
@@ -135,6 +140,7 @@ mod tests {
             Msg::UsernsReady,
             Msg::Pid(4242),
             Msg::Ready,
+            Msg::TimeOffsets,
             Msg::Hooks,
             Msg::Created,
             Msg::Error("mount /proc: EPERM".into()),

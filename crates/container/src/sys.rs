@@ -130,10 +130,50 @@ pub fn personality(persona: libc::c_ulong) -> io::Result<()> {
 
 /// Mark every fd >= `first` close-on-exec, so the container process inherits
 /// nothing of the runtime's (CVE-2024-21626) while we may still use them until execve.
+/// close_range(CLOSE_RANGE_CLOEXEC) (Linux 5.11) does it in one call; where it is
+/// missing (ENOSYS), too old for the flag (EINVAL) or denied (EPERM), each open
+/// descriptor listed in /proc/self/fd is marked with fcntl(F_SETFD), as runc does.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: plain integer arguments.
     let ret = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
-    check(ret as libc::c_long).map(|_| ())
+    match check(ret as libc::c_long) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EINVAL | libc::EPERM)
+            ) =>
+        {
+            cloexec_from_proc(first)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The fallback of [`cloexec_from`]: walk /proc/self/fd.
+pub fn cloexec_from_proc(first: u32) -> io::Result<()> {
+    // The directory's own descriptor is listed too; it is close-on-exec already.
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if fd < first as i32 {
+            continue;
+        }
+        // SAFETY: fcntl on a descriptor number; a stale one (the directory's,
+        // closed by now) fails with EBADF, which is ignored.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// setgroups(2) for the whole process (we are single-threaded where this runs).
@@ -158,14 +198,18 @@ pub fn sched_setaffinity(cpus: &[usize]) -> io::Result<()> {
     check(ret as libc::c_long).map(|_| ())
 }
 
-/// execve(2) that returns only on failure. `argv0_path` is the resolved program.
-pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
-    let mut av: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    av.push(std::ptr::null());
-    let mut ev: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    ev.push(std::ptr::null());
+/// execve(2) that returns only on failure. `argv` and `envp` are
+/// NULL-terminated arrays prepared in advance: this runs after the seccomp
+/// filter is installed, where nothing else may be called (not even malloc,
+/// which may need brk or mmap).
+pub fn execve(
+    path: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
+    debug_assert!(argv.last() == Some(&std::ptr::null()) && envp.last() == Some(&std::ptr::null()));
     // SAFETY: NUL-terminated strings in NULL-terminated arrays that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), av.as_ptr(), ev.as_ptr()) };
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()
 }
 
@@ -242,5 +286,17 @@ mod tests {
         assert_eq!(parse_id_list("3-1"), None);
         assert_eq!(parse_id_list("x"), None);
         assert_eq!(parse_id_list(""), None);
+    }
+
+    #[test]
+    fn cloexec_fallback_marks_every_descriptor() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // SAFETY: clear the flag on our own descriptor, then read it back.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        cloexec_from_proc(fd as u32).unwrap();
+        // SAFETY: as above.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
     }
 }

@@ -32,11 +32,11 @@ impl Filter {
     /// `seccomp(SECCOMP_SET_MODE_FILTER)`. Returns the listener fd when a rule uses
     /// SCMP_ACT_NOTIFY.
     ///
-    /// The caller orders this as runc does: with `noNewPrivileges`, set no_new_privs and
-    /// install as late as possible (right before execve, after capabilities and user
-    /// changes); without it, install *before* dropping capabilities, because then the kernel
-    /// requires CAP_SYS_ADMIN. The profile must allow what runs after this call (at least
-    /// execve). No allocation happens here on success, so it is safe in a cloned child.
+    /// Without no_new_privs the kernel requires CAP_SYS_ADMIN in the caller's effective
+    /// set. The profile applies to everything the caller does after this call, so a
+    /// runtime makes it its last step before execve: see "What runs under the filter" in
+    /// the crate notes. No allocation happens here on success, so it is safe in a cloned
+    /// child.
     pub fn install(&self) -> Result<Option<OwnedFd>> {
         let prog = libc::sock_fprog {
             len: self.program.len() as libc::c_ushort,

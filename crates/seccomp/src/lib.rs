@@ -5,9 +5,9 @@
 //! // runtime, while validating the config (before any process exists):
 //! let filter = seccomp::compile(&linux.seccomp)?;      // Filter; skipped_names() to log
 //! if let Some(p) = &linux.seccomp.listener_path { seccomp::check_listener_path(p)? }
-//! // container init, after capabilities / no_new_privs (see Filter::install), before execve:
+//! // container init, as its last step before execve (see "What runs under the filter"):
 //! let listener: Option<OwnedFd> = filter.install()?;
-//! // runtime, once the init has handed the listener fd over:
+//! // ... the init passes the listener fd to the runtime (seccomp::send_with_fd), which
 //! seccomp::send_to_listener(path, fd.as_fd(), pid, &state, metadata)?;
 //! // `features`: seccomp::features() (actions and supportedFlags probed on this kernel)
 //! ```
@@ -112,10 +112,38 @@
 //! (SECCOMP_GET_ACTION_AVAIL). Errors: ERRNO data 0-4095 (the kernel caps errno there;
 //! libseccomp even refuses 4095), TRACE data 0-65535.
 //!
+//! ## What runs under the filter
+//! The profile is the container's, not the runtime's: a profile written for the program
+//! (default `SCMP_ACT_ERRNO`, an allow list without `close_range`, `clone3`, `openat2`,
+//! `faccessat2`, `rseq`...) must not break the runtime's last steps. So bulkhead's
+//! container init and `exec` install the filter as their very last step, after every other
+//! change to the process (fds marked close-on-exec, rlimits, user and groups, working
+//! directory, capabilities, no_new_privs, personality, signal dispositions, CPU affinity,
+//! LSM exec labels, startContainer hooks). Between seccomp(2) and the program, the process
+//! makes exactly these system calls:
+//!
+//! | when | system calls after the filter |
+//! |------|-------------------------------|
+//! | always | `execve` (the program itself) |
+//! | the profile has an `SCMP_ACT_NOTIFY` rule | one `sendmsg` on the runtime's socket, carrying the listener fd (the runtime, not the container, then talks to `listenerPath`) |
+//! | only when something fails | `write`/`sendmsg` of the error text to the runtime, then `exit_group` |
+//!
+//! With `noNewPrivileges` false the kernel requires CAP_SYS_ADMIN to install a filter. runc
+//! therefore installs it before dropping capabilities and then changes user, groups,
+//! capabilities and working directory and closes descriptors under the filter (setresuid,
+//! capset, prctl, close_range... must all be in the profile). bulkhead instead applies the
+//! final capability sets first with CAP_SYS_ADMIN added to effective and permitted only,
+//! installs the filter, and lets execve drop it: execve computes the new permitted and
+//! effective sets from bounding, inheritable, ambient and the file's capabilities, never
+//! from the old permitted set (that only happens under no_new_privs, where the addition is
+//! not needed). The program therefore gets exactly the sets it would get otherwise, and no
+//! `capset` or `prctl` follows the filter. `NOTIFY` on `sendmsg` or `write` is refused at
+//! `create` (the handoff would wait for itself), as runc refuses it on `write`.
+//!
 //! ## Not supported, and why
 //! - Non-x86 hosts (compile error): the tables and audit arches are x86's.
 //! - The seccomp agent side beyond [`notify::receive`]/[`notify::respond`]: the runtime
-//!   only hands the fd over.
+//!   only hands the fd over, in runc's message format (see [`notify`]).
 //! - A filter cache: see above.
 //!
 //! ## libseccomp bugs the differential test found (Debian 12's 2.5.4)
@@ -147,7 +175,7 @@ pub use compile::{
     RET_KILL_THREAD, RET_LOG, RET_TRACE, RET_TRAP, RET_USER_NOTIF, X32_SYSCALL_BIT,
 };
 pub use install::{action_available, features, supported_flags};
-pub use notify::{check_listener_path, connect_listener, send_state, send_to_listener};
+pub use notify::{check_listener_path, process_state_message, send_to_listener, send_with_fd};
 
 use bpf::{SeccompData, SockFilter};
 

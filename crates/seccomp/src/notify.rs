@@ -1,6 +1,13 @@
 //! SCMP_ACT_NOTIFY plumbing: handing the listener fd to `linux.seccomp.listenerPath`
-//! (config-linux.md "seccomp"; the message is runtime-spec's `ContainerProcessState`,
-//! specs-go/state.go), and the two ioctls a listener uses to answer.
+//! (config-linux.md "seccomp" and "The Container Process State"), and the two ioctls a
+//! listener uses to answer.
+//!
+//! The message is byte for byte what runc sends: the container process state marshalled as
+//! Go's encoding/json does (fields in the order of runtime-spec's `ContainerProcessState`
+//! and `State` Go types, `metadata` and the state's `pid`/`annotations` left out when
+//! empty, map keys sorted, `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`...), on a
+//! fresh stream connection, in one sendmsg(2) that carries the notify fd with SCM_RIGHTS;
+//! then the connection is closed (one state per connection, never reused).
 
 use std::io::{self, Write};
 use std::mem::{size_of, zeroed};
@@ -65,46 +72,12 @@ pub fn check_listener_path(path: &Path) -> Result<()> {
     ))
 }
 
-/// Connect to the seccomp agent at `listener_path` and send it the container process state
-/// with `notify_fd` attached (SCM_RIGHTS), as runtime-spec describes:
-/// `{"ociVersion","fds":["seccompFd"],"pid","metadata","state":{...}}`.
+/// The bytes of the container process state message (see the module notes).
 ///
 /// `pid` is the process the filter belongs to (the container's init, or an `exec`'d
 /// process -- which is why it is not taken from `state`); `state` is the container's state;
-/// `metadata` is `listenerMetadata`. [`connect_listener`] + [`send_state`] do the same in
-/// two steps, for a runtime that connects before starting the process.
-pub fn send_to_listener(
-    listener_path: &Path,
-    notify_fd: BorrowedFd<'_>,
-    pid: i32,
-    state: &oci::State,
-    metadata: Option<&str>,
-) -> Result<()> {
-    let sock = connect_listener(listener_path)?;
-    send_state(&sock, notify_fd, pid, state, metadata)
-}
-
-/// Check `listener_path` ([`check_listener_path`]) and connect to it (a stream socket, as
-/// runc and crun use).
-pub fn connect_listener(listener_path: &Path) -> Result<UnixStream> {
-    check_listener_path(listener_path)?;
-    UnixStream::connect(listener_path)
-        .map_err(|e| listener_err(listener_path, format!("connect: {e}")))
-}
-
-/// Send the state message with `notify_fd` on an already connected socket.
-pub fn send_state(
-    sock: &UnixStream,
-    notify_fd: BorrowedFd<'_>,
-    pid: i32,
-    state: &oci::State,
-    metadata: Option<&str>,
-) -> Result<()> {
-    let path = sock
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
-        .unwrap_or_default();
+/// `metadata` is `listenerMetadata`.
+pub fn process_state_message(pid: i32, state: &oci::State, metadata: Option<&str>) -> Vec<u8> {
     let msg = ContainerProcessState {
         version: oci::OCI_VERSION,
         fds: [SECCOMP_FD_NAME],
@@ -112,22 +85,79 @@ pub fn send_state(
         metadata: metadata.unwrap_or(""),
         state,
     };
-    let json = serde_json::to_vec(&msg).map_err(|e| Error::Internal(e.to_string()))?;
-    let sent = send_with_fd(sock, &json, notify_fd)
-        .map_err(|e| listener_err(&path, format!("sendmsg: {e}")))?;
-    // A stream socket may take the message in pieces; the fd went with the first one.
-    let mut rest = sock;
-    rest.write_all(&json[sent..])
-        .map_err(|e| listener_err(&path, format!("write: {e}")))?;
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    msg.serialize(&mut ser)
+        .expect("serialising plain strings and numbers cannot fail");
+    out
+}
+
+/// serde_json's compact output, with the extra escapes Go's encoding/json applies to
+/// strings (HTML-safe `<`, `>`, `&`, and the JavaScript line terminators U+2028/U+2029).
+/// Control characters already come out as Go writes them (`\n`, `\u001f`...).
+struct GoFormatter;
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let esc = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(esc.as_bytes())?;
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// Connect to the seccomp agent at `listener_path` (a stream socket), send it the container
+/// process state with `notify_fd` attached, and close the connection, as runtime-spec
+/// describes and runc does. A failure is an error naming the path.
+pub fn send_to_listener(
+    listener_path: &Path,
+    notify_fd: BorrowedFd<'_>,
+    pid: i32,
+    state: &oci::State,
+    metadata: Option<&str>,
+) -> Result<()> {
+    check_listener_path(listener_path)?;
+    let sock = UnixStream::connect(listener_path)
+        .map_err(|e| listener_err(listener_path, format!("connect: {e}")))?;
+    let msg = process_state_message(pid, state, metadata);
+    let sent = send_with_fd(sock.as_raw_fd(), &msg, notify_fd)
+        .map_err(|e| listener_err(listener_path, format!("sendmsg: {e}")))?;
+    // A stream socket may take a long message in pieces; the fd went with the first one
+    // (the spec allows several sendmsg calls, the fds only in the first).
+    let mut rest = &sock;
+    rest.write_all(&msg[sent..])
+        .map_err(|e| listener_err(listener_path, format!("write: {e}")))?;
     Ok(())
 }
 
-/// One sendmsg(2) carrying `data` and `fd`; returns how many bytes went.
-fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
+/// One sendmsg(2) on `sock` carrying `data` and `fd` (SCM_RIGHTS); returns how many bytes
+/// went. It allocates nothing (the control buffer is on the stack), so a container's init
+/// can call it between installing its filter and execve.
+pub fn send_with_fd(
+    sock: std::os::fd::RawFd,
+    data: &[u8],
+    fd: BorrowedFd<'_>,
+) -> io::Result<usize> {
+    // Room for one cmsghdr (16 bytes on 64-bit) and one int, aligned: CMSG_SPACE(4) = 24.
+    let mut cbuf = [0u64; 4];
     // SAFETY: CMSG_SPACE is a pure computation on a constant.
     let space = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) } as usize;
-    // u64 elements keep the control buffer aligned for struct cmsghdr.
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    debug_assert!(space <= size_of::<[u64; 4]>());
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -146,7 +176,7 @@ fn send_with_fd(sock: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Resul
         (*c).cmsg_type = libc::SCM_RIGHTS;
         (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::c_int, fd.as_raw_fd());
-        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -224,4 +254,47 @@ pub fn respond(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_bytes_are_what_go_marshals() {
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert("z.key".to_string(), "<a&b>\u{2028}\n\u{1}".to_string());
+        annotations.insert("a.key".to_string(), String::new());
+        let state = oci::State {
+            oci_version: oci::OCI_VERSION.into(),
+            id: "c1".into(),
+            status: oci::Status::Creating,
+            pid: Some(42),
+            bundle: "/b".into(),
+            annotations,
+        };
+        // What runc's json.Marshal(specs.ContainerProcessState{...}) writes for this state.
+        let want = format!(
+            concat!(
+                r#"{{"ociVersion":"{v}","fds":["seccompFd"],"pid":7,"metadata":"m","#,
+                r#""state":{{"ociVersion":"{v}","id":"c1","status":"creating","pid":42,"#,
+                r#""bundle":"/b","annotations":{{"a.key":"","z.key":"\u003ca\u0026b\u003e\u2028\n\u0001"}}}}}}"#
+            ),
+            v = oci::OCI_VERSION
+        );
+        let got = String::from_utf8(process_state_message(7, &state, Some("m"))).unwrap();
+        assert_eq!(got, want);
+        // No metadata, no annotations, no pid: those keys are left out, as omitempty does.
+        let bare = oci::State {
+            pid: None,
+            annotations: Default::default(),
+            ..state
+        };
+        let got = String::from_utf8(process_state_message(7, &bare, None)).unwrap();
+        let want = format!(
+            r#"{{"ociVersion":"{v}","fds":["seccompFd"],"pid":7,"state":{{"ociVersion":"{v}","id":"c1","status":"creating","bundle":"/b"}}}}"#,
+            v = oci::OCI_VERSION
+        );
+        assert_eq!(got, want);
+    }
 }
