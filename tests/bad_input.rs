@@ -134,18 +134,18 @@ fn missing_rootfs() {
 }
 
 #[test]
-fn relative_mount_destination() {
+fn mount_destination_with_dotdot() {
     expect_clean_failure(
-        "reldest",
-        &unique("reldest"),
+        "dotdotdest",
+        &unique("dotdotdest"),
         |b| {
             b.config["mounts"]
                 .as_array_mut()
                 .unwrap()
-                .push(json!({"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}));
+                .push(json!({"destination": "/tmp/../../etc", "type": "tmpfs", "source": "tmpfs"}));
             b.save();
         },
-        &["mounts[7].destination", "not an absolute path"],
+        &["mounts[7].destination", "contains '..'"],
     );
 }
 

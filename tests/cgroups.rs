@@ -909,6 +909,12 @@ fn pure_v2_view_default_path_and_missing_controllers() {
         ("v2pids", json!({"pids": {"limit": 10}}), "pids"),
         ("v2mem", json!({"memory": {"limit": 1 << 26}}), "memory"),
         ("v2cpu", json!({"cpu": {"quota": 10000}}), "cpu"),
+        // unified: a controller absent from the v2 hierarchy is an error too.
+        (
+            "v2unified",
+            json!({"unified": {"memory.max": "1000000"}}),
+            "memory",
+        ),
     ] {
         let path = cg_path(name);
         b.config["linux"]["cgroupsPath"] = path.clone().into();
@@ -924,7 +930,10 @@ fn pure_v2_view_default_path_and_missing_controllers() {
         ));
         one_line(&e);
         assert!(
-            e.contains(&format!("the {ctl} cgroup controller is not available")),
+            e.contains(&format!("the {ctl} cgroup controller is not available"))
+                || e.contains(&format!(
+                    "the {ctl} controller is not in this host's cgroup v2"
+                )),
             "{e}"
         );
         assert!(leftovers(&path).is_empty());
@@ -1000,6 +1009,20 @@ fn pure_v1_view() {
     let e = fails(&via.create(&rt, &id, &b));
     assert!(
         e.contains("the hugetlb cgroup controller is not available"),
+        "{e}"
+    );
+    assert!(leftovers(&path).is_empty());
+    // unified needs cgroup v2; no conversion to v1 files is attempted.
+    let path = cg_path("v1unified");
+    let b = bundle(
+        "v1unified",
+        &["true"],
+        &path,
+        json!({"unified": {"pids.max": "5"}}),
+    );
+    let e = fails(&via.create(&rt, &unique("v1unified"), &b));
+    assert!(
+        e.contains("linux.resources.unified") && e.contains("no cgroup v2"),
         "{e}"
     );
     assert!(leftovers(&path).is_empty());

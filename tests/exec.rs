@@ -203,7 +203,14 @@ fn accept_master(l: &UnixListener) -> std::os::fd::OwnedFd {
 #[test]
 fn terminal_over_a_console_socket() {
     let rt = Rt::new();
-    let mut b = Bundle::new("tty", &["sh", "-c", "tty; stty size; read x; echo got:$x"]);
+    let mut b = Bundle::new(
+        "tty",
+        &[
+            "sh",
+            "-c",
+            "tty; stty size; stat -c 'console %t' /dev/console; read x; echo got:$x",
+        ],
+    );
     b.config["process"]["terminal"] = true.into();
     b.config["process"]["consoleSize"] = json!({"height": 33, "width": 101});
     b.save();
@@ -238,6 +245,8 @@ fn terminal_over_a_console_socket() {
     }
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("/dev/pts/0"), "{text}");
+    // /dev/console is the pty too (major 136, in hex).
+    assert!(text.contains("console 88"), "{text}");
     assert!(text.contains("33 101"), "consoleSize not applied: {text}");
     assert!(text.contains("got:hello"), "{text}");
 }

@@ -88,8 +88,12 @@ fn a_failing_create_hook_fails_create_and_leaves_nothing() {
     for kind in ["prestart", "createRuntime", "createContainer"] {
         let rt = Rt::new();
         let mut b = Bundle::new("badhook", &["true"]);
-        b.config["hooks"] =
-            json!({kind: [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 4"]}]});
+        let after = b.dir.join("poststop.log");
+        // The lifecycle goes on with the destruction and the poststop hooks.
+        b.config["hooks"] = json!({
+            kind: [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 4"]}],
+            "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", after.display())]}],
+        });
         b.save();
         let id = unique("badhook");
         let e = fails(&rt.create(&id, &b));
@@ -102,6 +106,10 @@ fn a_failing_create_hook_fails_create_and_leaves_nothing() {
             cgroup_dirs_named(&id).is_empty(),
             "{kind}: cgroup left behind"
         );
+        let st: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&after).unwrap()).unwrap();
+        assert_eq!(st["status"], "stopped", "{kind}: {st}");
+        assert_eq!(st["id"], id.as_str());
     }
 }
 

@@ -98,6 +98,11 @@ pub fn resources(res: &oci::Resources) -> Result<()> {
         weight(&format!("{f}.weight"), b.weight)?;
         weight(&format!("{f}.leafWeight"), b.leaf_weight)?;
         for (i, w) in b.weight_device.iter().enumerate() {
+            if w.weight.is_none() && w.leaf_weight.is_none() {
+                return Err(Error::Invalid(format!(
+                    "{f}.weightDevice[{i}]: needs weight or leafWeight"
+                )));
+            }
             weight(&format!("{f}.weightDevice[{i}].weight"), w.weight)?;
             weight(&format!("{f}.weightDevice[{i}].leafWeight"), w.leaf_weight)?;
         }
@@ -194,6 +199,24 @@ mod tests {
             ..Default::default()
         };
         assert!(err(blk).contains("blockIO.weight: 5"));
+        let blk = oci::Resources {
+            block_io: Some(oci::BlockIo {
+                weight_device: vec![oci::WeightDevice {
+                    major: 8,
+                    minor: 0,
+                    weight: None,
+                    leaf_weight: None,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(err(blk).contains("weightDevice[0]: needs weight or leafWeight"));
+        let rdma = oci::Resources {
+            rdma: [("mlx5_1".to_string(), oci::Rdma::default())].into(),
+            ..Default::default()
+        };
+        assert!(err(rdma).contains("needs hcaHandles or hcaObjects"));
         let huge = oci::Resources {
             hugepage_limits: vec![oci::HugepageLimit {
                 page_size: "2M".into(),

@@ -74,6 +74,27 @@ impl Guard {
     }
 }
 
+/// Once the create-phase hooks have started, a failed create also runs the
+/// poststop hooks (runtime.md: a failing prestart, createRuntime or
+/// createContainer hook stops the container and the lifecycle continues with
+/// its destruction, then poststop, as runc does). Declared before the
+/// [`Guard`], it runs after the Guard has undone the create.
+struct PoststopOnFailure<'a> {
+    hooks: Option<&'a oci::Hooks>,
+    /// The state the hooks get; `None` until armed, and again on success.
+    state: Option<String>,
+}
+
+impl Drop for PoststopOnFailure<'_> {
+    fn drop(&mut self) {
+        if let (Some(h), Some(state)) = (self.hooks, &self.state) {
+            if let Err(e) = hooks::run("poststop", &h.poststop, state) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
 /// Everything checked and derived from the config before any system change.
 struct Prepared {
     spec: Spec,
@@ -260,6 +281,10 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         extra_env.push("LISTEN_PID=1".to_string());
     }
 
+    let mut poststop = PoststopOnFailure {
+        hooks: spec.hooks.as_ref(),
+        state: None,
+    };
     let sd = StateDir::create(root, id)?;
     let mut guard = Guard {
         sd: Some(sd),
@@ -399,6 +424,12 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
                     annotations: spec.annotations.clone(),
                 };
                 let json = serde_json::to_string(&state).expect("state serialises");
+                let stopped = oci::State {
+                    status: oci::Status::Stopped,
+                    pid: None,
+                    ..state
+                };
+                poststop.state = Some(serde_json::to_string(&stopped).expect("state serialises"));
                 if let Some(h) = &spec.hooks {
                     hooks::run("prestart", &h.prestart, &json)?;
                     hooks::run("createRuntime", &h.create_runtime, &json)?;
@@ -441,6 +472,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         write_pid_file(pf, init_pid)?;
     }
     guard.disarm();
+    poststop.state = None;
     Ok(Created { pid: init_pid })
 }
 

@@ -51,6 +51,8 @@ const FLAGS: &[(&str, bool, c_ulong)] = &[
     ("nosuid", true, libc::MS_NOSUID),
     ("nosymfollow", true, libc::MS_NOSYMFOLLOW),
     ("relatime", true, libc::MS_RELATIME),
+    // Changes the flags of what an earlier entry mounted at the destination.
+    ("remount", true, libc::MS_REMOUNT),
     ("ro", true, libc::MS_RDONLY),
     ("rw", false, libc::MS_RDONLY),
     ("silent", true, libc::MS_SILENT),
@@ -157,8 +159,6 @@ pub fn parse(options: &[String]) -> Result<Options, String> {
             o.tmpcopyup = true;
         } else if UNSUPPORTED.contains(&w) {
             return Err(format!("mount option {w:?} is not supported by bulkhead"));
-        } else if w == "remount" {
-            return Err("mount option \"remount\" makes no sense in a container config".into());
         } else {
             o.data.push(w.to_string());
         }
@@ -257,6 +257,14 @@ mod tests {
         assert_eq!(o.rec_set, libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID);
         assert_eq!(o.remount_flags(), libc::MS_RDONLY);
         assert_eq!(o.attr_set(), libc::MOUNT_ATTR_RDONLY);
+    }
+
+    #[test]
+    fn remount_is_a_flag() {
+        assert_eq!(
+            p(&["remount", "ro"]).flags,
+            libc::MS_REMOUNT | libc::MS_RDONLY
+        );
     }
 
     #[test]

@@ -152,6 +152,20 @@ impl Rootfs<'_> {
     fn mount_one(&self, root: BorrowedFd<'_>, i: usize, m: &Mount, opts: &Options) -> Result<()> {
         let typ = m.typ.as_deref().unwrap_or("");
         let field = || format!("mounts[{i}] ({})", m.destination);
+        if opts.flags & libc::MS_REMOUNT != 0 {
+            // "remount": new flags for what an earlier entry mounted there
+            // (a bind mount's flags with "bind" too, as mount(8) does).
+            let mnt = open_in_root(root, &m.destination, OFlags::PATH).ctx(field)?;
+            let bind = if opts.bind { libc::MS_BIND } else { 0 };
+            return sys::mount(
+                m.source.as_deref(),
+                &fd_path(&mnt),
+                m.typ.as_deref().filter(|_| !opts.bind),
+                opts.flags | bind,
+                opts.data().as_deref(),
+            )
+            .ctx(|| format!("{}: remount with {:?}", field(), m.options));
+        }
         if typ == "cgroup" || typ == "cgroup2" {
             return self.mount_cgroup(root, i, m, opts);
         }
@@ -387,18 +401,23 @@ impl Rootfs<'_> {
                 .ctx(|| "move the root filesystem to / (--no-pivot)".into())?;
             rustix::process::chroot(".").ctx(|| "chroot (--no-pivot)".into())?;
         } else {
-            // pivot_root(".", ".") stacks the old root under the new one at
-            // "."; detaching "." afterwards removes it without a temp directory.
-            rustix::process::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
-            // Keep the unmount from propagating to the host's mounts.
-            sys::mount(
-                None,
-                Path::new("."),
-                None,
-                libc::MS_SLAVE | libc::MS_REC,
-                None,
+            // pivot_root(".", ".") stacks the old root on top of the new one
+            // at "."; detaching "." afterwards removes it without a temp
+            // directory. Before that the old root's tree becomes rslave, so
+            // the unmount cannot propagate to the host's mounts. It is named
+            // by a descriptor opened before the pivot: a path lookup of "."
+            // would reach the new root under it, whose mounts (a bind with
+            // "rshared"...) must keep their propagation.
+            let old_root = rustix::fs::open(
+                "/",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
             )
-            .ctx(|| "make the old root a slave".into())?;
+            .ctx(|| "open the old root".into())?;
+            rustix::process::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+            sys::mount_setattr(old_root.as_fd(), true, 0, 0, libc::MS_SLAVE)
+                .ctx(|| "make the old root a slave".into())?;
+            drop(old_root);
             sys::umount_detach(Path::new(".")).ctx(|| "detach the old root".into())?;
         }
         rustix::process::chdir("/").ctx(|| "chdir /".into())?;

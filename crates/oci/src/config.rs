@@ -45,6 +45,9 @@ pub struct Root {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mount {
+    /// Always absolute once parsed: a relative destination (deprecated, but
+    /// allowed by the spec) is taken as relative to "/", as the spec requires.
+    #[serde(deserialize_with = "absolute_destination")]
     pub destination: String,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
@@ -56,6 +59,15 @@ pub struct Mount {
     pub uid_mappings: Vec<IdMapping>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gid_mappings: Vec<IdMapping>,
+}
+
+fn absolute_destination<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(if s.starts_with('/') {
+        s
+    } else {
+        format!("/{s}")
+    })
 }
 
 /// `process`: what runs in the container (also the shape of `exec --process`).

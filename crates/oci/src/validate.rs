@@ -98,6 +98,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
         None => return Err(Error::invalid("process", "is required to run a container")),
         Some(p) => validate_process(p, "process")?,
     }
+    if spec.annotations.contains_key("") {
+        return Err(Error::invalid("annotations", "a key is an empty string"));
+    }
     let linux = spec.linux();
     validate_namespaces(&linux)?;
     let has_new = |t| linux.new_namespace(t);
@@ -368,6 +371,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 "SCMP_ACT_NOTIFY is used but no listenerPath is set",
             ));
         }
+        if sc.listener_metadata.is_some() && sc.listener_path.is_none() {
+            return Err(Error::invalid(
+                "linux.seccomp.listenerMetadata",
+                "is set but listenerPath is not",
+            ));
+        }
         if let Some(p) = &sc.listener_path {
             if !is_abs(p) {
                 return Err(Error::invalid(
@@ -622,13 +631,80 @@ mod tests {
     }
 
     #[test]
-    fn relative_mount_destination() {
+    fn relative_mount_destination_is_relative_to_root() {
         let mut v = base();
         v["mounts"] =
-            serde_json::json!([{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]);
+            serde_json::json!([{"destination": "tmp/x", "type": "tmpfs", "source": "tmpfs"}]);
+        let spec: Spec = from_json(v.to_string().as_bytes(), "config.json").unwrap();
+        assert_eq!(spec.mounts[0].destination, "/tmp/x");
+        validate(&spec).unwrap();
+    }
+
+    #[test]
+    fn field_rules_of_the_spec() {
+        let cases: [(&str, serde_json::Value, &str); 12] = [
+            ("/annotations", serde_json::json!({"": "x"}), "annotations"),
+            (
+                "/process/rlimits",
+                serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1, "hard": 1}, {"type": "RLIMIT_NOFILE", "soft": 2, "hard": 2}]),
+                "listed twice",
+            ),
+            ("/ociVersion", serde_json::json!("2.0.0"), "ociVersion"),
+            ("/root", serde_json::Value::Null, "root"),
+            ("/process", serde_json::Value::Null, "process"),
+            ("/process/cwd", serde_json::json!("rel"), "process.cwd"),
+            ("/process/args", serde_json::json!([]), "process.args"),
+            (
+                "/hooks",
+                serde_json::json!({"poststop": [{"path": "/bin/true", "timeout": 0}]}),
+                "hooks.poststop[0].timeout",
+            ),
+            (
+                "/linux/maskedPaths",
+                serde_json::json!(["proc/kcore"]),
+                "linux.maskedPaths[0]",
+            ),
+            (
+                "/linux/namespaces",
+                serde_json::json!([{"type": "mount"}, {"type": "network", "path": "run/netns/x"}]),
+                "linux.namespaces[1].path",
+            ),
+            (
+                "/linux/seccomp",
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [], "action": "SCMP_ACT_ERRNO"}]}),
+                "linux.seccomp.syscalls[0].names",
+            ),
+            (
+                "/linux/seccomp",
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_LOG", "errnoRet": 1}]}),
+                "errnoRet",
+            ),
+        ];
+        for (ptr, value, want) in cases {
+            let mut v = base();
+            let (parent, key) = ptr.rsplit_once('/').unwrap();
+            let p = if parent.is_empty() {
+                &mut v
+            } else {
+                v.pointer_mut(parent).unwrap()
+            };
+            if value.is_null() {
+                p.as_object_mut().unwrap().remove(key);
+            } else {
+                p[key] = value;
+            }
+            let e = check(v).unwrap_err();
+            assert!(e.contains(want), "{ptr}: {e}");
+        }
+    }
+
+    #[test]
+    fn listener_metadata_needs_a_listener_path() {
+        let mut v = base();
+        v["linux"]["seccomp"] =
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerMetadata": "x"});
         let e = check(v).unwrap_err();
-        assert!(e.contains("mounts[0].destination"), "{e}");
-        assert!(e.contains("not an absolute path"), "{e}");
+        assert!(e.contains("linux.seccomp.listenerMetadata"), "{e}");
     }
 
     #[test]
