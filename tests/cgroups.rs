@@ -896,11 +896,20 @@ fn pure_v2_view_default_path_and_missing_controllers() {
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap()
         .to_string();
+    // unified: any interface file is written as given (cgroup.* needs no
+    // controller, so it works in this view).
+    b.config["linux"]["resources"] = json!({"unified": {"cgroup.max.depth": "3"}});
+    b.save();
     ok(&via.create(&rt, &id, &b));
     let dir = v2(&own).join(&id);
     assert!(dir.join("cgroup.procs").exists(), "{}", dir.display());
+    assert_eq!(read(&dir.join("cgroup.max.depth")), "3");
     ok(&via.run(&rt, &["delete", "--force", &id]));
     assert!(!dir.exists());
+    b.config["linux"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resources");
 
     // Controllers bound to v1 on this host do not exist in the view: a clear
     // error, nothing left. (So memory/cpu/pids/io limits cannot be tested on
