@@ -308,22 +308,19 @@ fn id_mappings_leave_the_rootfs_ownership_alone() {
     b.config["linux"]["uidMappings"] = m.clone();
     b.config["linux"]["gidMappings"] = m;
     b.save();
-    let before: Vec<(u32, u32)> = ["bin/busybox", "etc/passwd", "bin"]
-        .iter()
-        .map(|p| {
-            let md = fs::symlink_metadata(b.rootfs().join(p)).unwrap();
-            (md.uid(), md.gid())
-        })
-        .collect();
+    let owners = || -> Vec<(u32, u32)> {
+        ["bin/busybox", "etc/passwd", "bin"]
+            .iter()
+            .map(|p| {
+                let md = fs::symlink_metadata(b.rootfs().join(p)).unwrap();
+                (md.uid(), md.gid())
+            })
+            .collect()
+    };
+    let before = owners();
     let (code, _, err) = rt.run_container(&unique("nochown"), &b);
     assert_eq!(code, 0, "{err}");
-    let after: Vec<(u32, u32)> = ["bin/busybox", "etc/passwd", "bin"]
-        .iter()
-        .map(|p| {
-            let md = fs::symlink_metadata(b.rootfs().join(p)).unwrap();
-            (md.uid(), md.gid())
-        })
-        .collect();
+    let after = owners();
     assert_eq!(before, after);
 }
 

@@ -169,15 +169,14 @@ fn two_hooks_of_every_kind_in_lifecycle_order_when_the_process_exits_at_once() {
     let log = shared.join("order.log");
     let line = |path: &Path, name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", path.display())]});
     let inside = Path::new("/hooklog/order.log");
+    // Every kind, in lifecycle order.
+    let kinds: Vec<&str> = oci::Hooks::default()
+        .by_name()
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
     let mut hooks = serde_json::Map::new();
-    for kind in [
-        "prestart",
-        "createRuntime",
-        "createContainer",
-        "startContainer",
-        "poststart",
-        "poststop",
-    ] {
+    for &kind in &kinds {
         let p = if kind == "startContainer" {
             inside
         } else {
@@ -193,17 +192,10 @@ fn two_hooks_of_every_kind_in_lifecycle_order_when_the_process_exits_at_once() {
     let (code, out, err) = rt.run_container(&unique("hookorder"), &b);
     assert_eq!(code, 0, "{out} {err}");
     let got = fs::read_to_string(&log).unwrap();
-    let want: Vec<String> = [
-        "prestart",
-        "createRuntime",
-        "createContainer",
-        "startContainer",
-        "poststart",
-        "poststop",
-    ]
-    .iter()
-    .flat_map(|k| [format!("{k}-1"), format!("{k}-2")])
-    .collect();
+    let want: Vec<String> = kinds
+        .iter()
+        .flat_map(|k| [format!("{k}-1"), format!("{k}-2")])
+        .collect();
     assert_eq!(got.lines().collect::<Vec<_>>(), want, "{got}");
 }
 
