@@ -12,7 +12,9 @@
 //! // `features`: seccomp::features() (actions and supportedFlags probed on this kernel)
 //! ```
 //! podman's profile format (containers/common, /usr/share/containers/seccomp.json) converts
-//! to an OCI profile with [`profile::ContainersProfile::to_oci`].
+//! to an OCI profile with [`profile::ContainersProfile::to_oci`]. bulkhead's own default
+//! profile (what `bulkhead spec` writes and `bulkhead sandbox` runs under) is data in
+//! [`default_profile`], written group by group from the syscall tables.
 //!
 //! # Architecture notes
 //!
@@ -161,6 +163,7 @@ compile_error!("the seccomp crate generates filters for x86 (x86_64, i386, x32) 
 mod asm;
 pub mod bpf;
 mod compile;
+pub mod default_profile;
 mod install;
 pub mod notify;
 pub mod profile;
@@ -309,6 +312,12 @@ impl Filter {
     pub fn disassemble(&self) -> String {
         bpf::Disassembly(&self.program).to_string()
     }
+}
+
+/// The symbolic name of errno `n` ("EPERM"), from this build's errno tables; where two names
+/// share a value, the alphabetically first ("EAGAIN", not "EWOULDBLOCK").
+pub fn errno_name(n: u32) -> Option<&'static str> {
+    tables::ERRNO.iter().find(|e| e.1 == n).map(|e| e.0)
 }
 
 /// A `SECCOMP_RET_*` value as text: `ALLOW`, `ERRNO(1)`, `KILL_PROCESS`...
