@@ -863,12 +863,15 @@ fn pure_v2_view_ebpf_device_filter() {
         ),
     ] {
         let path = cg_path(name);
-        let b = bundle(
+        let mut b = bundle(
             name,
             &["sh", "-c", probe],
             &path,
             json!({"devices": devices}),
         );
+        // The probe makes a device node: mknod needs CAP_MKNOD, which the spec's
+        // default set leaves out.
+        b.add_caps(&["CAP_MKNOD"]);
         let id = unique(name);
         w.track(&rt, &id);
         let out = output(w.cmd(&rt).args(["run", "--bundle"]).arg(&b.dir).arg(&id));

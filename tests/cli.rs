@@ -20,13 +20,20 @@ fn spec_writes_a_valid_default_and_refuses_to_overwrite() {
     assert_eq!(v["ociVersion"], "1.3.0");
     assert_eq!(v["root"]["path"], "rootfs");
     assert_eq!(v["process"]["args"][0], "sh");
+    // runc's spec set, and bulkhead's default seccomp profile for it.
     assert_eq!(
-        v["process"]["capabilities"]["bounding"]
-            .as_array()
-            .unwrap()
-            .len(),
-        14
+        v["process"]["capabilities"]["bounding"],
+        serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"])
     );
+    let spec_caps = oci::SPEC_CAPS.map(String::from);
+    assert_eq!(
+        v["linux"]["seccomp"],
+        serde_json::to_value(seccomp::default_profile::profile(&spec_caps)).unwrap()
+    );
+    assert!(v["linux"]["maskedPaths"]
+        .as_array()
+        .unwrap()
+        .contains(&"/sys/kernel".into()));
     let e = fails(&output(
         std::process::Command::new(bin())
             .args(["spec", "--bundle"])
@@ -47,6 +54,29 @@ fn spec_writes_a_valid_default_and_refuses_to_overwrite() {
         .iter()
         .any(|n| n["type"] == "user"));
     assert_eq!(v["linux"]["uidMappings"][0]["hostID"], 0);
+    assert!(v["linux"]["seccomp"].is_object());
+    // "unconfined": no filter at all; a missing profile file: one line, nothing written.
+    fs::remove_file(dir.join("config.json")).unwrap();
+    ok(&output(
+        std::process::Command::new(bin())
+            .args(["spec", "--seccomp-profile", "unconfined", "--bundle"])
+            .arg(&dir),
+    ));
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert!(v["linux"].get("seccomp").is_none(), "{}", v["linux"]);
+    fs::remove_file(dir.join("config.json")).unwrap();
+    let e = fails(&output(
+        std::process::Command::new(bin())
+            .args(["spec", "--seccomp-profile", "/no/such.json", "--bundle"])
+            .arg(&dir),
+    ));
+    assert!(
+        e.contains("--seccomp-profile /no/such.json: no such file"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(!dir.join("config.json").exists());
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -38,8 +38,46 @@ fn podmans_default_profile_runs_busybox() {
     assert_eq!(l[2], "x");
 }
 
+/// The bounding set of a `bulkhead spec` bundle.
 fn oci_caps() -> Vec<String> {
-    oci::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+    oci::SPEC_CAPS.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn spec_default_profile_runs_busybox_and_refuses_user_namespaces() {
+    let out = sh_ok(
+        "default-profile",
+        "grep Seccomp: /proc/self/status; ls /bin | wc -l; echo x > /tmp/f && cat /tmp/f; \
+         mkdir /tmp/d && cd /tmp/d && ps >/dev/null && echo ps-ok; \
+         unshare -U true 2>&1; echo unshare=$?",
+        |b| {
+            assert!(
+                b.config["linux"]["seccomp"].is_object(),
+                "spec wrote no profile"
+            );
+            b.config["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        },
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0].split_whitespace().nth(1), Some("2"), "{out}");
+    assert!(l[1].parse::<u32>().unwrap() > 100, "{out}");
+    assert_eq!(l[2], "x");
+    assert_eq!(l[3], "ps-ok");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.trim_end().ends_with("unshare=1"), "{out}");
+}
+
+/// The runtime adds no filter of its own: a config without `linux.seccomp` (what an engine
+/// passes when it wants none) runs unfiltered.
+#[test]
+fn a_config_without_seccomp_runs_unfiltered() {
+    let out = sh_ok("no-seccomp", "grep Seccomp: /proc/self/status", |b| {
+        b.config["linux"].as_object_mut().unwrap().remove("seccomp");
+    });
+    assert_eq!(out.split_whitespace().nth(1), Some("0"), "{out}");
 }
 
 #[test]

@@ -116,6 +116,38 @@ impl Bundle {
         host
     }
 
+    /// Give the process capabilities beyond the spec's three (bounding, effective,
+    /// permitted), for tests whose workload needs them (mknod, chroot...). The default
+    /// seccomp profile `spec` wrote is derived again for the new bounding set, as `spec`
+    /// would have written it (its capability-gated syscalls follow the set).
+    pub fn add_caps(&mut self, caps: &[&str]) {
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect()
+        };
+        let old = names(&self.config["process"]["capabilities"]["bounding"]);
+        let default_profile =
+            serde_json::to_value(seccomp::default_profile::profile(&old)).unwrap();
+        let c = &mut self.config["process"]["capabilities"];
+        for set in ["bounding", "effective", "permitted"] {
+            let list = c[set].as_array_mut().unwrap();
+            for cap in caps {
+                if !list.iter().any(|x| x == cap) {
+                    list.push((*cap).into());
+                }
+            }
+        }
+        let new = names(&self.config["process"]["capabilities"]["bounding"]);
+        if self.config["linux"]["seccomp"] == default_profile {
+            self.config["linux"]["seccomp"] =
+                serde_json::to_value(seccomp::default_profile::profile(&new)).unwrap();
+        }
+        self.save();
+    }
+
     pub fn add_namespace(&mut self, t: &str, path: Option<&str>) {
         let ns = self.config["linux"]["namespaces"].as_array_mut().unwrap();
         ns.retain(|n| n["type"] != t);

@@ -99,10 +99,11 @@ pub struct SpecArgs {
     /// A spec for an unprivileged user: a user namespace mapping you to root.
     #[arg(long)]
     pub rootless: bool,
-    /// Add a seccomp filter converted from a containers/podman profile
-    /// (e.g. /usr/share/containers/seccomp.json) for the spec's capabilities.
-    #[arg(long = "seccomp-profile")]
-    pub seccomp_profile: Option<PathBuf>,
+    /// seccomp profile: bulkhead's built-in default unless a containers/podman
+    /// profile FILE (e.g. /usr/share/containers/seccomp.json, converted for the
+    /// spec's capabilities) or "unconfined" (no filter) is given.
+    #[arg(long = "seccomp-profile", value_name = "FILE")]
+    pub seccomp_profile: Option<String>,
 }
 
 pub fn create(rt: &Runtime, a: CreateArgs) -> Result<i32> {
@@ -184,12 +185,31 @@ pub fn spec(a: SpecArgs) -> Result<i32> {
         )
     });
     let mut spec = oci::default_spec(ids);
-    if let Some(profile) = &a.seccomp_profile {
-        let caps = oci::DEFAULT_CAPS.map(String::from);
-        let sc = seccomp::profile::load_containers_profile(profile, &caps)?;
-        spec.linux.get_or_insert_with(Default::default).seccomp = Some(sc);
-    }
+    let caps = oci::SPEC_CAPS.map(String::from);
+    spec.linux.get_or_insert_with(Default::default).seccomp =
+        seccomp_choice(a.seccomp_profile.as_deref(), &caps)?;
     let text = serde_json::to_string_pretty(&spec)?;
     std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
     Ok(0)
+}
+
+/// `--seccomp-profile` of `spec` and `sandbox`: None = bulkhead's default profile, "unconfined"
+/// = no filter, else a containers/podman profile file converted for the bounding set `caps`.
+pub fn seccomp_choice(arg: Option<&str>, caps: &[String]) -> Result<Option<oci::Seccomp>> {
+    match arg {
+        None => Ok(Some(seccomp::default_profile::profile(caps))),
+        Some("unconfined") => Ok(None),
+        Some(file) => {
+            let path = std::path::Path::new(file);
+            if !path.exists() {
+                bail!(
+                    "--seccomp-profile {file}: no such file (podman's profile is {}, installed with podman; \"unconfined\" runs without a filter; without the option bulkhead's default profile applies)",
+                    seccomp::profile::PODMAN_PROFILE_PATH
+                );
+            }
+            let sc = seccomp::profile::load_containers_profile(path, caps)
+                .with_context(|| format!("--seccomp-profile {file}"))?;
+            Ok(Some(sc))
+        }
+    }
 }

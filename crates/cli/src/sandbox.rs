@@ -29,13 +29,14 @@
 //!   containerd, dbus, X11) are fresh tmpfs; sockets elsewhere on the host
 //!   stay reachable. `--net host` also shares the host's abstract Unix
 //!   sockets. For untrusted code, add `--user 65534` (nobody) or `--rootfs`.
-//! - **seccomp.** podman's default profile (containers format,
-//!   /usr/share/containers/seccomp.json, installed with podman) converted by
-//!   the seccomp crate for the sandbox's bounding set, as podman does. It is
-//!   not embedded: if the file is missing the sandbox fails with a message
-//!   naming the file and the alternatives (`--seccomp-profile FILE`, or
-//!   `--seccomp-profile unconfined`) rather than silently running with a
-//!   stale copy or without a filter.
+//! - **seccomp.** bulkhead's default profile (the seccomp crate's
+//!   `default_profile`, built into the binary) for the sandbox's bounding
+//!   set, so nothing outside bulkhead decides what a sandbox may call;
+//!   `--seccomp-profile FILE` takes a containers/podman profile instead (a
+//!   missing file is an error, never a silent fallback), `unconfined` none.
+//! - **Capabilities.** docker's default set without CAP_NET_RAW: raw and
+//!   packet sockets (ping, packet capture) are the kernel's favourite network
+//!   attack surface, and ping is their only common user (`--cap-add NET_RAW`).
 //! - **Exit codes.** The command's own exit code, or 128+N if a signal N
 //!   killed it; 124 when `--timeout` expired (timeout(1)'s code) — the
 //!   sandbox is killed with SIGKILL, every process of it; 128+N when
@@ -88,13 +89,14 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"])]
     pub net: String,
     /// seccomp profile in the containers (podman/docker) format, converted
-    /// for the sandbox's capabilities; "unconfined" for none.
-    #[arg(long = "seccomp-profile", value_name = "FILE", default_value = seccomp::profile::PODMAN_PROFILE_PATH)]
-    pub seccomp_profile: String,
-    /// Add a capability to runc's default set (CAP_NET_ADMIN, net_admin, all).
+    /// for the sandbox's capabilities; "unconfined" for none (default:
+    /// bulkhead's built-in profile).
+    #[arg(long = "seccomp-profile", value_name = "FILE")]
+    pub seccomp_profile: Option<String>,
+    /// Add a capability to the default set (CAP_NET_ADMIN, net_raw, all).
     #[arg(long = "cap-add", value_name = "CAP")]
     pub cap_add: Vec<String>,
-    /// Remove a capability from runc's default set ("all" for none).
+    /// Remove a capability from the default set ("all" for none).
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
     /// Memory limit: bytes, or a number with k, m, g or t (powers of 1024).
@@ -286,21 +288,7 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
         }
     }
 
-    let seccomp = if a.seccomp_profile == "unconfined" {
-        None
-    } else {
-        let path = Path::new(&a.seccomp_profile);
-        if !path.exists() {
-            bail!(
-                "seccomp profile {} not found (podman's default profile is installed with podman, package containers-common); pass --seccomp-profile FILE, or --seccomp-profile unconfined to run without seccomp",
-                path.display()
-            );
-        }
-        Some(
-            seccomp::profile::load_containers_profile(path, &caps)
-                .with_context(|| format!("--seccomp-profile {}", path.display()))?,
-        )
-    };
+    let seccomp = crate::oci_cmds::seccomp_choice(a.seccomp_profile.as_deref(), &caps)?;
 
     let mut spec = oci::default_spec(None);
     spec.hostname = Some(a.hostname.clone());
@@ -394,8 +382,9 @@ fn random_id() -> Result<String> {
     ))
 }
 
-/// runc's default set, minus `drop`, plus `add` ("all" in either works on every
-/// capability the kernel knows; specific names are applied after "all").
+/// The sandbox's default set (docker's without CAP_NET_RAW), minus `drop`,
+/// plus `add` ("all" in either works on every capability the kernel knows;
+/// specific names are applied after "all").
 fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<String>> {
     let known = container::capabilities::known_names();
     let norm = |flag: &str, s: &str| -> Result<String> {
@@ -428,7 +417,11 @@ fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<String>> {
     } else if drop.iter().any(is_all) {
         Vec::new()
     } else {
-        oci::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+        oci::DEFAULT_CAPS
+            .iter()
+            .filter(|c| **c != "CAP_NET_RAW")
+            .map(|s| s.to_string())
+            .collect()
     };
     for d in drop.iter().filter(|d| !is_all(d)) {
         let n = norm("--cap-drop", d)?;
@@ -1413,13 +1406,16 @@ mod tests {
     #[test]
     fn capabilities() {
         let d = capability_set(&[], &[]).unwrap();
-        assert_eq!(d.len(), 14);
+        assert_eq!(d.len(), 13);
+        assert!(!d.contains(&"CAP_NET_RAW".to_string()));
+        let ping = capability_set(&["net_raw".into()], &[]).unwrap();
+        assert!(ping.contains(&"CAP_NET_RAW".to_string()) && ping.len() == 14);
         let none = capability_set(&[], &["all".into()]).unwrap();
         assert!(none.is_empty());
         let one = capability_set(&["net_admin".into()], &["ALL".into()]).unwrap();
         assert_eq!(one, ["CAP_NET_ADMIN"]);
         let fewer = capability_set(&[], &["CAP_CHOWN".into(), "kill".into()]).unwrap();
-        assert_eq!(fewer.len(), 12);
+        assert_eq!(fewer.len(), 11);
         assert!(!fewer.contains(&"CAP_KILL".to_string()));
         // "all" is every capability bulkhead itself holds.
         let own = own_bounding_set();
@@ -1504,7 +1500,7 @@ mod tests {
         SandboxArgs {
             rootfs: None,
             net: "none".into(),
-            seccomp_profile: "unconfined".into(),
+            seccomp_profile: Some("unconfined".into()),
             cap_add: vec![],
             cap_drop: vec![],
             memory: None,
@@ -1560,10 +1556,10 @@ mod tests {
         let e = plan(&args(&[])).unwrap_err().to_string();
         assert!(e.starts_with("missing command"), "{e}");
         let mut a = args(&["true"]);
-        a.seccomp_profile = "/no/such/profile.json".into();
+        a.seccomp_profile = Some("/no/such/profile.json".into());
         let e = plan(&a).unwrap_err().to_string();
         assert!(
-            e.contains("seccomp profile /no/such/profile.json not found"),
+            e.contains("--seccomp-profile /no/such/profile.json: no such file"),
             "{e}"
         );
         let mut a = args(&["true"]);
@@ -1575,6 +1571,17 @@ mod tests {
     }
 
     #[test]
+    fn default_profile_is_bulkheads_own_for_the_sandbox_caps() {
+        let mut a = args(&["true"]);
+        a.seccomp_profile = None;
+        let p = plan(&a).unwrap();
+        let sc = p.spec.linux.as_ref().unwrap().seccomp.as_ref().unwrap();
+        let caps = capability_set(&[], &[]).unwrap();
+        assert_eq!(*sc, seccomp::default_profile::profile(&caps));
+        seccomp::compile(sc).unwrap();
+    }
+
+    #[test]
     fn podman_profile_converts_for_the_sandbox_caps() {
         let path = Path::new(seccomp::profile::PODMAN_PROFILE_PATH);
         if !path.exists() {
@@ -1582,7 +1589,7 @@ mod tests {
             return;
         }
         let mut a = args(&["true"]);
-        a.seccomp_profile = path.display().to_string();
+        a.seccomp_profile = Some(path.display().to_string());
         let p = plan(&a).unwrap();
         let sc = p.spec.linux.as_ref().unwrap().seccomp.as_ref().unwrap();
         assert!(!sc.syscalls.is_empty());

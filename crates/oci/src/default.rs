@@ -3,7 +3,13 @@
 
 use crate::*;
 
-/// The capabilities a default container keeps (runc's default set).
+/// The capabilities of a container made by `bulkhead spec`: runc's `spec` set, the least a
+/// shell needs to signal its own processes, bind low ports and write audit records.
+pub const SPEC_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+
+/// docker's default set (runc's libcontainer documents the same 14): what a root process
+/// needs to act as an image's root (chown, setuid, mknod...). `bulkhead sandbox` starts from
+/// it.
 pub const DEFAULT_CAPS: [&str; 14] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -19,6 +25,55 @@ pub const DEFAULT_CAPS: [&str; 14] = [
     "CAP_SYS_CHROOT",
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
+];
+
+/// Kernel interfaces a container's root can read (or write, where a mount is not read-only)
+/// that reach past the container: hidden behind /dev/null (files) or an empty read-only tmpfs
+/// (directories). Chosen by reading every file of /proc and /sys/kernel as root without
+/// capabilities in a container on a 6.x kernel; paths a kernel lacks are skipped.
+pub const MASKED_PATHS: [&str; 19] = [
+    // Physical memory: an ELF image of it (kcore needs CAP_SYS_RAWIO, masked all the same),
+    // and the flags, map counts and memory cgroup of every physical page (readable by uid 0
+    // without any capability: physical addresses for Rowhammer-style attacks).
+    "/proc/kcore",
+    "/proc/kpagecount",
+    "/proc/kpageflags",
+    "/proc/kpagecgroup",
+    // Kernel layout and heap: symbol addresses (zero without CAP_SYSLOG, but the symbol
+    // list itself), physical addresses of ioremap areas, slab caches and their fill (heap
+    // grooming).
+    "/proc/kallsyms",
+    "/proc/vmallocinfo",
+    "/proc/slabinfo",
+    // The keyrings are not namespaced: keys and per-user key quotas of the whole host.
+    "/proc/keys",
+    "/proc/key-users",
+    // Timers and scheduler state of every host CPU (addresses of timer callbacks).
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    // Hardware the container has no business driving: ACPI, sound, SCSI hosts.
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/scsi",
+    // Firmware tables (ACPI tables, DMI, the physical memory map) and CPU energy counters
+    // (a power side channel).
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    // The kernel itself: vmcoreinfo (a physical address), boot_params, BTF type
+    // information, every slab cache, reboot and IRQ settings, mm tunables.
+    "/sys/kernel",
+];
+
+/// Kernel interfaces left readable but never writable (/sys is mounted read-only as a
+/// whole): sysctls, the sysrq trigger, IRQ affinities, bus and filesystem settings.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
 ];
 
 fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Mount {
@@ -38,7 +93,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 /// A complete default spec. `rootless`: add a user namespace mapping the
 /// calling user to root, and drop what an unprivileged user cannot do.
 pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
-    let caps = strings(&DEFAULT_CAPS);
+    let caps = strings(&SPEC_CAPS);
     let mut namespaces: Vec<Namespace> = [
         NamespaceType::Pid,
         NamespaceType::Network,
@@ -97,25 +152,8 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
         ),
     ];
     let mut linux = Linux {
-        masked_paths: strings(&[
-            "/proc/acpi",
-            "/proc/asound",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/sys/firmware",
-            "/proc/scsi",
-        ]),
-        readonly_paths: strings(&[
-            "/proc/bus",
-            "/proc/fs",
-            "/proc/irq",
-            "/proc/sys",
-            "/proc/sysrq-trigger",
-        ]),
+        masked_paths: strings(&MASKED_PATHS),
+        readonly_paths: strings(&READONLY_PATHS),
         resources: Some(Resources {
             devices: vec![DeviceRule {
                 allow: false,

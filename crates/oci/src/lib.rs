@@ -23,7 +23,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use config::*;
-pub use default::{default_spec, DEFAULT_CAPS};
+pub use default::{default_spec, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, SPEC_CAPS};
 pub use features::*;
 pub use linux::*;
 pub use state::*;
