@@ -81,6 +81,27 @@ fn spec_writes_a_valid_default_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn probe_bad_input_fails_cleanly() {
+    let e = fails(&output(std::process::Command::new(bin()).args([
+        "probe",
+        "--only",
+        "no-such-probe",
+    ])));
+    assert!(e.contains("--only no-such-probe: no such probe"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    let e = fails(&output(std::process::Command::new(bin()).args([
+        "probe",
+        "--compare",
+        "no-such-runtime",
+    ])));
+    // Refused before anything is created.
+    assert_eq!(
+        e.trim(),
+        "bulkhead: --compare no-such-runtime: not found in PATH"
+    );
+}
+
+#[test]
 fn features_lists_what_is_implemented() {
     let out = ok(&output(std::process::Command::new(bin()).arg("features")));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -7,6 +7,7 @@ mod exec_cmd;
 mod features;
 mod log;
 mod oci_cmds;
+mod probe_cmd;
 mod sandbox;
 mod vm;
 
@@ -78,6 +79,8 @@ enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// Show the isolation layers around a container or process.
     Inspect(sandbox::InspectArgs),
+    /// Try each operation a container breakout needs; report what gets through.
+    Probe(probe_cmd::ProbeArgs),
     /// Micro-VM commands.
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -130,6 +133,7 @@ pub fn main() -> i32 {
             Command::Ps(a) => cgroup_cmds::ps(&rt, a),
             Command::Sandbox(a) => sandbox::sandbox(&rt, a),
             Command::Inspect(a) => sandbox::inspect(&rt, a),
+            Command::Probe(a) => probe_cmd::probe(a),
             Command::Vm(cmd) => vm::main(cmd),
         }
     };
