@@ -50,6 +50,7 @@ engine_tests! {
         ctr_limits_take_effect,
         podman_kill_of_a_paused_container,
         ctr_kill_of_a_paused_task,
+        podman_probe_sees_the_engines_own_profile,
     ],
 }
 
@@ -84,6 +85,34 @@ fn cap_eff(status: &str) -> u64 {
 // ===========================================================================
 // podman
 // ===========================================================================
+
+/// The runtime applies the config the engine wrote, never bulkhead's own defaults: under
+/// podman the probe battery shows podman's seccomp profile and capabilities, which let user
+/// namespaces and keyrings through (bulkhead's default profile refuses both), the same with
+/// bulkhead as with runc.
+fn podman_probe_sees_the_engines_own_profile(rt: &Runtime) {
+    let p = Podman::new(rt);
+    let bin = common::bin();
+    let mut args: Vec<String> = vec!["--rm".into(), "-v".into(), format!("{bin}:/bulkhead:ro")];
+    if probe::compare::is_dynamic(std::path::Path::new(bin)) {
+        for d in ["/lib", "/lib64", "/usr/lib", "/usr/lib64"] {
+            if std::path::Path::new(d).exists() {
+                args.extend(["-v".into(), format!("{d}:{d}:ro")]);
+            }
+        }
+    }
+    args.extend([IMAGE, "/bulkhead", "probe", "--format", "json"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = p.run(&args);
+    let r: probe::Report =
+        serde_json::from_str(o.code(0)).unwrap_or_else(|e| panic!("no JSON report: {e}\n{o}"));
+    println!("{}", r.table());
+    let result = |name: &str| r.get(name).unwrap().result;
+    assert_eq!(result("seccomp-off"), probe::Outcome::Blocked);
+    assert_eq!(result("unshare-user"), probe::Outcome::Allowed);
+    assert_eq!(result("keyctl-session"), probe::Outcome::Allowed);
+    assert_eq!(result("cap-sys-admin"), probe::Outcome::Blocked);
+}
 
 fn podman_run_rm_prints_and_exits_with_the_code(rt: &Runtime) {
     let p = Podman::new(rt);

@@ -5,7 +5,7 @@
 //! medians, p90 and ratios to crun, as a Markdown table and an SVG chart.
 //!
 //! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--only LIST] [--out DIR]`
-//! where LIST is a comma list of lifecycle,seccomp,burst,vmm,strace.
+//! where LIST is a comma list of lifecycle,seccomp,hardened,burst,vmm,strace.
 
 mod floor;
 mod proc;
@@ -67,7 +67,7 @@ fn parse_args() -> Opts {
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
             "-h" | "--help" => {
-                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--only lifecycle,seccomp,burst,vmm,strace] [--out DIR]");
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,strace] [--out DIR]");
                 std::process::exit(0);
             }
             _ => die(&format!("unknown argument {a}")),
@@ -93,10 +93,25 @@ struct Runtime {
     bin: PathBuf,
     root: PathBuf,
     env: Env,
+    /// This entry's own bundle (a config comparison), instead of the table's.
+    bundle: Option<PathBuf>,
 }
 
-/// A busybox bundle with runc's default spec running /bin/true.
-fn make_bundle(dir: &Path, seccomp: bool) {
+/// The config a benchmark bundle runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Config {
+    /// `runc spec`.
+    Runc,
+    /// `runc spec` plus podman's default seccomp profile for its capabilities.
+    RuncPodmanSeccomp,
+    /// `runc spec` plus bulkhead's default seccomp profile for its capabilities.
+    RuncBulkheadSeccomp,
+    /// `bulkhead spec`: bulkhead's default profile, masked paths and capabilities.
+    BulkheadSpec,
+}
+
+/// A busybox bundle running /bin/true with `config`.
+fn make_bundle(dir: &Path, config: Config, bulkhead: &Path) {
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
         fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -111,29 +126,41 @@ fn make_bundle(dir: &Path, seccomp: bool) {
     }
     let _ = fs::remove_file(dir.join("config.json"));
     // runc's own default spec is the reference config for every runtime.
-    let st = Command::new("runc")
+    let spec_tool = if config == Config::BulkheadSpec {
+        bulkhead
+    } else {
+        Path::new("runc")
+    };
+    let st = Command::new(spec_tool)
         .args(["spec", "--bundle"])
         .arg(dir)
         .status()
         .unwrap();
-    assert!(st.success(), "runc spec failed");
+    assert!(st.success(), "{} spec failed", spec_tool.display());
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
     cfg["process"]["terminal"] = false.into();
     cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
-    if seccomp {
-        let caps: Vec<String> = cfg["process"]["capabilities"]["bounding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
-        let sc = seccomp::profile::load_containers_profile(
-            Path::new(seccomp::profile::PODMAN_PROFILE_PATH),
-            &caps,
-        )
-        .unwrap_or_else(|e| die(&format!("podman's seccomp profile: {e} (install podman)")));
-        cfg["linux"]["seccomp"] = serde_json::to_value(sc).unwrap();
+    let caps: Vec<String> = cfg["process"]["capabilities"]["bounding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    match config {
+        Config::RuncPodmanSeccomp => {
+            let sc = seccomp::profile::load_containers_profile(
+                Path::new(seccomp::profile::PODMAN_PROFILE_PATH),
+                &caps,
+            )
+            .unwrap_or_else(|e| die(&format!("podman's seccomp profile: {e} (install podman)")));
+            cfg["linux"]["seccomp"] = serde_json::to_value(sc).unwrap();
+        }
+        Config::RuncBulkheadSeccomp => {
+            cfg["linux"]["seccomp"] =
+                serde_json::to_value(seccomp::default_profile::profile(&caps)).unwrap();
+        }
+        Config::Runc | Config::BulkheadSpec => {}
     }
     fs::write(
         dir.join("config.json"),
@@ -279,8 +306,13 @@ fn lifecycle_table(
                 }
                 continue;
             };
-            let id = format!("bench-{}-{round}", rt.label.replace(['(', ')', ' '], ""));
-            let r = lifecycle(rt, bundle, &id);
+            let tag: String = rt
+                .label
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+            let id = format!("bench-{tag}-{round}");
+            let r = lifecycle(rt, rt.bundle.as_deref().unwrap_or(bundle), &id);
             proc::reap_orphans();
             let s = series.entry(rt.label.clone()).or_default();
             match r {
@@ -310,7 +342,7 @@ fn lifecycle_table(
         .map(|(_, s)| s.wall.median())
         .unwrap_or(f64::NAN);
     let _ = writeln!(report, "\n### {title}\n");
-    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order that rotates from round to round (same bundle, same config: `runc spec` with `/bin/true`).\n");
+    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order that rotates from round to round, each running `/bin/true` (the config: see the title).\n");
     let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
     let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
     let mut chart = Vec::new();
@@ -335,6 +367,65 @@ fn lifecycle_table(
         chart.push((name.clone(), s.wall.clone()));
     }
     charts.push((title.to_string(), chart));
+}
+
+/// The cost of bulkhead's defaults: its seccomp profile in every runtime's config, and
+/// bulkhead on each config side by side (alternating, so noise hits them alike).
+fn hardened_tables(
+    o: &Opts,
+    runtimes: &[Runtime],
+    [plain, podman, default, spec]: [&Path; 4],
+    report: &mut String,
+    charts: &mut Vec<(String, Vec<(String, Samples)>)>,
+) {
+    let caps = oci::SPEC_CAPS.map(String::from);
+    let profile = seccomp::default_profile::profile(&caps);
+    let mut compile = Samples::default();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let f = seccomp::compile(&profile).unwrap();
+        compile.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::hint::black_box(f);
+    }
+    lifecycle_table(
+        "Lifecycle with bulkhead's default seccomp profile in the config (`runc spec` otherwise)",
+        runtimes,
+        default,
+        o.rounds,
+        None,
+        report,
+        charts,
+    );
+    // bulkhead (and crun, for the ratio) on each config, in the v1 view.
+    let on = |rt: &Runtime, what: &str, bundle: &Path| Runtime {
+        label: format!("{} {what}", rt.name),
+        bundle: Some(bundle.to_path_buf()),
+        ..rt.clone()
+    };
+    let (bh, crun) = (&runtimes[0], &runtimes[1]);
+    let entries = vec![
+        on(crun, "runc spec", plain),
+        on(bh, "runc spec", plain),
+        on(bh, "runc spec + podman's profile", podman),
+        on(bh, "runc spec + bulkhead's profile", default),
+        on(bh, "bulkhead spec (profile, masked paths)", spec),
+    ];
+    lifecycle_table(
+        "bulkhead's defaults side by side: one runtime, four configs (v1 view)",
+        &entries,
+        plain,
+        o.rounds,
+        None,
+        report,
+        charts,
+    );
+    let _ = writeln!(
+        report,
+        "\nbulkhead compiles its default profile for `runc spec`'s capabilities ({} syscall rules) in {:.3} ms (median of 200, in-process) into {} BPF instructions.",
+        profile.syscalls.len(),
+        compile.median(),
+        seccomp::compile(&profile).unwrap().len()
+    );
 }
 
 /// `n` containers created and started at once; wall time until all started,
@@ -565,9 +656,13 @@ fn main() {
     let work = std::env::temp_dir().join(format!("bulkhead-bench-{}", std::process::id()));
     fs::create_dir_all(&work).unwrap();
     let bundle = work.join("bundle");
-    make_bundle(&bundle, false);
+    make_bundle(&bundle, Config::Runc, &bulkhead);
     let bundle_sc = work.join("bundle-seccomp");
-    make_bundle(&bundle_sc, true);
+    make_bundle(&bundle_sc, Config::RuncPodmanSeccomp, &bulkhead);
+    let bundle_default_sc = work.join("bundle-default-seccomp");
+    make_bundle(&bundle_default_sc, Config::RuncBulkheadSeccomp, &bulkhead);
+    let bundle_spec = work.join("bundle-bulkhead-spec");
+    make_bundle(&bundle_spec, Config::BulkheadSpec, &bulkhead);
 
     let view = V1View::new();
     let v1 = Env {
@@ -580,6 +675,7 @@ fn main() {
         bin: bin.to_path_buf(),
         root: work.join(format!("root-{}", label.replace([' ', '(', ')'], ""))),
         env: env.clone(),
+        bundle: None,
     };
     let runtimes = vec![
         mk("bulkhead (v1 view)", "bulkhead", &bulkhead, &v1),
@@ -647,6 +743,15 @@ fn main() {
             profile.syscalls.len(),
             compile.median(),
             seccomp::compile(&profile).unwrap().len()
+        );
+    }
+    if want(&o, "hardened") {
+        hardened_tables(
+            &o,
+            &runtimes,
+            [&bundle, &bundle_sc, &bundle_default_sc, &bundle_spec],
+            &mut report,
+            &mut charts,
         );
     }
     if want(&o, "burst") {
