@@ -1300,3 +1300,36 @@ fn kernel_const_allow(prog: &[bpf::SockFilter], arch: u32, nr: u32) -> bool {
     }
     false
 }
+
+/// bulkhead's default profile: every syscall it allows unconditionally stays in the
+/// kernel's action cache (the filter never runs for it), so the allow list costs the common
+/// syscalls nothing per call.
+#[test]
+fn default_profile_keeps_the_kernel_action_cache() {
+    use crate::default_profile::{profile, Needs, Verdict, ALLOWED};
+    let caps: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        .map(String::from)
+        .to_vec();
+    let f = compile(&profile(&caps)).unwrap();
+    let mut cached = 0;
+    for g in ALLOWED {
+        if g.needs != Needs::Nothing || g.verdict != Verdict::Allow {
+            continue;
+        }
+        for name in g.names {
+            for (abi, arch) in [
+                (Abi::X86_64, AUDIT_ARCH_X86_64),
+                (Abi::I386, AUDIT_ARCH_I386),
+            ] {
+                if let Some(nr) = syscall_number(abi, name) {
+                    assert!(
+                        kernel_const_allow(f.program(), arch, nr),
+                        "{name} ({abi:?}) is not cached as always-ALLOW"
+                    );
+                    cached += 1;
+                }
+            }
+        }
+    }
+    assert!(cached > 500, "{cached}");
+}
