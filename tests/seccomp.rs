@@ -13,6 +13,33 @@ fn profile(default: &str, syscalls: serde_json::Value) -> serde_json::Value {
     json!({"defaultAction": default, "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"], "syscalls": syscalls})
 }
 
+/// Busybox under a seccomp profile (`None`: the one `spec` wrote) with a tmpfs /tmp: the
+/// filter is on, a shell, ls, wc and a file write work; then `more` runs. Returns the lines
+/// after the first three.
+fn busybox_under(name: &str, profile: Option<serde_json::Value>, more: &str) -> Vec<String> {
+    let script = format!(
+        "grep Seccomp: /proc/self/status; ls /bin | wc -l; echo x > /tmp/f && cat /tmp/f; {more}"
+    );
+    let out = sh_ok(name, &script, |b| {
+        match profile {
+            Some(p) => b.config["linux"]["seccomp"] = p,
+            None => assert!(
+                b.config["linux"]["seccomp"].is_object(),
+                "spec wrote no profile"
+            ),
+        }
+        b.config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0].split_whitespace().nth(1), Some("2"), "{out}");
+    assert!(l[1].parse::<u32>().unwrap() > 100, "{out}");
+    assert_eq!(l[2], "x");
+    l[3..].iter().map(|s| s.to_string()).collect()
+}
+
 #[test]
 fn podmans_default_profile_runs_busybox() {
     let caps: Vec<String> = oci_caps();
@@ -21,21 +48,11 @@ fn podmans_default_profile_runs_busybox() {
         &caps,
     )
     .expect("podman's profile (scripts/deps.sh installs podman)");
-    let out = sh_ok(
+    busybox_under(
         "podman-profile",
-        "grep Seccomp: /proc/self/status; ls /bin | wc -l; echo x > /tmp/f && cat /tmp/f",
-        |b| {
-            b.config["linux"]["seccomp"] = serde_json::to_value(&sc).unwrap();
-            b.config["mounts"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
-        },
+        Some(serde_json::to_value(&sc).unwrap()),
+        "",
     );
-    let l: Vec<&str> = out.lines().collect();
-    assert_eq!(l[0].split_whitespace().nth(1), Some("2"), "{out}");
-    assert!(l[1].parse::<u32>().unwrap() > 100, "{out}");
-    assert_eq!(l[2], "x");
 }
 
 /// The bounding set of a `bulkhead spec` bundle.
@@ -45,29 +62,15 @@ fn oci_caps() -> Vec<String> {
 
 #[test]
 fn spec_default_profile_runs_busybox_and_refuses_user_namespaces() {
-    let out = sh_ok(
+    let l = busybox_under(
         "default-profile",
-        "grep Seccomp: /proc/self/status; ls /bin | wc -l; echo x > /tmp/f && cat /tmp/f; \
-         mkdir /tmp/d && cd /tmp/d && ps >/dev/null && echo ps-ok; \
+        None,
+        "mkdir /tmp/d && cd /tmp/d && ps >/dev/null && echo ps-ok; \
          unshare -U true 2>&1; echo unshare=$?",
-        |b| {
-            assert!(
-                b.config["linux"]["seccomp"].is_object(),
-                "spec wrote no profile"
-            );
-            b.config["mounts"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
-        },
     );
-    let l: Vec<&str> = out.lines().collect();
-    assert_eq!(l[0].split_whitespace().nth(1), Some("2"), "{out}");
-    assert!(l[1].parse::<u32>().unwrap() > 100, "{out}");
-    assert_eq!(l[2], "x");
-    assert_eq!(l[3], "ps-ok");
-    assert!(out.contains("Operation not permitted"), "{out}");
-    assert!(out.trim_end().ends_with("unshare=1"), "{out}");
+    assert_eq!(l[0], "ps-ok", "{l:?}");
+    assert!(l[1].contains("Operation not permitted"), "{l:?}");
+    assert_eq!(l.last().unwrap(), "unshare=1", "{l:?}");
 }
 
 /// The runtime adds no filter of its own: a config without `linux.seccomp` (what an engine

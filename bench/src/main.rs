@@ -369,6 +369,18 @@ fn lifecycle_table(
     charts.push((title.to_string(), chart));
 }
 
+/// In-process compile times of `profile`, 200 samples (ms).
+fn compile_ms(profile: &oci::Seccomp) -> Samples {
+    let mut compile = Samples::default();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let f = seccomp::compile(profile).unwrap();
+        compile.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::hint::black_box(f);
+    }
+    compile
+}
+
 /// The cost of bulkhead's defaults: its seccomp profile in every runtime's config, and
 /// bulkhead on each config side by side (alternating, so noise hits them alike).
 fn hardened_tables(
@@ -380,13 +392,7 @@ fn hardened_tables(
 ) {
     let caps = oci::SPEC_CAPS.map(String::from);
     let profile = seccomp::default_profile::profile(&caps);
-    let mut compile = Samples::default();
-    for _ in 0..200 {
-        let t = Instant::now();
-        let f = seccomp::compile(&profile).unwrap();
-        compile.push(t.elapsed().as_secs_f64() * 1000.0);
-        std::hint::black_box(f);
-    }
+    let compile = compile_ms(&profile);
     lifecycle_table(
         "Lifecycle with bulkhead's default seccomp profile in the config (`runc spec` otherwise)",
         runtimes,
@@ -721,13 +727,7 @@ fn main() {
             &caps,
         )
         .unwrap();
-        let mut compile = Samples::default();
-        for _ in 0..200 {
-            let t = Instant::now();
-            let f = seccomp::compile(&profile).unwrap();
-            compile.push(t.elapsed().as_secs_f64() * 1000.0);
-            std::hint::black_box(f);
-        }
+        let compile = compile_ms(&profile);
         lifecycle_table(
             "Lifecycle with podman's default seccomp profile in the config",
             &runtimes,
