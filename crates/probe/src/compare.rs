@@ -57,7 +57,7 @@ fn resolve(name: &str, own_exe: &Path) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::Runtime(format!("--compare {name}: no such file")))
+            Err(Error::Invalid(format!("--compare {name}: no such file")))
         };
     }
     std::env::var_os("PATH")
@@ -65,7 +65,7 @@ fn resolve(name: &str, own_exe: &Path) -> Result<PathBuf> {
         .flat_map(std::env::split_paths)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::Runtime(format!("--compare {name}: not found in PATH")))
+        .ok_or_else(|| Error::Invalid(format!("--compare {name}: not found in PATH")))
 }
 
 /// Does the ELF file at `path` ask for a program interpreter (a dynamic loader)?
@@ -95,7 +95,7 @@ pub fn is_dynamic(path: &Path) -> bool {
 /// The busybox rootfs shared by every bundle.
 fn make_rootfs(rootfs: &Path) -> Result<()> {
     if !Path::new(BUSYBOX).is_file() {
-        return Err(Error::Runtime(format!(
+        return Err(Error::Invalid(format!(
             "{BUSYBOX} is missing: install Debian's busybox-static for the comparison's rootfs"
         )));
     }

@@ -54,9 +54,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A runtime given to `--compare` that cannot be used.
+    /// A probe name, runtime or fixture the command line asks for that cannot be used.
     #[error("{0}")]
-    Runtime(String),
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -426,7 +426,7 @@ pub fn run(ctx: &Context, only: &[String]) -> Result<Report> {
         .iter()
         .find(|n| !PROBES.iter().any(|p| p.name == n.as_str()))
     {
-        return Err(Error::Runtime(format!(
+        return Err(Error::Invalid(format!(
             "--only {bad}: no such probe (they are: {})",
             PROBES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
         )));
