@@ -280,11 +280,13 @@ impl Cgroup {
     }
 
     /// Create the directories (parents as needed). On error, whatever was
-    /// created is removed again.
+    /// created is removed again, leaves first.
     pub fn create(&mut self) -> Result<()> {
         let res = self.create_dirs();
         if res.is_err() {
-            self.remove_created();
+            for p in self.created.drain(..).rev() {
+                let _ = fs::remove_dir(p);
+            }
         }
         res
     }
@@ -661,6 +663,23 @@ impl Cgroup {
             // Parents may be shared with other containers by now: only empty ones go.
             let _ = fs::remove_dir(p);
         }
+    }
+}
+
+/// Can the memory cgroup limit swap on this host? Only where swap is on and accounted: a
+/// v1 memory hierarchy with `memory.memsw.*`, or cgroup v2 holding the memory controller.
+/// (Writing a swap limit where it is not accounted is an error.)
+pub fn swap_accounted() -> bool {
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if swaps.lines().count() <= 1 {
+        return false;
+    }
+    let Ok(h) = Hierarchies::detect() else {
+        return false;
+    };
+    match h.list.iter().find(|x| !x.v2 && x.has("memory")) {
+        Some(m) => m.mount_point.join("memory.memsw.limit_in_bytes").exists(),
+        None => h.list.iter().any(|x| x.v2 && x.has("memory")),
     }
 }
 

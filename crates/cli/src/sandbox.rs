@@ -194,13 +194,17 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
     let root_dir = rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
     let caps = capability_set(&a.cap_add, &a.cap_drop)?;
     let memory = a.memory.as_deref().map(parse_memory).transpose()?;
-    let cpus = a.cpus.as_deref().map(parse_cpus).transpose()?;
+    let cpus = a
+        .cpus
+        .as_deref()
+        .map(|c| parse_cpus("--cpus", c))
+        .transpose()?;
     let pids = a.pids.as_deref().map(parse_pids).transpose()?;
     let timeout = a.timeout.as_deref().map(parse_duration).transpose()?;
     let user = a
         .user
         .as_deref()
-        .map(|u| parse_user(u, &root_dir))
+        .map(|u| parse_user("--user", u, &root_dir))
         .transpose()?;
     let env = environment(&a.env)?;
     let cwd = match &a.workdir {
@@ -335,7 +339,7 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
         res.memory = Some(oci::Memory {
             limit: Some(m),
             // No swapping past the limit, where the host can account swap.
-            swap: swap_accounted().then_some(m),
+            swap: cgroups::swap_accounted().then_some(m),
             ..Default::default()
         });
     }
@@ -370,16 +374,18 @@ fn tmpfs_mount(dst: &str, mode: &str) -> Mount {
 }
 
 fn random_id() -> Result<String> {
+    Ok(format!("sandbox-{}", random_hex()?))
+}
+
+/// 12 random hex digits: the id part of sandbox and VM names.
+pub(crate) fn random_hex() -> Result<String> {
     let mut b = [0u8; 6];
     // SAFETY: getrandom writes at most b.len() bytes into b.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != b.len() as isize {
         return Err(std::io::Error::last_os_error()).context("getrandom");
     }
-    Ok(format!(
-        "sandbox-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    ))
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// The sandbox's default set (docker's without CAP_NET_RAW), minus `drop`,
@@ -465,18 +471,18 @@ fn parse_memory(s: &str) -> Result<i64> {
     Ok(bytes)
 }
 
-/// CPUs -> quota in microseconds per CPU_PERIOD.
-fn parse_cpus(s: &str) -> Result<i64> {
+/// CPUs -> quota in microseconds per CPU_PERIOD (`flag` names the option in errors).
+pub(crate) fn parse_cpus(flag: &str, s: &str) -> Result<i64> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| anyhow!("--cpus {s:?}: not a number (e.g. 0.5, 2)"))?;
+        .map_err(|_| anyhow!("{flag} {s:?}: not a number (e.g. 0.5, 2)"))?;
     if !v.is_finite() || v <= 0.0 || v > 1_000_000.0 {
-        bail!("--cpus {s:?}: must be a positive number of CPUs");
+        bail!("{flag} {s:?}: must be a positive number of CPUs");
     }
     let quota = (v * CPU_PERIOD as f64).round() as i64;
     if quota < 1000 {
-        bail!("--cpus {s:?}: at least 0.01 (the kernel's smallest quota is 1 ms per period)");
+        bail!("{flag} {s:?}: at least 0.01 (the kernel's smallest quota is 1 ms per period)");
     }
     Ok(quota)
 }
@@ -508,8 +514,9 @@ fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// UID[:GID] or NAME[:GROUP], names from the sandbox root's /etc/passwd and /etc/group.
-fn parse_user(s: &str, root: &Path) -> Result<(u32, u32)> {
+/// UID[:GID] or NAME[:GROUP], names from `root`'s /etc/passwd and /etc/group (`flag` names
+/// the option in errors).
+pub(crate) fn parse_user(flag: &str, s: &str, root: &Path) -> Result<(u32, u32)> {
     let (u, g) = match s.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),
@@ -529,7 +536,7 @@ fn parse_user(s: &str, root: &Path) -> Result<(u32, u32)> {
         Ok(uid) => (uid, entry(&|f| f[2] == u).map(|(_, g)| g).unwrap_or(uid)),
         Err(_) => entry(&|f| f[0] == u).ok_or_else(|| {
             anyhow!(
-                "--user {s:?}: no user {u:?} in {}",
+                "{flag} {s:?}: no user {u:?} in {}",
                 root.join("etc/passwd").display()
             )
         })?,
@@ -550,7 +557,7 @@ fn parse_user(s: &str, root: &Path) -> Result<(u32, u32)> {
                     })
                     .ok_or_else(|| {
                         anyhow!(
-                            "--user {s:?}: no group {g:?} in {}",
+                            "{flag} {s:?}: no group {g:?} in {}",
                             root.join("etc/group").display()
                         )
                     })?
@@ -642,23 +649,6 @@ fn check_mount_point(dst: &str, want_dir: bool, writable: &[String]) -> Result<(
         Err(_) => bail!(
             "destination {dst} does not exist, and the sandbox's root (the host's, read-only) cannot get new mount points; use an existing path, or one under /tmp, /run or a --tmpfs"
         ),
-    }
-}
-
-/// Can the memory cgroup limit swap here? (Only matters if swap is on.)
-fn swap_accounted() -> bool {
-    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
-    if swaps.lines().count() <= 1 {
-        return false;
-    }
-    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounts = ::inspect::cgroup::mounts(&mi);
-    match mounts
-        .iter()
-        .find(|m| !m.v2 && m.controllers.iter().any(|c| c == "memory"))
-    {
-        Some(m) => m.mount_point.join("memory.memsw.limit_in_bytes").exists(),
-        None => mounts.iter().any(|m| m.v2),
     }
 }
 
@@ -1106,7 +1096,7 @@ fn caps_text(names: &[String], max: usize) -> String {
 
 /// The text report: one row per layer (and per namespace), this process
 /// against the host, and the summary line.
-fn table(r: &::inspect::Report, container: Option<&(String, oci::Status)>) -> String {
+pub(crate) fn table(r: &::inspect::Report, container: Option<&(String, oci::Status)>) -> String {
     let mut rows: Vec<(String, String, String, String)> = Vec::new();
     let mut row = |a: &str, b: &str, c: String, d: String| {
         rows.push((a.to_string(), b.to_string(), c, d));
@@ -1171,6 +1161,27 @@ fn table(r: &::inspect::Report, container: Option<&(String, oci::Status)>) -> St
         mode(&sc.mode, sc.filters),
         mode(&sc.host_mode, sc.host_filters),
     );
+    if sc.threads.len() > 1 {
+        // Filters are per thread: show each thread's count (by name).
+        let each: Vec<String> = sc
+            .threads
+            .iter()
+            .map(|t| {
+                let n = t.filters.map_or("?".into(), |n| n.to_string());
+                format!("{} {n}", t.comm)
+            })
+            .collect();
+        row(
+            "",
+            "",
+            format!(
+                "{} threads, filters each: {}",
+                each.len(),
+                caps_text(&each, 6)
+            ),
+            String::new(),
+        );
+    }
     let c = &r.capabilities;
     row(
         "capabilities",
@@ -1386,11 +1397,11 @@ mod tests {
 
     #[test]
     fn cpus_pids_durations() {
-        assert_eq!(parse_cpus("0.5").unwrap(), 50_000);
-        assert_eq!(parse_cpus("2").unwrap(), 200_000);
-        assert!(parse_cpus("0").is_err());
-        assert!(parse_cpus("0.001").is_err());
-        assert!(parse_cpus("x").is_err());
+        assert_eq!(parse_cpus("--cpus", "0.5").unwrap(), 50_000);
+        assert_eq!(parse_cpus("--cpus", "2").unwrap(), 200_000);
+        assert!(parse_cpus("--cpus", "0").is_err());
+        assert!(parse_cpus("--cpus", "0.001").is_err());
+        assert!(parse_cpus("--cpus", "x").is_err());
         assert_eq!(parse_pids("10").unwrap(), 10);
         assert!(parse_pids("0").is_err());
         assert!(parse_pids("-1").is_err());
@@ -1475,13 +1486,16 @@ mod tests {
             "root:x:0:\nusers:x:100:\nstaff:x:50:\n",
         )
         .unwrap();
-        assert_eq!(parse_user("1000", &dir).unwrap(), (1000, 100));
-        assert_eq!(parse_user("2000", &dir).unwrap(), (2000, 2000));
-        assert_eq!(parse_user("1000:7", &dir).unwrap(), (1000, 7));
-        assert_eq!(parse_user("alice", &dir).unwrap(), (1000, 100));
-        assert_eq!(parse_user("alice:staff", &dir).unwrap(), (1000, 50));
-        assert!(parse_user("bob", &dir).is_err());
-        assert!(parse_user("alice:nogroup", &dir).is_err());
+        assert_eq!(parse_user("--user", "1000", &dir).unwrap(), (1000, 100));
+        assert_eq!(parse_user("--user", "2000", &dir).unwrap(), (2000, 2000));
+        assert_eq!(parse_user("--user", "1000:7", &dir).unwrap(), (1000, 7));
+        assert_eq!(parse_user("--user", "alice", &dir).unwrap(), (1000, 100));
+        assert_eq!(
+            parse_user("--user", "alice:staff", &dir).unwrap(),
+            (1000, 50)
+        );
+        assert!(parse_user("--user", "bob", &dir).is_err());
+        assert!(parse_user("--user", "alice:nogroup", &dir).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 

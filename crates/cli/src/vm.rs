@@ -52,9 +52,70 @@ pub struct RunArgs {
     /// How to enter an ELF kernel: linux (64-bit boot protocol) or pvh.
     #[arg(long, value_name = "linux|pvh")]
     pub boot_protocol: Option<vmm::BootProtocol>,
+    /// Run the VMM unconfined (as the caller, with every capability, the host's filesystem and
+    /// no seccomp filter): for debugging only.
+    #[arg(long)]
+    pub no_jail: bool,
+    /// The jailed VMM's user: a uid or a name from /etc/passwd (default 77777, an id no account
+    /// uses).
+    #[arg(long, value_name = "UID|NAME", conflicts_with = "no_jail")]
+    pub jail_uid: Option<String>,
+    /// The jailed VMM's group: a gid or a name from /etc/group (default: the user's primary
+    /// group, else 77777).
+    #[arg(long, value_name = "GID|NAME", conflicts_with = "no_jail")]
+    pub jail_gid: Option<String>,
+    /// Parent of the VM's cgroup, vm-<id> (absolute, or relative to bulkhead's own cgroup).
+    #[arg(long, value_name = "PATH", default_value = jail::DEFAULT_CGROUP_PARENT, conflicts_with = "no_jail")]
+    pub cgroup_parent: String,
+    /// CPU limit of the jailed VMM, in CPUs (e.g. 0.5, 2).
+    #[arg(long, value_name = "N", conflicts_with = "no_jail")]
+    pub jail_cpus: Option<String>,
+    /// Print the isolation layers around the jailed VMM (bulkhead inspect) on stderr once the
+    /// jail is complete.
+    #[arg(long, conflicts_with = "no_jail")]
+    pub jail_report: bool,
+}
+
+/// How the VMM is confined, from the flags.
+enum Confinement {
+    None,
+    Jail {
+        opts: vmm::jailed::JailOptions,
+        report: bool,
+    },
 }
 
 impl RunArgs {
+    fn confinement(&self) -> anyhow::Result<Confinement> {
+        if self.no_jail {
+            return Ok(Confinement::None);
+        }
+        let root = std::path::Path::new("/");
+        let (uid, primary) = match &self.jail_uid {
+            Some(u) => crate::sandbox::parse_user("--jail-uid", u, root)?,
+            None => (jail::DEFAULT_ID, jail::DEFAULT_ID),
+        };
+        let gid = match &self.jail_gid {
+            Some(g) => crate::sandbox::parse_user("--jail-gid", &format!("0:{g}"), root)?.1,
+            None => primary,
+        };
+        let cpu_quota = self
+            .jail_cpus
+            .as_deref()
+            .map(|c| crate::sandbox::parse_cpus("--jail-cpus", c))
+            .transpose()?;
+        Ok(Confinement::Jail {
+            opts: vmm::jailed::JailOptions {
+                id: crate::sandbox::random_hex()?,
+                uid,
+                gid,
+                cgroup_parent: self.cgroup_parent.clone(),
+                cpu_quota,
+            },
+            report: self.jail_report,
+        })
+    }
+
     fn into_config(self) -> anyhow::Result<vmm::VmConfig> {
         let mut config = match (&self.config, &self.kernel) {
             (Some(path), _) => vmm::VmConfig::from_json_file(path)?,
@@ -93,25 +154,61 @@ impl RunArgs {
 }
 
 /// Logging goes through the process-wide `tracing` subscriber the CLI installs (`--log`,
-/// `--debug`); the boot measurements are printed here on stderr in any case, because they are
-/// the VMM's main report and must not depend on the log level.
+/// `--debug`); the boot measurements are printed on stderr in any case (by the VMM process
+/// itself when it is jailed), because they are the VMM's main report and must not depend on
+/// the log level.
 pub fn main(cmd: VmCommand) -> anyhow::Result<i32> {
     vmm::logger::mark_process_start();
     match cmd {
         VmCommand::Run(args) => {
+            let confinement = args.confinement()?;
             let config = args.into_config()?;
-            let report = vmm::Vm::new(&config)?.run()?;
-            let ms = vmm::logger::ms;
-            let boot_timer = report.boot_timer.map_or("not written".to_string(), ms);
-            eprintln!(
-                "bulkhead vm: guest shut down ({}): first vCPU entry {}, boot-timer {}, \
-                 shutdown {} after VMM start",
-                report.reason,
-                ms(report.guest_entry),
-                boot_timer,
-                ms(report.shutdown)
-            );
-            Ok(0)
+            match confinement {
+                Confinement::None => {
+                    eprintln!(
+                        "bulkhead vm: --no-jail: the VMM runs unconfined, as the caller, with \
+                         every capability, the host's filesystem and no seccomp filter"
+                    );
+                    let report = vmm::Vm::new(&config)?.run()?;
+                    eprintln!("{report}");
+                    Ok(0)
+                }
+                Confinement::Jail { opts, report } => run_jailed(&config, &opts, report),
+            }
         }
     }
+}
+
+fn run_jailed(
+    config: &vmm::VmConfig,
+    opts: &vmm::jailed::JailOptions,
+    report: bool,
+) -> anyhow::Result<i32> {
+    let mut on_ready = |r: &vmm::jailed::Ready<'_>| {
+        if !report {
+            return;
+        }
+        let mut text = format!(
+            "bulkhead vm: jailed VMM pid {}, uid {} gid {}, cgroup {}\n",
+            r.pid,
+            r.jail.uid,
+            r.jail.gid,
+            r.cgroup.unwrap_or("-")
+        );
+        match ::inspect::inspect(r.pid) {
+            Ok(rep) => text.push_str(&crate::sandbox::table(&rep, None)),
+            Err(e) => text.push_str(&format!("bulkhead vm: inspect: {e}\n")),
+        }
+        eprint!("{text}");
+    };
+    let exit = vmm::jailed::run(config, opts, &mut on_ready)?;
+    if let jail::Exit::Killed(sig) = exit {
+        let why = match sig {
+            libc::SIGSYS => " (a system call outside its thread's seccomp allow list)",
+            libc::SIGKILL => " (its cgroup's memory limit, or a kill from outside)",
+            _ => "",
+        };
+        eprintln!("bulkhead vm: the jailed VMM was killed by signal {sig}{why}");
+    }
+    Ok(exit.code())
 }

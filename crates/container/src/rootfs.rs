@@ -46,6 +46,31 @@ fn propagation_flag(p: &str) -> c_ulong {
     }
 }
 
+/// Make `new_root` (a mount point) the root of this mount namespace with pivot_root(2) and
+/// detach the old root, leaving the cwd at the new "/". Shared with the VMM jail, whose root
+/// is an empty tmpfs.
+pub fn pivot_root_to(new_root: &Path) -> Result<()> {
+    rustix::process::chdir(new_root).ctx(|| format!("chdir {}", new_root.display()))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one at ".";
+    // detaching "." afterwards removes it without a temp directory. Before
+    // that the old root's tree becomes rslave, so the unmount cannot
+    // propagate to the host's mounts. It is named by a descriptor opened
+    // before the pivot: a path lookup of "." would reach the new root under
+    // it, whose mounts (a bind with "rshared"...) must keep their propagation.
+    let old_root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open the old root".into())?;
+    rustix::process::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+    sys::mount_setattr(old_root.as_fd(), true, 0, 0, libc::MS_SLAVE)
+        .ctx(|| "make the old root a slave".into())?;
+    drop(old_root);
+    sys::umount_detach(Path::new(".")).ctx(|| "detach the old root".into())?;
+    rustix::process::chdir("/").ctx(|| "chdir /".into())
+}
+
 impl Rootfs<'_> {
     fn propagation(&self) -> c_ulong {
         self.spec
@@ -395,32 +420,16 @@ impl Rootfs<'_> {
     /// move the rootfs onto / and chroot, for hosts where pivot_root cannot
     /// work (a ramfs root).
     pub fn switch_root(&self, no_pivot: bool) -> Result<()> {
-        rustix::process::chdir(self.rootfs).ctx(|| format!("chdir {}", self.rootfs.display()))?;
         if no_pivot {
+            rustix::process::chdir(self.rootfs)
+                .ctx(|| format!("chdir {}", self.rootfs.display()))?;
             sys::mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None)
                 .ctx(|| "move the root filesystem to / (--no-pivot)".into())?;
             rustix::process::chroot(".").ctx(|| "chroot (--no-pivot)".into())?;
+            rustix::process::chdir("/").ctx(|| "chdir /".into())?;
         } else {
-            // pivot_root(".", ".") stacks the old root on top of the new one
-            // at "."; detaching "." afterwards removes it without a temp
-            // directory. Before that the old root's tree becomes rslave, so
-            // the unmount cannot propagate to the host's mounts. It is named
-            // by a descriptor opened before the pivot: a path lookup of "."
-            // would reach the new root under it, whose mounts (a bind with
-            // "rshared"...) must keep their propagation.
-            let old_root = rustix::fs::open(
-                "/",
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ctx(|| "open the old root".into())?;
-            rustix::process::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
-            sys::mount_setattr(old_root.as_fd(), true, 0, 0, libc::MS_SLAVE)
-                .ctx(|| "make the old root a slave".into())?;
-            drop(old_root);
-            sys::umount_detach(Path::new(".")).ctx(|| "detach the old root".into())?;
+            pivot_root_to(self.rootfs)?;
         }
-        rustix::process::chdir("/").ctx(|| "chdir /".into())?;
         // Shared is set on the new root (its parent had to be private for
         // pivot_root); unbindable only once nothing is bound from it (finish).
         let prop = self.propagation();

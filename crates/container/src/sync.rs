@@ -47,27 +47,15 @@ impl Channel {
     }
 
     pub fn send(&self, m: &Msg) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(16);
-        match m {
-            Msg::Go(s) => {
-                buf.push(b'G');
-                buf.extend_from_slice(s.as_bytes());
-            }
-            Msg::UsernsReady => buf.push(b'U'),
-            Msg::Pid(p) => {
-                buf.push(b'P');
-                buf.extend_from_slice(&p.to_le_bytes());
-            }
-            Msg::Ready => buf.push(b'R'),
-            Msg::TimeOffsets => buf.push(b'T'),
-            Msg::Hooks => buf.push(b'H'),
-            Msg::Created => buf.push(b'C'),
-            Msg::Error(s) => {
-                buf.push(b'E');
-                buf.extend_from_slice(s.as_bytes());
-            }
-        }
-        net::send(&self.0, &buf, SendFlags::NOSIGNAL)?;
+        net::send(&self.0, &encode(m), SendFlags::NOSIGNAL)?;
+        Ok(())
+    }
+
+    /// [`Channel::send`] through write(2), for a sender under a seccomp filter that allows
+    /// `write` but not `sendto` (the VMM jail's threads). A closed peer raises SIGPIPE,
+    /// which Rust programs ignore.
+    pub fn send_write(&self, m: &Msg) -> io::Result<()> {
+        rustix::io::write(&self.0, &encode(m))?;
         Ok(())
     }
 
@@ -121,6 +109,31 @@ impl Channel {
     }
 }
 
+/// A message as one SEQPACKET datagram: a tag byte and the payload.
+fn encode(m: &Msg) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16);
+    match m {
+        Msg::Go(s) => {
+            buf.push(b'G');
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Msg::UsernsReady => buf.push(b'U'),
+        Msg::Pid(p) => {
+            buf.push(b'P');
+            buf.extend_from_slice(&p.to_le_bytes());
+        }
+        Msg::Ready => buf.push(b'R'),
+        Msg::TimeOffsets => buf.push(b'T'),
+        Msg::Hooks => buf.push(b'H'),
+        Msg::Created => buf.push(b'C'),
+        Msg::Error(s) => {
+            buf.push(b'E');
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+    buf
+}
+
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
@@ -148,6 +161,9 @@ mod tests {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
         }
+        // The write(2) path sends the same datagrams.
+        a.send_write(&Msg::Error("vcpu0: KVM_RUN".into())).unwrap();
+        assert_eq!(b.recv().unwrap(), Some(Msg::Error("vcpu0: KVM_RUN".into())));
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
     }

@@ -3,7 +3,9 @@
 //!
 //! The maps are shown relative to the inspector's user namespace, as the
 //! kernel presents them to the reader. The identity map (`0 0 4294967295`)
-//! is the host's: the process's root is the host's root.
+//! is the host's: the process's root is the host's root. With the host's
+//! maps, a process none of whose uids is 0 is "unprivileged" (a layer: it is
+//! not root on the host).
 
 use serde::Serialize;
 
@@ -69,20 +71,26 @@ pub fn inspect(p: &Proc, s: &Status) -> Layer {
     };
     let uid_map = uid.map(|t| parse_map(&t)).unwrap_or_default();
     let gid_map = gid.map(|t| parse_map(&t)).unwrap_or_default();
-    let in_force = error.is_none() && !(is_identity(&uid_map) && is_identity(&gid_map));
+    let uids = id_list(s, "Uid");
+    let mapped = error.is_none() && !(is_identity(&uid_map) && is_identity(&gid_map));
+    // Not root in the host's user namespace by any of its four uids (a saved uid of 0 could
+    // be taken back).
+    let unprivileged = error.is_none() && !mapped && !uids.is_empty() && !uids.contains(&0);
     Layer {
         status: if error.is_some() {
             "unknown"
-        } else if in_force {
+        } else if mapped {
             "mapped"
+        } else if unprivileged {
+            "unprivileged"
         } else {
             "host"
         }
         .into(),
-        in_force,
+        in_force: mapped || unprivileged,
         uid_map,
         gid_map,
-        uids: id_list(s, "Uid"),
+        uids,
         gids: id_list(s, "Gid"),
         error,
     }
@@ -120,5 +128,24 @@ mod tests {
             assert_eq!(l.status, "host");
         }
         assert_eq!(l.uids.len(), 4);
+    }
+
+    #[test]
+    fn a_non_root_process_with_host_maps_is_unprivileged() {
+        let dir = std::env::temp_dir().join(format!("inspect-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let identity = "         0          0 4294967295\n";
+        std::fs::write(dir.join("uid_map"), identity).unwrap();
+        std::fs::write(dir.join("gid_map"), identity).unwrap();
+        let p = Proc::at(dir.clone());
+        let st = |uids: &str| Status {
+            text: format!("Uid:\t{uids}\nGid:\t77777\t77777\t77777\t77777\n"),
+        };
+        let l = inspect(&p, &st("77777\t77777\t77777\t77777"));
+        assert_eq!((l.status.as_str(), l.in_force), ("unprivileged", true));
+        // A saved uid of 0 can be taken back: still root.
+        let l = inspect(&p, &st("77777\t77777\t0\t77777"));
+        assert_eq!((l.status.as_str(), l.in_force), ("host", false));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

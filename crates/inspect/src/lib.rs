@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | namespaces | [`namespaces`] | `/proc/PID/ns/*` (inode numbers) |
 //! | cgroup | [`cgroup`] | `/proc/PID/cgroup`, the cgroup files (v1 and v2) |
-//! | seccomp | [`seccomp`] | `/proc/PID/status` `Seccomp`, `Seccomp_filters` |
+//! | seccomp | [`seccomp`] | `/proc/PID/status` `Seccomp`, `Seccomp_filters`; the same per thread (`task/TID/status`) |
 //! | capabilities | [`capabilities`] | `/proc/PID/status` `Cap*` |
 //! | no_new_privs | [`nnp`] | `/proc/PID/status` `NoNewPrivs` |
 //! | user ids | [`ids`] | `/proc/PID/uid_map`, `gid_map`, `status` |
@@ -221,7 +221,7 @@ pub fn inspect_with(pid: i32, host: &Host) -> Result<Report> {
 
     let namespaces = namespaces::inspect(&p, host);
     let cgroup = cgroup::inspect(&p, host);
-    let seccomp = seccomp::inspect(&status, host_status.as_ref());
+    let seccomp = seccomp::inspect(&status, host_status.as_ref(), seccomp::threads(&p));
     let capabilities = capabilities::inspect(&status, host_status.as_ref());
     let no_new_privs = nnp::inspect(&status, host_status.as_ref());
     let ids = ids::inspect(&p, &status);

@@ -19,6 +19,11 @@ impl Proc {
         }
     }
 
+    /// A process directory elsewhere than /proc (tests give a fake one).
+    pub fn at(base: PathBuf) -> Proc {
+        Proc { pid: 0, base }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.base.join(rel)
     }
@@ -35,6 +40,21 @@ impl Proc {
         Ok(Status {
             text: self.read("status")?,
         })
+    }
+
+    /// The process's threads (`/proc/PID/task/TID`), by thread id.
+    pub fn threads(&self) -> io::Result<Vec<Proc>> {
+        let mut tids: Vec<i32> = fs::read_dir(self.path("task"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        Ok(tids
+            .into_iter()
+            .map(|tid| Proc {
+                pid: tid,
+                base: self.base.join("task").join(tid.to_string()),
+            })
+            .collect())
     }
 
     /// (state letter, start time) from /proc/PID/stat; None if there is no such process.
@@ -105,5 +125,11 @@ mod tests {
         assert!(state == 'R' || state == 'S', "{state}");
         assert!(start > 0);
         assert!(Proc::new(i32::MAX).stat().is_none());
+        let me = p.threads().unwrap();
+        assert!(
+            me.iter().any(|t| t.pid == p.pid),
+            "the main thread's id is the pid"
+        );
+        assert!(me[0].status().unwrap().field("Seccomp").is_some());
     }
 }

@@ -11,6 +11,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod harness;
+
+use harness::{errno, in_child, wait, End};
 use seccomp::profile::{load_containers_profile, PODMAN_DEFAULT_CAPS, PODMAN_PROFILE_PATH};
 use seccomp::{compile, notify, Filter};
 
@@ -33,48 +36,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// How a forked child ended.
-#[derive(Debug, PartialEq, Eq)]
-enum End {
-    Exit(i32),
-    Signal(i32),
-}
-
-/// Fork; the child sets no_new_privs, installs `filter`, runs `body` and _exits with its
-/// value (100 if the install failed). The child only makes raw syscalls after fork (glibc's
-/// malloc is fork-safe, but nothing here needs it on the success path).
-fn in_child(filter: &Filter, body: impl FnOnce() -> i32) -> End {
-    // SAFETY: see above; the child never returns into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: plain syscalls, and _exit without running destructors.
-        unsafe {
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-            if filter.install().is_err() {
-                libc::_exit(100);
-            }
-            libc::_exit(body());
-        }
-    }
-    wait(pid)
-}
-
-fn wait(pid: i32) -> End {
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    if libc::WIFSIGNALED(status) {
-        End::Signal(libc::WTERMSIG(status))
-    } else {
-        End::Exit(libc::WEXITSTATUS(status))
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// mkdir(2) as a raw syscall: Ok or the errno.

@@ -72,6 +72,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A VMM thread could not be confined (its seccomp filter did not install...).
+    #[error("{thread} thread: {reason}")]
+    ThreadSetup {
+        thread: &'static str,
+        reason: String,
+    },
+
+    /// The jail around the VMM could not be built, or the jailed VMM reported a failure.
+    #[error(transparent)]
+    Jail(#[from] jail::Error),
+
     /// A vCPU stopped on an exit the VMM cannot continue from.
     #[error("vcpu{vcpu}: {reason}\n{registers}")]
     VcpuExit {

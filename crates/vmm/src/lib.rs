@@ -47,10 +47,12 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod event_loop;
+pub mod jailed;
 pub mod kvm;
 pub mod logger;
 pub mod memory;
 pub mod shutdown;
+pub mod syscalls;
 pub mod vm;
 
 pub use config::{BootProtocol, DiskConfig, NetConfig, VmConfig, VsockConfig};

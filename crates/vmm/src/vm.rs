@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use crate::devices::virtio::blk::Block;
 use crate::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
-use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::vsock::{HostConnector, Vsock};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::Bus;
 use crate::error::{Error, Result};
@@ -48,6 +48,7 @@ use crate::memory::{
     VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
 };
 use crate::shutdown::{ShutdownReason, ShutdownSignal};
+use crate::syscalls::{NoHooks, ThreadHooks, ThreadKind};
 
 /// First IRQ for virtio-mmio devices; 4 is COM1, 0-3 are legacy (PIT, keyboard, cascade).
 const VIRTIO_FIRST_IRQ: u32 = 5;
@@ -64,6 +65,21 @@ pub struct VmReport {
     pub guest_entry: Duration,
     /// Time from VMM process start to the shutdown.
     pub shutdown: Duration,
+}
+
+/// The VMM's closing line on stderr.
+impl std::fmt::Display for VmReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bulkhead vm: guest shut down ({}): first vCPU entry {}, boot-timer {}, \
+             shutdown {} after VMM start",
+            self.reason,
+            ms(self.guest_entry),
+            self.boot_timer.map_or("not written".to_string(), ms),
+            ms(self.shutdown)
+        )
+    }
 }
 
 /// A virtio device ready for the event loop.
@@ -99,6 +115,15 @@ extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
 impl Vm {
     /// Builds the VM described by `config`.
     pub fn new(config: &VmConfig) -> Result<Vm> {
+        Vm::new_with(config, None)
+    }
+
+    /// [`Vm::new`] for a VMM that will reach no host path once running (jailed): guest
+    /// connections to the vsock's `<uds>_PORT` go through `vsock_connector`.
+    pub fn new_with(
+        config: &VmConfig,
+        vsock_connector: Option<Box<dyn HostConnector>>,
+    ) -> Result<Vm> {
         config.validate()?;
         let kvm = open_kvm()?;
         let mem_size = config.memory_mib << 20;
@@ -213,7 +238,10 @@ impl Vm {
         // The vsock device binds its Unix socket: the first thing visible on the host
         // filesystem, so it is created after everything that can fail on bad input.
         if let (Some(v), Some(idx)) = (&config.vsock, vsock_index) {
-            virtio_devices.insert(idx, Box::new(Vsock::new("virtio-vsock".into(), v)?));
+            virtio_devices.insert(
+                idx,
+                Box::new(Vsock::new("virtio-vsock".into(), v, vsock_connector)?),
+            );
         }
 
         let mut virtio = Vec::new();
@@ -311,7 +339,14 @@ impl Vm {
     }
 
     /// Runs the VM until the guest shuts down (Ok) or a vCPU fails (Err).
-    pub fn run(mut self) -> Result<VmReport> {
+    pub fn run(self) -> Result<VmReport> {
+        self.run_with(Arc::new(NoHooks))
+    }
+
+    /// [`Vm::run`] with `hooks` called first on every thread of the VM: the device event
+    /// loop's, one per vCPU, and the calling thread, which waits for the end. The jail
+    /// installs each thread's seccomp filter there.
+    pub fn run_with(mut self, hooks: Arc<dyn ThreadHooks>) -> Result<VmReport> {
         register_signal_handler(kick_signal(), kick_handler).map_err(|e| Error::Sys {
             call: "sigaction (vCPU kick signal)",
             source: std::io::Error::from_raw_os_error(e.errno()),
@@ -335,15 +370,52 @@ impl Vm {
             }));
         }
 
+        let entered = Arc::new(Entered::default());
+        let start = |name: String, kind: ThreadKind, body: Box<dyn FnOnce() + Send>| {
+            let (hooks, entered, shutdown) =
+                (hooks.clone(), entered.clone(), self.shutdown.clone());
+            std::thread::Builder::new().name(name).spawn(move || {
+                let confined = hooks.enter(kind);
+                entered.arrive();
+                match confined {
+                    Ok(()) => body(),
+                    Err(reason) => shutdown.signal(Err(Error::ThreadSetup {
+                        thread: kind.name(),
+                        reason,
+                    })),
+                }
+            })
+        };
+        let shutdown = self.shutdown.clone();
+        let event_loop = start(
+            "vmm-events".into(),
+            ThreadKind::EventLoop,
+            Box::new(move || {
+                while !shutdown.is_signalled() {
+                    if let Err(e) = em.run() {
+                        shutdown.signal(Err(Error::Sys {
+                            call: "epoll_wait (event loop)",
+                            source: std::io::Error::other(format!("{e:?}")),
+                        }));
+                    }
+                }
+            }),
+        )
+        .map_err(|source| Error::Sys {
+            call: "spawn the event-loop thread",
+            source,
+        })?;
+        let mut started = 1;
+
         let guest_entry = since_process_start();
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let name = format!("vcpu{}", vcpu.id);
-            match std::thread::Builder::new()
-                .name(name)
-                .spawn(move || vcpu.run())
-            {
-                Ok(h) => threads.push(h),
+            match start(name, ThreadKind::Vcpu, Box::new(move || vcpu.run())) {
+                Ok(h) => {
+                    threads.push(h);
+                    started += 1;
+                }
                 Err(e) => {
                     self.shutdown.signal(Err(Error::Sys {
                         call: "spawn vCPU thread",
@@ -354,14 +426,23 @@ impl Vm {
             }
         }
 
-        while !self.shutdown.is_signalled() {
-            if let Err(e) = em.run() {
-                self.shutdown.signal(Err(Error::Sys {
-                    call: "epoll_wait (event loop)",
-                    source: std::io::Error::other(format!("{e:?}")),
-                }));
-            }
+        // This thread last: the others were started unconfined by it, so none inherits its
+        // filter, and each has exactly its own.
+        let confined = hooks
+            .enter(ThreadKind::Main)
+            .and_then(|()| {
+                entered.wait_for(started);
+                hooks.all_entered()
+            })
+            .map_err(|reason| Error::ThreadSetup {
+                thread: ThreadKind::Main.name(),
+                reason,
+            });
+        if let Err(e) = confined {
+            self.shutdown.signal(Err(e));
         }
+
+        let _ = event_loop.join();
         let ended = since_process_start();
 
         self.stop.store(true, Ordering::Release);
@@ -387,6 +468,28 @@ impl Vm {
             guest_entry,
             shutdown: ended,
         })
+    }
+}
+
+/// Counts the threads that have been through their hooks, so the main thread can tell when
+/// every thread of the VM is confined.
+#[derive(Default)]
+struct Entered {
+    count: Mutex<usize>,
+    cond: Condvar,
+}
+
+impl Entered {
+    fn arrive(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.cond.notify_all();
+    }
+
+    fn wait_for(&self, n: usize) {
+        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *c < n {
+            c = self.cond.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 

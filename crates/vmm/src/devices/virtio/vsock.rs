@@ -7,6 +7,9 @@
 //! - Guest to host: a guest connection REQUEST to CID 2 port P makes the device connect to
 //!   the Unix socket `<uds>_P`; RESPONSE on success, RST if nobody listens.
 //!
+//! A jailed VMM reaches no path: it is given a [`HostConnector`] that asks its supervisor for
+//! the `<uds>_P` connection, and the supervisor removes the socket file when the VM ends.
+//!
 //! Stream sockets only. Credit-based flow control as the spec describes: the device never
 //! sends more than the guest said it can buffer (`buf_alloc - (tx_cnt - fwd_cnt)`), and
 //! advertises its own buffer so the guest does the same. Every guest header and payload is
@@ -79,6 +82,13 @@ struct Packet {
     data: Vec<u8>,
 }
 
+/// How guest-initiated connections reach the host's `<uds>_P` listener when the VMM cannot
+/// connect by path itself.
+pub trait HostConnector: Send {
+    /// A connected stream to the listener for guest connections to host port `port`.
+    fn connect(&self, port: u32) -> std::io::Result<UnixStream>;
+}
+
 /// (guest port, host port)
 type ConnKey = (u32, u32);
 
@@ -113,6 +123,9 @@ pub struct Vsock {
     cid: u64,
     uds: PathBuf,
     listener: UnixListener,
+    /// Set for a jailed VMM: guest connections go through it, and the socket file is the
+    /// supervisor's to remove.
+    connector: Option<Box<dyn HostConnector>>,
     active: Option<(GuestMemoryMmap, Vec<Queue>)>,
     /// Host connections that have not sent their CONNECT line yet, by token.
     pending: HashMap<u32, (UnixStream, Vec<u8>)>,
@@ -127,7 +140,11 @@ pub struct Vsock {
 impl Vsock {
     /// Binds the host socket. A stale socket file at `uds` is replaced; any other file there
     /// is an error (the VMM never deletes what is not a socket).
-    pub fn new(name: String, config: &VsockConfig) -> Result<Self> {
+    pub fn new(
+        name: String,
+        config: &VsockConfig,
+        connector: Option<Box<dyn HostConnector>>,
+    ) -> Result<Self> {
         if let Ok(meta) = std::fs::symlink_metadata(&config.uds) {
             if !meta.file_type().is_socket() {
                 return Err(Error::device(
@@ -147,6 +164,7 @@ impl Vsock {
             cid: config.cid,
             uds: config.uds.clone(),
             listener,
+            connector,
             active: None,
             pending: HashMap::new(),
             conns: HashMap::new(),
@@ -399,7 +417,11 @@ impl Vsock {
             return;
         }
         let path = format!("{}_{}", self.uds.display(), key.1);
-        let stream = match UnixStream::connect(&path) {
+        let stream = match &self.connector {
+            Some(c) => c.connect(key.1),
+            None => UnixStream::connect(&path),
+        };
+        let stream = match stream {
             Ok(s) if s.set_nonblocking(true).is_ok() => s,
             Ok(_) | Err(_) => {
                 tracing::debug!("{}: guest connect to {path}: nobody listening", self.name);
@@ -567,7 +589,9 @@ fn stream_events() -> EventSet {
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.uds);
+        if self.connector.is_none() {
+            let _ = std::fs::remove_file(&self.uds);
+        }
     }
 }
 

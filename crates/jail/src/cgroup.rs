@@ -1,0 +1,94 @@
+//! The jail's cgroup: `<parent>/<name>` in every hierarchy, with its limits written before the
+//! child exists. Directories and limit files are the cgroups crate's, so v1, v2 and hybrid
+//! hosts behave as they do for containers; a failure removes what was created.
+
+use crate::{Error, Result};
+
+/// Where the jail's cgroup goes and what it limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupPlan {
+    /// Parent cgroup: absolute from each hierarchy's root, or relative to the supervisor's own
+    /// cgroup (runc's cgroupfs rule).
+    pub parent: String,
+    /// memory limit in bytes (swap capped at the same value where the host accounts swap).
+    pub memory: Option<i64>,
+    /// Tasks (threads included) the cgroup may hold.
+    pub pids: Option<i64>,
+    /// CFS quota in microseconds per [`CPU_PERIOD`].
+    pub cpu_quota: Option<i64>,
+}
+
+/// The CFS period the quota refers to (100 ms, the kernel's default).
+pub const CPU_PERIOD: u64 = 100_000;
+
+impl CgroupPlan {
+    fn resources(&self) -> oci::Resources {
+        oci::Resources {
+            memory: self.memory.map(|m| oci::Memory {
+                limit: Some(m),
+                swap: cgroups::swap_accounted().then_some(m),
+                ..Default::default()
+            }),
+            pids: self.pids.map(|n| oci::Pids { limit: Some(n) }),
+            cpu: self.cpu_quota.map(|q| oci::Cpu {
+                quota: Some(q),
+                period: Some(CPU_PERIOD),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates the cgroup with its limits; on error nothing is left.
+pub(crate) fn create(name: &str, plan: &CgroupPlan) -> Result<cgroups::Cgroup> {
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::Invalid(format!(
+            "jail name {name:?}: must be one non-empty path component"
+        )));
+    }
+    let parent = plan.parent.trim_end_matches('/');
+    let res = plan.resources();
+    cgroups::validate::resources(&res)?;
+    let hier = cgroups::Hierarchies::detect()?;
+    let mut cg = cgroups::Cgroup::resolve(&hier, Some(&format!("{parent}/{name}")), name)?;
+    cg.create()?;
+    if let Err(e) = cg.apply(&res) {
+        let _ = cg.destroy();
+        return Err(e.into());
+    }
+    Ok(cg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_become_oci_resources() {
+        let p = CgroupPlan {
+            parent: "/bulkhead".into(),
+            memory: Some(200 << 20),
+            pids: Some(9),
+            cpu_quota: Some(50_000),
+        };
+        let r = p.resources();
+        assert_eq!(r.memory.unwrap().limit, Some(200 << 20));
+        assert_eq!(r.pids.unwrap().limit, Some(9));
+        let cpu = r.cpu.unwrap();
+        assert_eq!((cpu.quota, cpu.period), (Some(50_000), Some(CPU_PERIOD)));
+        cgroups::validate::resources(&p.resources()).unwrap();
+    }
+
+    #[test]
+    fn a_name_with_a_slash_is_refused_before_anything_is_made() {
+        let p = CgroupPlan {
+            parent: "/bulkhead".into(),
+            memory: None,
+            pids: None,
+            cpu_quota: None,
+        };
+        let e = create("a/b", &p).unwrap_err().to_string();
+        assert!(e.contains("one non-empty path component"), "{e}");
+    }
+}

@@ -1,0 +1,154 @@
+//! `jail`: put one process inside container isolation -- the layers of a container around a
+//! program that is not a container's workload. Written for VMMs (the seed's "QEMU is a process
+//! too"), with no knowledge of any VMM.
+//!
+//! ```text
+//! let jail = Jail { name, uid, gid, cgroup: Some(CgroupPlan { .. }), rlimits, keep_fds, ro_binds };
+//! let prepared = jail.prepare()?;          // checks input, creates the cgroup: nothing else yet
+//! let mut child = prepared.spawn(|inside| {
+//!     // in the child: new pid/mount/ipc/uts/time namespaces, host filesystem still visible
+//!     let vm = open_everything()?;          // files, devices, sockets: by path, as root
+//!     let confined = inside.confine(&late_rlimits)?;   // see "Layers"
+//!     run_threads_each_installing_its_seccomp_filter(vm, confined) // confined.complete()
+//! })?;                                      // ...or: inside.exec(program_fd, argv, env, filter)
+//! child.wait_ready()?;                      // every layer in force (or the child's error)
+//! let code = child.wait()?;                 // signals -> SIGKILL, exit code, cgroup removed
+//! ```
+//!
+//! # Layers, in the order the child takes them
+//! 1. **namespaces** at clone3: pid (the child is pid 1 of its own), mount, ipc, uts, time.
+//!    Network and cgroup come later, by unshare: a tap device must be opened in the host's
+//!    network namespace, and the cgroup namespace's root must be the jail's cgroup, so the
+//!    child first waits for the supervisor to have moved it there.
+//! 2. **cgroup**: `<parent>/<name>` in every hierarchy (v1, v2 or hybrid through the
+//!    `cgroups` crate), memory / pids / cpu limits written before the child exists; v2 places
+//!    the child at clone3 (CLONE_INTO_CGROUP), v1 by a `cgroup.procs` write the supervisor
+//!    does while the child opens its files (on v1 the first migration waits for an RCU grace
+//!    period, ~10 ms here: overlapping it with the child's own work hides most of it).
+//! 3. **descriptors**: everything but stdio and [`Jail::keep_fds`] is closed first thing, so
+//!    nothing of the supervisor's leaks in; what the child opens afterwards is its own.
+//! 4. **root**: an empty tmpfs, read-only, nosuid, nodev, noexec, made the root with
+//!    pivot_root (container's [`container::rootfs::pivot_root_to`]); the old root is
+//!    detached. Nothing of the host is reachable by path: whatever the process needs it
+//!    opened before, and uses by descriptor. [`Jail::ro_binds`] adds read-only binds (a
+//!    program to exec needs its loader and libraries).
+//! 5. **rlimits** (the jail's, then the caller's late ones, e.g. NOFILE from the descriptors it
+//!    actually opened: [`rlimits`]), **user**: every capability out of the bounding set,
+//!    setgroups([]) + setresgid + setresuid to the unprivileged ids, then the other four
+//!    capability sets cleared (container's [`container::capabilities`] and
+//!    [`container::process::switch_user`]), **no_new_privs**, **non-dumpable** (no ptrace, no
+//!    core, /proc/PID owned by root), parent-death signal re-armed (the uid change clears it).
+//! 6. **seccomp**: the caller's. A builtin VMM installs one filter per thread, each thread on
+//!    itself before it does any work, then calls [`Confined::complete`]; the exec path installs
+//!    one filter right before execve.
+//!
+//! # Decisions
+//! - **A supervisor and a cloned child**, not "confine myself": a new pid namespace only
+//!   applies to children, and someone outside the jail has to remove its cgroup and whatever
+//!   the jailed process created by path (it can no longer reach any path). The supervisor is
+//!   the process that called [`Prepared::spawn`]; the child gets SIGKILL when it dies
+//!   (PR_SET_PDEATHSIG). The child is a clone3() copy of the caller, not a re-exec: whatever
+//!   the caller computed is simply there, and a builtin VMM's child keeps running Rust code.
+//! - **Signals**: the child is pid 1 of its namespace, which the kernel shields from every
+//!   signal it has no handler for; the supervisor turns a terminating signal (INT, TERM,
+//!   HUP, QUIT...) into SIGKILL for the child and reports 128+N, as the shell would.
+//! - **Paths the jailed process still needs** are opened for it by the supervisor:
+//!   [`broker`] passes descriptors over a socket (what libvirt does for QEMU), so the root can
+//!   stay empty.
+//! - **Reuse**: clone3, namespaces, pivot_root, capabilities, user switch, rlimits, the
+//!   sync channel and the foreground signal loop are the container crate's; cgroups are the
+//!   cgroups crate's; filters are compiled by the seccomp crate. This crate only orders them.
+//! - **Not a user namespace**: the child keeps the host's user namespace and becomes an
+//!   unprivileged uid with no capabilities. A user namespace would own the jail's other
+//!   namespaces and give the process a full capability set inside it (dropped, but present),
+//!   and would expose the kernel's userns-only code paths; the time namespace is the 7th
+//!   private one instead (it costs nothing).
+
+pub mod broker;
+mod cgroup;
+mod child;
+mod fds;
+pub mod namespaces;
+mod privileges;
+pub mod rlimits;
+mod root;
+mod supervisor;
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+pub use cgroup::CgroupPlan;
+pub use child::{Confined, Inside};
+pub use supervisor::{Exit, Prepared, Running};
+
+/// The unprivileged uid and gid a jail uses unless told otherwise. Outside the ranges Debian
+/// hands out (adduser: up to 59999 and the 16-bit 65534/65535; useradd's subordinate ranges
+/// start at 100000), so no account or file of the host has it.
+pub const DEFAULT_ID: u32 = 77_777;
+
+/// The parent cgroup of jails when the caller names none.
+pub const DEFAULT_CGROUP_PARENT: &str = "/bulkhead";
+
+/// What the confined process gets.
+#[derive(Debug, Clone)]
+pub struct Jail {
+    /// The jail's name: its cgroup is `<parent>/<name>`.
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// The cgroup and its limits; `None`: the child stays in the caller's cgroups.
+    pub cgroup: Option<CgroupPlan>,
+    /// Set in the child before it drops its privileges (lowering only; a hard limit above the
+    /// supervisor's cannot be granted).
+    pub rlimits: Vec<oci::Rlimit>,
+    /// Descriptors the child keeps besides 0, 1 and 2.
+    pub keep_fds: Vec<RawFd>,
+    /// Host paths bind-mounted read-only (nosuid, nodev) at the same path in the empty root.
+    pub ro_binds: Vec<PathBuf>,
+}
+
+impl Jail {
+    /// A jail with the default ids, no cgroup, no rlimits, nothing kept, nothing bound.
+    pub fn new(name: impl Into<String>) -> Jail {
+        Jail {
+            name: name.into(),
+            uid: DEFAULT_ID,
+            gid: DEFAULT_ID,
+            cgroup: None,
+            rlimits: Vec::new(),
+            keep_fds: Vec::new(),
+            ro_binds: Vec::new(),
+        }
+    }
+}
+
+/// The jail library's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Input the jail cannot use; the message names the setting.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::Error),
+    #[error(transparent)]
+    Container(#[from] container::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
+    /// A system call failed; `context` names what was attempted.
+    #[error("{context}: {source}")]
+    Sys {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The confined process reported this failure (its own words).
+    #[error("{0}")]
+    Child(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn sys_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Sys { context, source }
+}

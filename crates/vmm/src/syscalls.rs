@@ -1,0 +1,443 @@
+//! The system calls each VMM thread may make once it is jailed: one allow list per kind of
+//! thread, kept as data next to the threads, compiled to a seccomp filter by bulkhead's own
+//! compiler. Anything else kills the whole VMM (SECCOMP_RET_KILL_PROCESS), never the host.
+//!
+//! The number of distinct syscalls a thread may make is the attack surface a guest that has
+//! taken over device emulation gets; the lists hold what the threads do after the jail is in
+//! place, measured with strace on the test guest driving every device, plus what a Linux guest
+//! adds (register access for the vCPU fallbacks, the serial console's stdin). Firecracker
+//! allows 27 syscalls to its vCPU threads and 50 to its VMM thread.
+//!
+//! What the lists leave out, because it happens before the filters: opening anything (files,
+//! /dev/kvm, taps, sockets), creating the VM and vCPUs, mapping guest memory, spawning the
+//! threads, signal handlers. Argument checks: `ioctl` only with the request numbers listed,
+//! `fcntl` only F_GETFD, `mmap`/`mprotect` never with PROT_EXEC (no new executable memory).
+
+use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events, KVMIO};
+use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ, _IOC_WRITE};
+
+/// The threads of a running VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ThreadKind {
+    /// One per vCPU: KVM_RUN and the exits it returns (port I/O, MMIO, the serial port).
+    Vcpu,
+    /// The device thread: the epoll loop, queue work, disks, taps, vsock sockets, stdin.
+    EventLoop,
+    /// The thread that started the others: waits for the end, stops the vCPUs, reports.
+    Main,
+}
+
+impl ThreadKind {
+    pub const ALL: [ThreadKind; 3] = [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Main];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadKind::Vcpu => "vcpu",
+            ThreadKind::EventLoop => "event loop",
+            ThreadKind::Main => "main",
+        }
+    }
+}
+
+/// What is called first on every VMM thread, before it does any work (the jail installs the
+/// thread's seccomp filter there), and once on the main thread when every thread has been
+/// through it.
+pub trait ThreadHooks: Send + Sync {
+    fn enter(&self, kind: ThreadKind) -> Result<(), String>;
+    fn all_entered(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// No hooks: the VMM runs unconfined.
+pub struct NoHooks;
+
+impl ThreadHooks for NoHooks {
+    fn enter(&self, _kind: ThreadKind) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// When a syscall is allowed only with certain arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Only {
+    /// Argument `index` equals one of `values`.
+    OneOf { index: u32, values: &'static [u64] },
+    /// Argument `index` has none of the bits of `mask`.
+    NoneOf { index: u32, mask: u64 },
+}
+
+/// One allowed syscall.
+#[derive(Clone, Copy, Debug)]
+pub struct Allow {
+    pub syscall: &'static str,
+    pub only: Option<Only>,
+    /// Who needs it (documentation, and the README's table).
+    pub why: &'static str,
+}
+
+const fn any(syscall: &'static str, why: &'static str) -> Allow {
+    Allow {
+        syscall,
+        only: None,
+        why,
+    }
+}
+
+const fn only(syscall: &'static str, only: Only, why: &'static str) -> Allow {
+    Allow {
+        syscall,
+        only: Some(only),
+        why,
+    }
+}
+
+const fn kvm(dir: u32, nr: u32, size: usize) -> u64 {
+    ioctl_expr(dir, KVMIO, nr, size as u32) as u64
+}
+
+pub const KVM_RUN: u64 = kvm(_IOC_NONE, 0x80, 0);
+pub const KVM_GET_REGS: u64 = kvm(_IOC_READ, 0x81, std::mem::size_of::<kvm_regs>());
+pub const KVM_SET_REGS: u64 = kvm(_IOC_WRITE, 0x82, std::mem::size_of::<kvm_regs>());
+pub const KVM_GET_SREGS: u64 = kvm(_IOC_READ, 0x83, std::mem::size_of::<kvm_sregs>());
+pub const KVM_SET_VCPU_EVENTS: u64 = kvm(_IOC_WRITE, 0xa0, std::mem::size_of::<kvm_vcpu_events>());
+
+const NO_EXEC: Only = Only::NoneOf {
+    index: 2,
+    mask: libc::PROT_EXEC as u64,
+};
+const F_GETFD_ONLY: Only = Only::OneOf {
+    index: 1,
+    values: &[libc::F_GETFD as u64],
+};
+
+const ALLOCATOR: &str = "the memory allocator";
+const THREAD_EXIT: &str = "thread exit (Rust's signal stack, glibc)";
+const STD_CLOSE_CHECK: &str = "std's check that a descriptor is open before closing it";
+
+/// vCPU threads.
+pub const VCPU: &[Allow] = &[
+    only(
+        "ioctl",
+        Only::OneOf {
+            index: 1,
+            values: &[
+                KVM_RUN,
+                KVM_GET_REGS,
+                KVM_SET_REGS,
+                KVM_GET_SREGS,
+                KVM_SET_VCPU_EVENTS,
+            ],
+        },
+        "KVM_RUN; the registers and events of exits the VMM completes itself, and the \
+         register dump of a failing vCPU",
+    ),
+    any(
+        "write",
+        "serial output; irqfd, queue-activation and shutdown eventfds; log lines",
+    ),
+    any("futex", "device state shared with the event loop"),
+    any("rt_sigreturn", "the kick signal that interrupts KVM_RUN"),
+    any("clock_gettime", "timestamps where the vDSO cannot answer"),
+    only("mmap", NO_EXEC, ALLOCATOR),
+    only("mprotect", NO_EXEC, ALLOCATOR),
+    any(
+        "munmap",
+        "the allocator; the vCPU's kvm_run mapping at exit",
+    ),
+    any("madvise", ALLOCATOR),
+    any("brk", ALLOCATOR),
+    any("mremap", ALLOCATOR),
+    any("close", "the vCPU's descriptor at exit"),
+    only("fcntl", F_GETFD_ONLY, STD_CLOSE_CHECK),
+    any("sigaltstack", THREAD_EXIT),
+    any("rt_sigprocmask", THREAD_EXIT),
+    any("exit", THREAD_EXIT),
+];
+
+/// The event-loop (device) thread.
+pub const EVENT_LOOP: &[Allow] = &[
+    any("epoll_wait", "the event loop"),
+    any(
+        "epoll_ctl",
+        "watching host sockets as connections come and go",
+    ),
+    any(
+        "read",
+        "queue and activation eventfds, tap frames, stdin for the serial console, disks",
+    ),
+    any(
+        "write",
+        "irqfds, tap frames, disks, log lines, stdout of the serial console",
+    ),
+    any("lseek", "disk offsets"),
+    any("fdatasync", "virtio-blk flush"),
+    any("recvfrom", "vsock host connections"),
+    any(
+        "sendto",
+        "vsock host connections; descriptor requests to the supervisor",
+    ),
+    any("accept4", "host connections to the vsock socket"),
+    any(
+        "recvmsg",
+        "descriptors from the supervisor (guest connections to <uds>_PORT)",
+    ),
+    only(
+        "ioctl",
+        Only::OneOf {
+            index: 1,
+            values: &[libc::FIONBIO],
+        },
+        "non-blocking vsock connections",
+    ),
+    any("getrandom", "virtio-rng"),
+    any("close", "closed vsock connections"),
+    any("futex", "device state shared with the vCPUs"),
+    any("clock_gettime", "timestamps where the vDSO cannot answer"),
+    only("mmap", NO_EXEC, ALLOCATOR),
+    only("mprotect", NO_EXEC, ALLOCATOR),
+    any("munmap", ALLOCATOR),
+    any("madvise", ALLOCATOR),
+    any("brk", ALLOCATOR),
+    any("mremap", ALLOCATOR),
+    only("fcntl", F_GETFD_ONLY, STD_CLOSE_CHECK),
+    any("sigaltstack", THREAD_EXIT),
+    any("rt_sigprocmask", THREAD_EXIT),
+    any("exit", THREAD_EXIT),
+];
+
+/// The main thread, once the others run.
+pub const MAIN: &[Allow] = &[
+    any("futex", "joining the other threads"),
+    any("getpid", "pthread_kill: kicking the vCPUs out of KVM_RUN"),
+    any("tgkill", "pthread_kill: kicking the vCPUs out of KVM_RUN"),
+    any("rt_sigprocmask", "pthread_kill"),
+    any("clock_nanosleep", "pausing between kicks"),
+    any(
+        "write",
+        "the serial console's last bytes, the report, log lines, the message to the supervisor",
+    ),
+    any("close", "the VM's descriptors when it is dropped"),
+    any(
+        "munmap",
+        "guest memory when the VM is dropped; the allocator",
+    ),
+    only("mmap", NO_EXEC, ALLOCATOR),
+    only("mprotect", NO_EXEC, ALLOCATOR),
+    any("madvise", ALLOCATOR),
+    any("brk", ALLOCATOR),
+    any("mremap", ALLOCATOR),
+    only("fcntl", F_GETFD_ONLY, STD_CLOSE_CHECK),
+    any("clock_gettime", "timestamps where the vDSO cannot answer"),
+    any("exit_group", "the end"),
+];
+
+/// The allow list of a kind of thread.
+pub fn allowed(kind: ThreadKind) -> &'static [Allow] {
+    match kind {
+        ThreadKind::Vcpu => VCPU,
+        ThreadKind::EventLoop => EVENT_LOOP,
+        ThreadKind::Main => MAIN,
+    }
+}
+
+/// The allow list as an OCI seccomp profile: default action kill-process, x86_64 only (any
+/// other ABI is killed too), one rule per allowed argument value.
+pub fn profile(kind: ThreadKind) -> oci::Seccomp {
+    use oci::{SeccompAction, SeccompArg, SeccompOp, Syscall};
+    let allow = |names: Vec<String>, args: Vec<SeccompArg>| Syscall {
+        names,
+        action: SeccompAction::Allow,
+        errno_ret: None,
+        args,
+    };
+    let mut plain = Vec::new();
+    let mut rules = Vec::new();
+    for a in allowed(kind) {
+        match a.only {
+            None => plain.push(a.syscall.to_string()),
+            Some(Only::OneOf { index, values }) => {
+                for &value in values {
+                    rules.push(allow(
+                        vec![a.syscall.into()],
+                        vec![SeccompArg {
+                            index,
+                            value,
+                            value_two: 0,
+                            op: SeccompOp::Equal,
+                        }],
+                    ));
+                }
+            }
+            Some(Only::NoneOf { index, mask }) => rules.push(allow(
+                vec![a.syscall.into()],
+                vec![SeccompArg {
+                    index,
+                    value: mask,
+                    value_two: 0,
+                    op: SeccompOp::MaskedEqual,
+                }],
+            )),
+        }
+    }
+    rules.insert(0, allow(plain, Vec::new()));
+    oci::Seccomp {
+        default_action: SeccompAction::KillProcess,
+        default_errno_ret: None,
+        architectures: vec![oci::Arch::X86_64],
+        flags: Vec::new(),
+        listener_path: None,
+        listener_metadata: None,
+        syscalls: rules,
+    }
+}
+
+/// The compiled filter of each kind of thread.
+#[derive(Debug, Clone)]
+pub struct ThreadFilters {
+    pub vcpu: seccomp::Filter,
+    pub event_loop: seccomp::Filter,
+    pub main: seccomp::Filter,
+}
+
+impl ThreadFilters {
+    /// Compile the three lists. Numbers above the highest listed syscall are killed too (no
+    /// ENOSYS stub: nothing probes for new syscalls here, and the default must hold for all).
+    pub fn compile() -> Result<ThreadFilters, seccomp::Error> {
+        let opts = seccomp::Options {
+            enosys_above_profile: false,
+        };
+        let c = |k| seccomp::compile_with(&profile(k), &opts);
+        Ok(ThreadFilters {
+            vcpu: c(ThreadKind::Vcpu)?,
+            event_loop: c(ThreadKind::EventLoop)?,
+            main: c(ThreadKind::Main)?,
+        })
+    }
+
+    pub fn get(&self, kind: ThreadKind) -> &seccomp::Filter {
+        match kind {
+            ThreadKind::Vcpu => &self.vcpu,
+            ThreadKind::EventLoop => &self.event_loop,
+            ThreadKind::Main => &self.main,
+        }
+    }
+}
+
+/// Distinct syscalls a kind of thread may make.
+pub fn count(kind: ThreadKind) -> usize {
+    let mut names: Vec<&str> = allowed(kind).iter().map(|a| a.syscall).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seccomp::bpf::SeccompData;
+
+    vmm_sys_util::ioctl_io_nr!(REF_KVM_RUN, KVMIO, 0x80);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    vmm_sys_util::ioctl_iow_nr!(REF_KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+    vmm_sys_util::ioctl_iow_nr!(REF_KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
+
+    #[test]
+    fn ioctl_numbers_are_the_kernels() {
+        assert_eq!(KVM_RUN, 0xae80);
+        assert_eq!(KVM_RUN, REF_KVM_RUN() as u64);
+        assert_eq!(KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(KVM_GET_REGS, REF_KVM_GET_REGS() as u64);
+        assert_eq!(KVM_SET_REGS, REF_KVM_SET_REGS() as u64);
+        assert_eq!(KVM_GET_SREGS, REF_KVM_GET_SREGS() as u64);
+        assert_eq!(KVM_SET_VCPU_EVENTS, REF_KVM_SET_VCPU_EVENTS() as u64);
+    }
+
+    #[test]
+    fn every_name_is_a_syscall_and_listed_once() {
+        for kind in ThreadKind::ALL {
+            let list = allowed(kind);
+            for a in list {
+                assert!(
+                    seccomp::syscall_number(seccomp::Abi::X86_64, a.syscall).is_some(),
+                    "{}: {}",
+                    kind.name(),
+                    a.syscall
+                );
+            }
+            assert_eq!(
+                count(kind),
+                list.len(),
+                "{} lists a syscall twice",
+                kind.name()
+            );
+        }
+        // At or below Firecracker's 27 (vCPU) and 50 (VMM thread).
+        assert!(count(ThreadKind::Vcpu) <= 27);
+        assert!(count(ThreadKind::EventLoop) + count(ThreadKind::Main) <= 50);
+    }
+
+    fn data(name: &str, args: [u64; 6]) -> SeccompData {
+        SeccompData {
+            nr: seccomp::syscall_number(seccomp::Abi::X86_64, name).unwrap(),
+            arch: seccomp::AUDIT_ARCH_X86_64,
+            instruction_pointer: 0,
+            args,
+        }
+    }
+
+    #[test]
+    fn compiled_filters_decide_as_the_lists_say() {
+        let f = ThreadFilters::compile().unwrap();
+        let allow = seccomp::RET_ALLOW;
+        let kill = seccomp::RET_KILL_PROCESS;
+        let v = &f.vcpu;
+        assert_eq!(v.evaluate(&data("ioctl", [5, KVM_RUN, 0, 0, 0, 0])), allow);
+        assert_eq!(
+            v.evaluate(&data("ioctl", [5, KVM_SET_VCPU_EVENTS, 0, 0, 0, 0])),
+            allow
+        );
+        // KVM_SET_USER_MEMORY_REGION: a vCPU thread never changes the memory map.
+        assert_eq!(
+            v.evaluate(&data("ioctl", [5, 0x4020_ae46, 0, 0, 0, 0])),
+            kill
+        );
+        assert_eq!(v.evaluate(&data("write", [1, 0, 1, 0, 0, 0])), allow);
+        assert_eq!(v.evaluate(&data("read", [0; 6])), kill);
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        for t in ThreadKind::ALL {
+            let f = f.get(t);
+            assert_eq!(f.evaluate(&data("mmap", [0, 4096, rw, 0, 0, 0])), allow);
+            assert_eq!(f.evaluate(&data("mmap", [0, 4096, rx, 0, 0, 0])), kill);
+            assert_eq!(f.evaluate(&data("mprotect", [0, 4096, rx, 0, 0, 0])), kill);
+            assert_eq!(
+                f.evaluate(&data("fcntl", [3, libc::F_SETFL as u64, 0, 0, 0, 0])),
+                kill
+            );
+            for forbidden in ["execve", "openat", "socket", "ptrace", "mount", "clone3"] {
+                assert_eq!(
+                    f.evaluate(&data(forbidden, [0; 6])),
+                    kill,
+                    "{} allows {forbidden}",
+                    t.name()
+                );
+            }
+            // A 32-bit call is a different ABI: killed.
+            let mut d = data("write", [1, 0, 1, 0, 0, 0]);
+            d.arch = seccomp::AUDIT_ARCH_I386;
+            d.nr = 4;
+            assert_ne!(f.evaluate(&d), allow);
+        }
+        let e = &f.event_loop;
+        assert_eq!(
+            e.evaluate(&data("ioctl", [9, libc::FIONBIO, 0, 0, 0, 0])),
+            allow
+        );
+        assert_eq!(e.evaluate(&data("ioctl", [9, KVM_RUN, 0, 0, 0, 0])), kill);
+        assert_eq!(e.evaluate(&data("getrandom", [0, 32, 0, 0, 0, 0])), allow);
+        assert_eq!(f.main.evaluate(&data("tgkill", [1, 2, 34, 0, 0, 0])), allow);
+        assert_eq!(f.main.evaluate(&data("read", [0; 6])), kill);
+    }
+}
