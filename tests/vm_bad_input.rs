@@ -144,3 +144,87 @@ fn missing_dev_kvm() {
     );
     assert!(!dir.path("v.sock").exists() && !dir.path("console.log").exists());
 }
+
+// --- the jail's own input ---
+
+#[test]
+fn a_jail_user_or_group_that_does_not_exist() {
+    let dir = TempDir::new("bad-jail-uid");
+    let k = guest().elf.to_str().unwrap().to_string();
+    let out = refused(
+        &dir,
+        &["--kernel", &k, "--jail-uid", "no-such-user-bulkhead"],
+    );
+    assert!(
+        out.stderr
+            .contains("--jail-uid \"no-such-user-bulkhead\": no user"),
+        "{out}"
+    );
+    let out = refused(
+        &dir,
+        &["--kernel", &k, "--jail-gid", "no-such-group-bulkhead"],
+    );
+    assert!(
+        out.stderr.contains("no group \"no-such-group-bulkhead\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_privileged_jail_user_or_a_bad_cpu_limit() {
+    let dir = TempDir::new("bad-jail-root");
+    let k = guest().elf.to_str().unwrap().to_string();
+    let out = refused(&dir, &["--kernel", &k, "--jail-uid", "root"]);
+    assert!(
+        out.stderr
+            .contains("jail uid 0: the jailed process must not be root"),
+        "{out}"
+    );
+    let out = refused(&dir, &["--kernel", &k, "--jail-cpus", "0"]);
+    assert!(
+        out.stderr
+            .contains("--jail-cpus \"0\": must be a positive number of CPUs"),
+        "{out}"
+    );
+}
+
+/// The memory hierarchy read-only (as inside a container with a read-only cgroupfs): the
+/// cgroup cannot be made; the hierarchies before it in the list got directories, which must
+/// all be removed again.
+#[test]
+fn an_unwritable_cgroup_parent() {
+    let dir = TempDir::new("bad-jail-cgroup");
+    let parent = format!(
+        "bh-ro-{}-{}",
+        std::process::id(),
+        dir.0.file_name().unwrap().to_string_lossy().len()
+    );
+    let uds = dir.path("v.sock");
+    let console = dir.path("console.log");
+    let script = format!(
+        "mount -o remount,bind,ro /sys/fs/cgroup/memory && exec {BULKHEAD} vm run --kernel {} \
+         --cgroup-parent /{parent} --vsock 3,uds={} --console {}",
+        guest().elf.display(),
+        uds.display(),
+        console.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "bulkhead: create cgroup /sys/fs/cgroup/memory/{parent}"
+        )) && lines[0].contains("Read-only file system"),
+        "{stderr}"
+    );
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let p = h.unwrap().path().join(&parent);
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert!(!uds.exists() && !console.exists());
+}

@@ -137,6 +137,17 @@ impl std::fmt::Display for Finished {
 }
 
 impl Running {
+    /// The `bulkhead` process (the jail's supervisor when the VMM is jailed).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` to the `bulkhead` process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
     /// Waits for a serial line containing `needle`, up to `timeout`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;

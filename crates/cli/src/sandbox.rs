@@ -543,28 +543,28 @@ pub(crate) fn parse_user(flag: &str, s: &str, root: &Path) -> Result<(u32, u32)>
     };
     let gid = match g {
         None => primary,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let group = fs::read_to_string(root.join("etc/group")).unwrap_or_default();
-                group
-                    .lines()
-                    .find_map(|l| {
-                        let f: Vec<&str> = l.split(':').collect();
-                        (f.len() >= 3 && f[0] == g)
-                            .then(|| f[2].parse().ok())
-                            .flatten()
-                    })
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "{flag} {s:?}: no group {g:?} in {}",
-                            root.join("etc/group").display()
-                        )
-                    })?
-            }
-        },
+        Some(g) => group_id(g, root).ok_or_else(|| {
+            anyhow!(
+                "{flag} {s:?}: no group {g:?} in {}",
+                root.join("etc/group").display()
+            )
+        })?,
     };
     Ok((uid, gid))
+}
+
+/// A gid, or a group name from `root`'s /etc/group.
+pub(crate) fn group_id(g: &str, root: &Path) -> Option<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Some(n);
+    }
+    let group = fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    group.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[0] == g)
+            .then(|| f[2].parse().ok())
+            .flatten()
+    })
 }
 
 /// PATH, the caller's TERM, then each --env.

@@ -96,7 +96,8 @@ impl RunArgs {
             None => (jail::DEFAULT_ID, jail::DEFAULT_ID),
         };
         let gid = match &self.jail_gid {
-            Some(g) => crate::sandbox::parse_user("--jail-gid", &format!("0:{g}"), root)?.1,
+            Some(g) => crate::sandbox::group_id(g, root)
+                .ok_or_else(|| anyhow::anyhow!("--jail-gid {g:?}: no group {g:?} in /etc/group"))?,
             None => primary,
         };
         let cpu_quota = self

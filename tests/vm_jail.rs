@@ -1,0 +1,415 @@
+//! The jail around the VMM, end to end: `bulkhead vm run` (jailed by default) with the test
+//! guest driving its devices, inspected from the host while it runs; signals to the supervisor;
+//! the supervisor's death; `--no-jail` and `--jail-report`. (Every test in vm_guest.rs runs
+//! jailed as well: that the guest still drives every device proves the allow lists complete.)
+
+mod vm_common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vm_common::{guest, run, shutdown_report, spawn, Running, TempDir, BULKHEAD};
+
+const T: Duration = Duration::from_secs(60);
+/// The jail's default uid and gid (documented in the README).
+const JAIL_ID: u64 = 77_777;
+
+/// The VMM: the only child of the `bulkhead` supervisor.
+fn vmm_pid(vm: &Running) -> i32 {
+    let pid = vm.pid();
+    let deadline = Instant::now() + T;
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let kids: Vec<i32> = children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if kids.len() == 1 {
+            return kids[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bulkhead {pid} has children {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn inspect_json(pid: i32) -> serde_json::Value {
+    let out = std::process::Command::new(BULKHEAD)
+        .args(["inspect", "--pid", &pid.to_string(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The directories of the VMM's cgroup, one per hierarchy, from /proc/PID/cgroup and the
+/// cgroup mounts.
+fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next(), f.next().unwrap(), f.next().unwrap());
+        for m in mounts.lines() {
+            let fields: Vec<&str> = m.split(' ').collect();
+            let Some(dash) = fields.iter().position(|x| *x == "-") else {
+                continue;
+            };
+            let fstype = fields[dash + 1];
+            let opts = fields.last().unwrap();
+            let matches = if ctrls.is_empty() {
+                fstype == "cgroup2"
+            } else {
+                fstype == "cgroup" && ctrls.split(',').all(|c| opts.split(',').any(|o| o == c))
+            };
+            if matches && fields[3] == "/" {
+                dirs.push(Path::new(fields[4]).join(path.trim_start_matches('/')));
+            }
+        }
+    }
+    dirs
+}
+
+fn gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // A zombie (not reaped yet by a dead supervisor's init) counts as gone.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(s)
+                if s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                return true
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
+fn limit(report: &serde_json::Value, name: &str) -> f64 {
+    report["cgroup"]["limits"][name]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {name} limit: {}", report["cgroup"]))
+}
+
+/// Lets the waiting test guest finish: the host-initiated vsock connection it listens for.
+fn connect_1234(uds: &Path) {
+    let mut s = UnixStream::connect(uds).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"CONNECT 1234\n").unwrap();
+    let mut ok = [0u8; 32];
+    let n = s.read(&mut ok).unwrap();
+    assert!(ok[..n].starts_with(b"OK "), "{:?}", &ok[..n]);
+    s.write_all(b"ping from the host test").unwrap();
+    let mut echo = [0u8; 64];
+    let n = s.read(&mut echo).unwrap();
+    assert_eq!(&echo[..n], b"PING FROM THE HOST TEST");
+}
+
+#[test]
+fn jailed_vmm_has_every_layer_and_sees_nothing_of_the_host() {
+    let g = guest();
+    let dir = TempDir::new("vm-jail");
+    // A disk only root can reach: mode 0600 in a 0700 directory. The jailed uid could not
+    // open it, but the VMM opens it before the jail.
+    let private = dir.path("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let disk = private.join("rw.img");
+    let mut data = vm_common::pattern(1 << 20, 7);
+    data[..13].copy_from_slice(b"JAILED-DISK\0\0");
+    std::fs::write(&disk, &data).unwrap();
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uds = dir.path("v.sock");
+    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
+    let host_side = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(b"reply from the host test").unwrap();
+        let _ = s.read(&mut buf);
+        n
+    });
+    let mut vm = spawn(&[
+        "vm",
+        "run",
+        "--kernel",
+        g.elf.to_str().unwrap(),
+        "--cpus",
+        "2",
+        "--memory",
+        "96",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--rng",
+        "--vsock",
+        &format!("3,uds={}", uds.display()),
+    ]);
+    vm.wait_for("vsock: listening on port 1234", T)
+        .expect("the guest never reached its vsock listen step");
+    let vmm = vmm_pid(&vm);
+    let r = inspect_json(vmm);
+
+    // 7 or 8 of 8 namespaces private (all but user).
+    assert!(
+        r["namespaces"]["private"].as_u64().unwrap() >= 7,
+        "{}",
+        r["namespaces"]
+    );
+    for ns in r["namespaces"]["items"].as_array().unwrap() {
+        if ns["kind"] != "user" {
+            assert_eq!(ns["share"], "private", "{ns}");
+        }
+    }
+    // A cgroup of its own, with memory (guest RAM + overhead) and pids limits.
+    assert_eq!(r["cgroup"]["status"], "limited");
+    let mem = limit(&r, "memory");
+    assert!(
+        mem > (96u64 << 20) as f64 && mem <= (96u64 << 20) as f64 + (128u64 << 20) as f64,
+        "memory limit {mem}"
+    );
+    assert_eq!(limit(&r, "pids"), 2.0 + 6.0);
+    // seccomp: every thread filtered, by exactly one filter of its own.
+    assert_eq!(r["seccomp"]["status"], "filtered");
+    let threads = r["seccomp"]["threads"].as_array().unwrap();
+    let names: Vec<&str> = threads
+        .iter()
+        .map(|t| t["comm"].as_str().unwrap())
+        .collect();
+    for want in ["vmm-events", "vcpu0", "vcpu1"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    for t in threads {
+        assert_eq!(t["mode"], 2, "{t}");
+        assert_eq!(t["filters"], 1, "{t}");
+    }
+    // No capability in any set.
+    let sets = &r["capabilities"]["sets"];
+    for set in [
+        "bounding",
+        "effective",
+        "permitted",
+        "inheritable",
+        "ambient",
+    ] {
+        assert_eq!(sets[set]["mask"], 0, "{set}: {}", sets[set]);
+    }
+    assert_eq!(r["no_new_privs"]["value"], true);
+    assert_eq!(r["ids"]["status"], "unprivileged");
+    for id in r["ids"]["uids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(r["ids"]["gids"].as_array().unwrap())
+    {
+        assert_eq!(id.as_u64(), Some(JAIL_ID));
+    }
+    assert_eq!(r["root"]["status"], "own root");
+    assert_eq!(r["root"]["root_mount"]["read_only"], true, "{}", r["root"]);
+
+    // Nothing of the host by path: the VMM's root is empty.
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{vmm}/root"))
+        .unwrap()
+        .collect();
+    assert!(root.is_empty(), "the jail's root holds {root:?}");
+    // Non-dumpable: its /proc files belong to root, not to its uid.
+    let meta = std::fs::metadata(format!("/proc/{vmm}/status")).unwrap();
+    assert_eq!(meta.uid(), 0);
+    // rlimits: no core files; files grow to at most the read-write disk's size; few fds.
+    let limits = std::fs::read_to_string(format!("/proc/{vmm}/limits")).unwrap();
+    let soft = |name: &str| -> String {
+        let l = limits.lines().find(|l| l.starts_with(name)).unwrap();
+        l[name.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(soft("Max core file size"), "0");
+    assert_eq!(soft("Max file size"), (1u64 << 20).to_string());
+    let nofile: u64 = soft("Max open files").parse().unwrap();
+    assert!((32..=1200).contains(&nofile), "{limits}");
+
+    let dirs = cgroup_dirs(vmm);
+    assert!(dirs
+        .iter()
+        .any(|d| d.to_string_lossy().contains("/bulkhead/vm-")));
+    connect_1234(&uds);
+    let out = vm.finish(T);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(host_side.join().unwrap(), 32, "guest -> host vsock message");
+    assert!(
+        out.line("blk0: read sector 0")
+            .ends_with("data 'JAILED-DISK'"),
+        "{out}"
+    );
+    assert_eq!(out.line("blk0: flush"), "blk0: flush status 0");
+    assert_eq!(out.line("blk0: readback"), "blk0: readback ok");
+    let written = std::fs::read(&disk).unwrap();
+    let msg = b"written by the bulkhead test guest to sector 2";
+    assert_eq!(&written[1024..1024 + msg.len()], msg);
+    assert!(out.stdout.contains("rng: 32 bytes"), "{out}");
+    assert!(shutdown_report(&out).contains("(i8042 reset)"), "{out}");
+    // Afterwards: the cgroup and the socket file are gone.
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!uds.exists(), "vsock socket left behind");
+}
+
+#[test]
+fn jail_report_lists_the_layers() {
+    let g = guest();
+    let out = run(
+        &[
+            "vm",
+            "run",
+            "--kernel",
+            g.elf.to_str().unwrap(),
+            "--jail-report",
+            "--jail-uid",
+            "4242",
+            "--jail-cpus",
+            "0.5",
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains("bulkhead vm: jailed VMM pid ")
+            && out.stderr.contains("uid 4242 gid 4242"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("threads, filters each: "),
+        "per-thread seccomp row\n{out}"
+    );
+    assert!(out.stderr.contains("cpu 0.50 CPUs"), "{out}");
+    assert!(
+        out.stderr
+            .contains("summary: 7 of 9 layers in force: namespaces, cgroup, seccomp, capabilities, no_new_privs, user ids, root"),
+        "{out}"
+    );
+    shutdown_report(&out);
+}
+
+#[test]
+fn no_jail_runs_unconfined_and_says_so() {
+    let g = guest();
+    let out = run(
+        &[
+            "vm",
+            "run",
+            "--kernel",
+            g.elf.to_str().unwrap(),
+            "--no-jail",
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .lines()
+            .next()
+            .unwrap_or("")
+            .starts_with("bulkhead vm: --no-jail: the VMM runs unconfined"),
+        "{out}"
+    );
+    shutdown_report(&out);
+    // The jail flags make no sense without a jail.
+    let out = run(
+        &[
+            "vm",
+            "run",
+            "--kernel",
+            g.elf.to_str().unwrap(),
+            "--no-jail",
+            "--jail-uid",
+            "1000",
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out}");
+}
+
+/// A guest parked at its vsock listen step, with the VMM's pid and cgroup.
+struct Parked {
+    vm: Running,
+    vmm: i32,
+    dirs: Vec<PathBuf>,
+    uds: PathBuf,
+    _dir: TempDir,
+}
+
+fn parked(tag: &str) -> Parked {
+    let dir = TempDir::new(tag);
+    let uds = dir.path("v.sock");
+    let mut vm = spawn(&[
+        "vm",
+        "run",
+        "--kernel",
+        guest().elf.to_str().unwrap(),
+        "--vsock",
+        &format!("3,uds={}", uds.display()),
+    ]);
+    vm.wait_for("vsock: listening on port 1234", T)
+        .expect("the guest never reached its vsock listen step");
+    let vmm = vmm_pid(&vm);
+    let dirs = cgroup_dirs(vmm);
+    Parked {
+        vm,
+        vmm,
+        dirs,
+        uds,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_signal_to_bulkhead_stops_the_jailed_vm_and_cleans_up() {
+    let p = parked("vm-jail-term");
+    p.vm.signal(libc::SIGTERM);
+    let out = p.vm.finish(T);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{out}");
+    assert!(gone(p.vmm), "the VMM outlived its supervisor's SIGTERM");
+    for d in &p.dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!p.uds.exists(), "vsock socket left behind");
+}
+
+#[test]
+fn the_vmm_dies_with_its_supervisor() {
+    let p = parked("vm-jail-kill");
+    p.vm.signal(libc::SIGKILL);
+    let out = p.vm.finish(T);
+    assert_eq!(out.status.code(), None, "{out}");
+    assert!(
+        gone(p.vmm),
+        "the VMM outlived its supervisor (PR_SET_PDEATHSIG)"
+    );
+    // A supervisor killed with SIGKILL cleans nothing: remove what this test's VM left.
+    for d in &p.dirs {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.exists() && std::fs::remove_dir(d).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_file(&p.uds);
+}
