@@ -52,8 +52,8 @@ fn inspect_json(pid: i32) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The directories of the VMM's cgroup, one per hierarchy, from /proc/PID/cgroup and the
-/// cgroup mounts.
+/// The directories of the VMM's own cgroup (`.../vm-<id>`, in the hierarchies it joined), from
+/// /proc/PID/cgroup and the cgroup mounts.
 fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -61,6 +61,9 @@ fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
     for line in text.lines() {
         let mut f = line.splitn(3, ':');
         let (_, ctrls, path) = (f.next(), f.next().unwrap(), f.next().unwrap());
+        if !path.rsplit('/').next().unwrap_or("").starts_with("vm-") {
+            continue;
+        }
         for m in mounts.lines() {
             let fields: Vec<&str> = m.split(' ').collect();
             let Some(dash) = fields.iter().position(|x| *x == "-") else {
@@ -246,10 +249,19 @@ fn jailed_vmm_has_every_layer_and_sees_nothing_of_the_host() {
     let nofile: u64 = soft("Max open files").parse().unwrap();
     assert!((32..=1200).contains(&nofile), "{limits}");
 
+    // Its own cgroup in the memory and pids hierarchies (those it limits), not in cpu.
     let dirs = cgroup_dirs(vmm);
-    assert!(dirs
-        .iter()
-        .any(|d| d.to_string_lossy().contains("/bulkhead/vm-")));
+    for c in ["memory", "pids"] {
+        assert!(
+            dirs.iter()
+                .any(|d| d.to_string_lossy().contains(&format!("/{c}/bulkhead/vm-"))),
+            "{dirs:?}"
+        );
+    }
+    assert!(
+        !dirs.iter().any(|d| d.to_string_lossy().contains("/cpu/")),
+        "{dirs:?}"
+    );
     connect_1234(&uds);
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
@@ -372,6 +384,7 @@ fn parked(tag: &str) -> Parked {
         .expect("the guest never reached its vsock listen step");
     let vmm = vmm_pid(&vm);
     let dirs = cgroup_dirs(vmm);
+    assert!(!dirs.is_empty(), "the VMM has no cgroup of its own");
     Parked {
         vm,
         vmm,

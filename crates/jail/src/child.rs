@@ -35,20 +35,25 @@ impl Confined {
 }
 
 impl Inside<'_> {
-    /// Confine this process: wait until the supervisor has put it in its cgroup, unshare the
-    /// network and cgroup namespaces, switch to the empty read-only root, set the jail's
+    /// Confine this process: unshare the network namespace, switch to the empty read-only
+    /// root, wait until the supervisor has put it in its cgroup, unshare the cgroup
+    /// namespace (rooted there), set the jail's
     /// rlimits and then `late` ones (the last value of a type wins), become the unprivileged
     /// user with no capabilities, no_new_privs, non-dumpable. Single-threaded callers only
     /// (setresuid and unshare act on the calling thread).
     pub fn confine(self, late: &[oci::Rlimit]) -> Result<Confined> {
+        use oci::NamespaceType::{Cgroup, Network};
+        container::namespaces::unshare(namespaces::flags(&[Network]))?;
+        root::enter_empty_root(&self.jail.ro_binds)?;
+        // As late as possible (while CAP_SYS_ADMIN is still held): on cgroup v1 the
+        // supervisor's placement may still be waiting for an RCU grace period.
         self.chan
             .send_write(&Msg::Ready)
             .map_err(sys_err("ask the supervisor for the cgroup"))?;
         self.chan
             .wait_go()
             .map_err(sys_err("wait for the supervisor to place us in the cgroup"))?;
-        container::namespaces::unshare(namespaces::flags(&namespaces::AT_CONFINE))?;
-        root::enter_empty_root(&self.jail.ro_binds)?;
+        container::namespaces::unshare(namespaces::flags(&[Cgroup]))?;
         let mut limits: Vec<oci::Rlimit> = Vec::new();
         for r in self.jail.rlimits.iter().chain(late) {
             limits.retain(|l| l.typ != r.typ);

@@ -19,6 +19,9 @@
 //! - `devices::{serial, i8042, boot_timer}` on the port-I/O bus, `devices::virtio::{mmio,
 //!   queue, blk, net, vsock, rng}` on the MMIO bus.
 //! - `event_loop`: the device thread (epoll via event-manager); `vm`: wiring and running.
+//! - `syscalls`: what each kind of thread may call once jailed (allow lists as data, compiled
+//!   by the `seccomp` crate); `jailed`: a VM whose VMM runs inside the `jail` crate's
+//!   confinement, the default of `bulkhead vm run`.
 //!
 //! rust-vmm crates used, and why:
 //! - `kvm-ioctls` / `kvm-bindings`: safe wrappers for every KVM ioctl; no hand-written
@@ -38,9 +41,12 @@
 //! devices (the rust-vmm `virtio-devices` crates are not published in a usable form), and a
 //! minimal stderr `tracing` subscriber (`logger`) to avoid `tracing-subscriber`'s tree.
 //!
-//! Threads: one per vCPU (runs KVM_RUN, handles port I/O and MMIO register accesses), and
-//! the caller of [`Vm::run`] as the event loop (queue work, host I/O). A device's state sits
-//! behind one mutex shared by both sides.
+//! Threads: one per vCPU (runs KVM_RUN, handles port I/O and MMIO register accesses), one for
+//! the event loop (queue work, host I/O), and the caller of [`Vm::run`], which starts them,
+//! waits for the end and stops the vCPUs. A device's state sits behind one mutex shared by the
+//! vCPUs and the event loop. Three kinds of threads, because each gets its own seccomp filter
+//! when jailed: the event loop runs on a thread of its own so that the thread that kicks vCPUs
+//! (tgkill) and ends the process is not the one that parses guest-controlled queues.
 
 pub mod boot;
 pub mod config;
