@@ -122,6 +122,19 @@ fn missing_kernel_and_bad_json() {
     assert!(out.stderr.contains("unknown field `cpu`"), "{out}");
 }
 
+/// Runs a shell script in a private mount namespace (so it can change mounts for bulkhead
+/// alone): exit code and stderr.
+fn in_private_mount_ns(script: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .output()
+        .expect("unshare");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// /dev/kvm hidden by a private mount namespace with an empty /dev.
 #[test]
 fn missing_dev_kvm() {
@@ -132,12 +145,8 @@ fn missing_dev_kvm() {
         dir.path("v.sock").display(),
         dir.path("console.log").display()
     );
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("unshare");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = in_private_mount_ns(&script);
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
         stderr.trim(),
         "bulkhead: /dev/kvm: does not exist (no KVM on this host, or the kvm module is not loaded)"
@@ -208,12 +217,8 @@ fn an_unwritable_cgroup_parent() {
         uds.display(),
         console.display()
     );
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("unshare");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = in_private_mount_ns(&script);
+    assert_eq!(code, Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(

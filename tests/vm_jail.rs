@@ -426,3 +426,37 @@ fn the_vmm_dies_with_its_supervisor() {
     }
     let _ = std::fs::remove_file(&p.uds);
 }
+
+/// `--log FILE` is opened by the supervisor; the jailed VMM keeps that descriptor (and only
+/// it) and writes its own lines there. (Had it been closed, a later open could reuse its number
+/// and log lines would land in whatever file got it, a disk image for instance.)
+#[test]
+fn a_log_file_reaches_the_jailed_vmm() {
+    let g = guest();
+    let dir = TempDir::new("vm-jail-log");
+    let log = dir.path("log.txt");
+    let disk = dir.path("disk.img");
+    let data = vm_common::pattern(1 << 20, 11);
+    std::fs::write(&disk, &data).unwrap();
+    let out = run(
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--debug",
+            "vm",
+            "run",
+            "--kernel",
+            g.elf.to_str().unwrap(),
+            "--disk",
+            &format!("{},ro", disk.display()),
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("guest shut down (i8042 reset)"),
+        "the VMM's own log line is missing:\n{text}"
+    );
+    assert_eq!(std::fs::read(&disk).unwrap(), data, "the disk changed");
+}

@@ -24,10 +24,22 @@ pub struct Logger {
     max: Level,
 }
 
+/// The `--log` file's descriptor, for a child that closes every descriptor it does not know
+/// (the jailed VMM) and must keep this one.
+static LOG_FD: std::sync::OnceLock<std::os::fd::RawFd> = std::sync::OnceLock::new();
+
+pub fn log_fd() -> Option<std::os::fd::RawFd> {
+    LOG_FD.get().copied()
+}
+
 impl Logger {
     pub fn install(path: Option<&Path>, format: Format, debug: bool) -> std::io::Result<()> {
         let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(File::options().create(true).append(true).open(p)?),
+            Some(p) => {
+                let f = File::options().create(true).append(true).open(p)?;
+                let _ = LOG_FD.set(std::os::fd::AsRawFd::as_raw_fd(&f));
+                Box::new(f)
+            }
             None => Box::new(std::io::stderr()),
         };
         let logger = Logger {

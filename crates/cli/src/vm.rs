@@ -112,6 +112,8 @@ impl RunArgs {
                 gid,
                 cgroup_parent: self.cgroup_parent.clone(),
                 cpu_quota,
+                // The VMM writes its log lines itself.
+                keep_fds: crate::log::log_fd().into_iter().collect(),
             },
             report: self.jail_report,
         })

@@ -18,7 +18,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 const SEAL_ENV: &str = "_BULKHEAD_SEALED_EXE";
@@ -102,22 +102,7 @@ fn reexec_inner() -> io::Result<std::convert::Infallible> {
         })
         .collect();
     env.push(CString::new(format!("{SEAL_ENV}=1")).expect("no NUL"));
-    let mut av: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    av.push(std::ptr::null());
-    let mut ev: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
-    ev.push(std::ptr::null());
-    // SAFETY: execveat on our memfd with NULL-terminated argv/envp that outlive the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            memfd.as_raw_fd(),
-            c"".as_ptr(),
-            av.as_ptr(),
-            ev.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    Err(io::Error::last_os_error())
+    Err(crate::sys::execveat(memfd.as_fd(), &args, &env))
 }
 
 #[cfg(test)]

@@ -213,6 +213,28 @@ pub fn execve(
     io::Error::last_os_error()
 }
 
+/// execveat(2) of the file `fd` refers to (AT_EMPTY_PATH): for a program opened before its
+/// path stopped being reachable (a sealed memfd, a jail's empty root). Returns only on failure.
+pub fn execveat(fd: BorrowedFd<'_>, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut av: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    av.push(std::ptr::null());
+    let mut ev: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    ev.push(std::ptr::null());
+    // SAFETY: an open fd, an empty NUL-terminated path, and NUL-terminated strings in
+    // NULL-terminated arrays that outlive the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            av.as_ptr(),
+            ev.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
 /// Exit immediately without running destructors or atexit handlers: used by
 /// cloned children, which share the parent's buffered state (stdio, locks).
 pub fn exit_now(code: i32) -> ! {

@@ -101,7 +101,9 @@ impl Inside<'_> {
             f.install()?;
         }
         confined.complete()?;
-        Err(execveat(program, argv, envp))
+        Err(sys_err("execveat the jailed program")(
+            container::sys::execveat(program.as_fd(), argv, envp),
+        ))
     }
 }
 
@@ -116,26 +118,6 @@ fn inherit(fd: RawFd) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn execveat(program: &OwnedFd, argv: &[CString], envp: &[CString]) -> Error {
-    let mut av: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    av.push(std::ptr::null());
-    let mut ev: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    ev.push(std::ptr::null());
-    // SAFETY: NUL-terminated strings in NULL-terminated arrays that outlive the call; the fd
-    // is open; AT_EMPTY_PATH executes the file it refers to.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            program.as_raw_fd(),
-            c"".as_ptr(),
-            av.as_ptr(),
-            ev.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    sys_err("execveat the jailed program")(std::io::Error::last_os_error())
 }
 
 /// The child's life: it never returns into the supervisor's code.

@@ -30,17 +30,7 @@ mod tests {
 
     #[test]
     fn every_namespace_type_is_decided_once() {
-        let all = [
-            NamespaceType::Pid,
-            NamespaceType::Network,
-            NamespaceType::Mount,
-            NamespaceType::Ipc,
-            NamespaceType::Uts,
-            NamespaceType::User,
-            NamespaceType::Cgroup,
-            NamespaceType::Time,
-        ];
-        for t in all {
+        for t in NamespaceType::ALL {
             let n = [&AT_CLONE[..], &AT_CONFINE[..], &NOT_USED[..]]
                 .iter()
                 .filter(|l| l.contains(&t))

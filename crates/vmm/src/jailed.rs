@@ -32,6 +32,8 @@ pub struct JailOptions {
     pub cgroup_parent: String,
     /// CFS quota in microseconds per 100 ms period; `None`: no CPU limit.
     pub cpu_quota: Option<i64>,
+    /// Descriptors of the caller's the VMM keeps (a log file); every other is closed.
+    pub keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// The VMM's own memory beyond guest RAM. Measured (memory.max_usage_in_bytes of the VM's
@@ -68,6 +70,7 @@ pub fn nofile_headroom(config: &VmConfig) -> u64 {
 /// The jail of a VM.
 pub fn jail_for(config: &VmConfig, opts: &JailOptions) -> Jail {
     let mut j = Jail::new(format!("vm-{}", opts.id));
+    j.keep_fds = opts.keep_fds.clone();
     j.uid = opts.uid;
     j.gid = opts.gid;
     j.cgroup = Some(CgroupPlan {
@@ -244,6 +247,7 @@ mod tests {
                 gid: 1000,
                 cgroup_parent: "/bulkhead".into(),
                 cpu_quota: None,
+                keep_fds: Vec::new(),
             },
         );
         assert_eq!(j.name, "vm-0123456789ab");
