@@ -233,3 +233,33 @@ fn an_unwritable_cgroup_parent() {
     }
     assert!(!uds.exists() && !console.exists());
 }
+
+/// The console file is created after the vsock socket is bound, in the VMM process: when it
+/// fails, the socket the (jailed) VMM made is removed by `bulkhead vm run`.
+#[test]
+fn a_console_that_cannot_be_created_leaves_no_socket() {
+    let dir = TempDir::new("bad-console");
+    let uds = dir.path("v.sock");
+    let console = dir.path("no-such-dir/console.log");
+    let out = run(
+        &[
+            "vm",
+            "run",
+            "--kernel",
+            guest().elf.to_str().unwrap(),
+            "--vsock",
+            &format!("3,uds={}", uds.display()),
+            "--console",
+            console.to_str().unwrap(),
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(
+        out.stderr
+            .starts_with(&format!("bulkhead: console {}", console.display())),
+        "{out}"
+    );
+    assert!(!uds.exists(), "vsock socket left behind");
+}
