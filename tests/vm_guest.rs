@@ -218,7 +218,7 @@ fn elf_guest_drives_blk_rng_vsock_and_reports_boot_info() {
     );
     assert!(out.stdout.contains("guest: done, shutting down via i8042"));
 
-    // The VMM removed its socket file on the way out.
+    // The socket file is gone once the VM has ended (removed by the jail's supervisor).
     assert!(!uds.exists(), "vsock socket left behind");
 }
 
