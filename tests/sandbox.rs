@@ -572,3 +572,302 @@ fn two_sandboxes_with_one_name_do_not_mix() {
     assert_eq!(child.wait().unwrap().code(), Some(130));
     assert_clean(&rt, &id, Some(init));
 }
+
+/// An interactive sandbox, driven through a real terminal (a pty this test
+/// opens, bulkhead in its foreground as a shell would start it).
+mod terminal {
+    use super::*;
+    use common::pty::{exit_code, Term};
+
+    /// `bulkhead sandbox --name ID ARGS...` on `term`.
+    fn spawn_on(term: &Term, rt: &Rt, id: &str, args: &[&str]) -> std::process::Child {
+        term.spawn(
+            rt.cmd()
+                .current_dir(host_cwd())
+                .env("TERM", "xterm")
+                .args(["sandbox", "--name", id])
+                .args(args),
+        )
+    }
+
+    /// /proc/PID/stat fields after the command name: state, ppid, pgrp,
+    /// session, tty_nr, tpgid (the terminal's foreground group).
+    fn stat(pid: i64) -> Option<(char, i64, i64, i64)> {
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let f: Vec<&str> = s[s.rfind(')')? + 2..].split(' ').collect();
+        let n = |i: usize| f[i].parse::<i64>().ok();
+        Some((f[0].chars().next()?, n(1)?, n(2)?, n(5)?))
+    }
+
+    /// The `sleep` child of `init` once it is the foreground job of the
+    /// sandbox's terminal (its group is the terminal's foreground group).
+    fn foreground_sleep(init: i64) -> i64 {
+        for _ in 0..1000 {
+            for e in fs::read_dir("/proc").unwrap().flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+                    continue;
+                };
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() != "sleep" {
+                    continue;
+                }
+                if let Some((state, ppid, pgrp, tpgid)) = stat(pid) {
+                    if ppid == init && pgrp == tpgid && state != 'T' {
+                        return pid;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no foreground sleep under {init}");
+    }
+
+    /// `sandbox -- sh` on a new terminal of `rows` x `cols`, once the
+    /// shell has run `first`.
+    struct Shell {
+        rt: Rt,
+        id: String,
+        term: Term,
+        /// The terminal's mode before bulkhead started.
+        before: String,
+        child: std::process::Child,
+        init: i64,
+        /// What `first` printed.
+        first: String,
+    }
+
+    impl Shell {
+        fn start(name: &str, (rows, cols): (u16, u16), first: &str) -> Shell {
+            let rt = Rt::new();
+            let id = unique(name);
+            let mut term = Term::open(rows, cols);
+            let before = term.stty_g();
+            let child = spawn_on(&term, &rt, &id, &["--", "sh"]);
+            // Arithmetic in the commands: the echo of what we type never holds the answer.
+            term.send(&format!("{first}; echo M$((1+1))\n"));
+            let first = term.expect("M2");
+            let init = wait_running(&rt, &id);
+            Shell {
+                rt,
+                id,
+                term,
+                before,
+                child,
+                init,
+                first,
+            }
+        }
+    }
+
+    #[test]
+    fn a_shell_gets_a_terminal_with_job_control() {
+        let Shell {
+            rt,
+            id,
+            mut term,
+            before,
+            mut child,
+            init,
+            first: out,
+        } = Shell::start("sb-tty", (24, 80), "tty");
+        let pts = out
+            .split_whitespace()
+            .find(|w| w.starts_with("/dev/pts/"))
+            .unwrap_or_else(|| panic!("tty printed no /dev/pts/N: {out}"));
+        assert!(pts["/dev/pts/".len()..].parse::<u32>().is_ok(), "{out}");
+        // The outer terminal is raw while the sandbox runs (keys go through untouched).
+        assert_ne!(term.stty_g(), before, "bulkhead left its terminal cooked");
+
+        // Ctrl-C ends the foreground job, not the sandbox; the next command runs.
+        term.send("sleep 30\n");
+        let sleep = foreground_sleep(init);
+        term.send("\x03");
+        term.expect("^C");
+        term.send("echo R$?\n");
+        term.expect("R130");
+        assert!(!alive(sleep), "sleep survived Ctrl-C");
+        assert!(child.try_wait().unwrap().is_none(), "the sandbox ended");
+
+        // Ctrl-\ likewise (SIGQUIT).
+        term.send("sleep 30\n");
+        foreground_sleep(init);
+        term.send("\x1c");
+        term.expect("^\\");
+        term.send("echo Q$?\n");
+        term.expect("Q131");
+
+        // Ctrl-Z stops the job and gives the shell the terminal back.
+        term.send("sleep 30\n");
+        let sleep = foreground_sleep(init);
+        term.send("\x1a");
+        term.expect("^Z");
+        term.send("echo Z$((4+4))\n");
+        term.expect("Z8");
+        assert_eq!(stat(sleep).map(|s| s.0), Some('T'), "sleep is not stopped");
+        // fg resumes it in the foreground; Ctrl-C ends it there.
+        term.send("fg\n");
+        assert_eq!(foreground_sleep(init), sleep);
+        term.send("\x03");
+        term.expect("^C");
+        term.send("echo F$?\n");
+        term.expect("F130");
+
+        term.send("exit 7\n");
+        assert_eq!(exit_code(&mut child), 7, "{}", term.screen());
+        let screen = term.screen();
+        assert!(!screen.contains("job control turned off"), "{screen}");
+        assert!(!screen.contains("not a tty"), "{screen}");
+        assert_eq!(term.stty_g(), before, "the terminal's mode changed");
+        assert_clean(&rt, &id, Some(init));
+    }
+
+    #[test]
+    fn window_size_follows_the_terminal() {
+        // The size is the sandbox's own pty's (not bulkhead's terminal, inherited).
+        let Shell {
+            rt,
+            id,
+            mut term,
+            mut child,
+            first: out,
+            ..
+        } = Shell::start("sb-winch", (33, 101), "tty; stty size");
+        assert!(out.contains("/dev/pts/"), "{out}");
+        assert!(out.contains("33 101"), "{out}");
+        term.resize(50, 132);
+        term.send("stty size; echo N$((2+2))\n");
+        let out = term.expect("N4");
+        assert!(out.contains("50 132"), "{out}");
+        term.send("exit\n");
+        assert_eq!(exit_code(&mut child), 0);
+        assert_clean(&rt, &id, None);
+    }
+
+    #[test]
+    fn sigterm_kills_the_sandbox_and_restores_the_terminal() {
+        let Shell {
+            rt,
+            id,
+            term,
+            before,
+            mut child,
+            init,
+            ..
+        } = Shell::start("sb-ttyterm", (24, 80), "true");
+        assert_ne!(term.stty_g(), before, "bulkhead left its terminal cooked");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(exit_code(&mut child), 128 + libc::SIGTERM);
+        assert_eq!(term.stty_g(), before, "the terminal's mode changed");
+        assert_clean(&rt, &id, Some(init));
+    }
+
+    #[test]
+    fn timeout_still_kills_the_sandbox() {
+        let rt = Rt::new();
+        let id = unique("sb-ttyto");
+        let mut term = Term::open(24, 80);
+        let before = term.stty_g();
+        let mut child = spawn_on(
+            &term,
+            &rt,
+            &id,
+            &["--timeout", "1", "--", "sh", "-c", ON_A_PTY_SLEEP],
+        );
+        assert_eq!(exit_code(&mut child), 124, "{}", term.screen());
+        assert_eq!(term.stty_g(), before);
+        assert_clean(&rt, &id, None);
+    }
+
+    /// `sh -c` this: sleep as pid 1 when the sandbox has a terminal of its
+    /// own (/dev/pts/N in its devpts; bulkhead's, inherited, has no name
+    /// there), else end at once with 9.
+    const ON_A_PTY_SLEEP: &str = "case $(tty) in /dev/pts/*) exec sleep 60;; esac; exit 9";
+
+    /// Wait until `init` runs `comm` (it has executed the command).
+    fn wait_exec(init: i64, comm: &str) {
+        let runs = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            fs::read_to_string(format!("/proc/{init}/comm")).is_ok_and(|c| c.trim() == comm)
+        });
+        assert!(runs, "{init} never ran {comm}");
+    }
+
+    #[test]
+    fn ctrl_c_for_the_command_itself() {
+        // The command is pid 1 of its pid namespace, so the kernel drops a
+        // Ctrl-C it has no handler for: bulkhead ends the sandbox (130), as
+        // the signal would end the command outside a sandbox.
+        let rt = Rt::new();
+        let id = unique("sb-ttyint");
+        let mut term = Term::open(24, 80);
+        let mut child = spawn_on(&term, &rt, &id, &["--", "sh", "-c", ON_A_PTY_SLEEP]);
+        let init = wait_running(&rt, &id);
+        wait_exec(init, "sleep");
+        term.send("\x03");
+        assert_eq!(
+            exit_code(&mut child),
+            128 + libc::SIGINT,
+            "{}",
+            term.screen()
+        );
+        assert_clean(&rt, &id, Some(init));
+
+        // One that handles it gets it, from the terminal.
+        let id = unique("sb-ttytrap");
+        let mut child = spawn_on(
+            &term,
+            &rt,
+            &id,
+            &[
+                "--",
+                "sh",
+                "-c",
+                "tty >/dev/null || exit 9; trap 'echo T$((5+5)); exit 3' INT; sleep 60 & wait",
+            ],
+        );
+        let init = wait_running(&rt, &id);
+        let handled = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            signal_mask(init, "SigCgt") & (1 << (libc::SIGINT - 1)) != 0
+        });
+        assert!(handled, "the shell never installed its trap");
+        term.send("\x03");
+        term.expect("T10");
+        assert_eq!(exit_code(&mut child), 3);
+        assert_clean(&rt, &id, Some(init));
+    }
+
+    fn signal_mask(pid: i64, field: &str) -> u64 {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn no_tty_refuses_and_tty_forces() {
+        let rt = Rt::new();
+        // In a terminal, -T keeps plain streams.
+        let mut term = Term::open(24, 80);
+        let before = term.stty_g();
+        let id = unique("sb-notty");
+        let mut child = spawn_on(&term, &rt, &id, &["-T", "--", "sh", "-c", "tty; exit 5"]);
+        assert_eq!(exit_code(&mut child), 5);
+        term.expect("not a tty");
+        assert_eq!(term.stty_g(), before);
+        // Without a terminal, nothing changes unless -t asks for one.
+        let (code, out, _) = sandbox(&rt, &["--", "sh", "-c", "tty; exit 4"]);
+        assert_eq!((code, out.trim()), (4, "not a tty"));
+        let (code, out, err) = sandbox(&rt, &["-t", "--", "sh", "-c", "tty; exit 3"]);
+        assert_eq!(code, 3, "{err}");
+        assert!(out.starts_with("/dev/pts/"), "{out}");
+        // Output through a pty: the line discipline's CR LF.
+        assert!(out.ends_with("\r\n"), "{out:?}");
+        let (code, _, err) = sandbox(&rt, &["-t", "-T", "--", "true"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+}

@@ -51,6 +51,23 @@
 //!   it, and 2 s to exit (a second signal ends the wait); otherwise, or after
 //!   that, every process of the sandbox gets SIGKILL. Other signals are
 //!   forwarded to the command as `run` does.
+//! - **Terminal.** When stdin and stdout are bulkhead's terminal (and
+//!   bulkhead is its foreground job), or with `--tty`, the command gets a
+//!   new pty of the sandbox's devpts as controlling terminal, stdio and
+//!   /dev/console (`process.terminal`, its size from ours); its master comes
+//!   to bulkhead over a console socket bulkhead holds itself, and the
+//!   container library's foreground loop relays it (raw mode, SIGWINCH,
+//!   restored on every way out). Ctrl-C, Ctrl-Z and Ctrl-\ are then bytes
+//!   the pty turns into signals for its foreground job, so job control in a
+//!   shell works and bulkhead gets no SIGINT. One exception keeps Ctrl-C
+//!   stopping a plain command: the kernel drops a terminal's SIGINT/SIGQUIT
+//!   for pid 1 without a handler, so when the command itself is the pty's
+//!   foreground and leaves the signal at its default, bulkhead ends the
+//!   sandbox (130/131) as the signal would have ended the command. SIGTERM,
+//!   SIGHUP to bulkhead and `--timeout` end the sandbox as without a
+//!   terminal. Output redirected to a file keeps plain streams (a pty would
+//!   turn newlines into CR LF and merge stderr into stdout); `--no-tty`
+//!   keeps them in a terminal too.
 //! - **Cleanup.** The container is deleted whatever happens after it was
 //!   created (a guard kills and deletes it), and the library undoes a failed
 //!   create; every input is checked before anything is created.
@@ -132,6 +149,13 @@ pub struct SandboxArgs {
     /// Container ID of the sandbox (default: sandbox-<random>).
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,
+    /// Give the command a new terminal (default: when stdin and stdout are
+    /// bulkhead's terminal).
+    #[arg(short = 't', long, conflicts_with = "no_tty")]
+    pub tty: bool,
+    /// Never give the command a terminal: plain stdin, stdout and stderr.
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
     /// The command and its arguments (after --).
     #[arg(
         trailing_var_arg = true,
@@ -222,6 +246,7 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
         None => "/".into(),
     };
     let host_net = a.net == "host";
+    let terminal = a.tty || (!a.no_tty && container::console::interactive());
 
     let mut extra = vec![tmpfs_mount("/tmp", "1777"), tmpfs_mount("/run", "755")];
     // Writable places where new mount points can be made in a read-only host root.
@@ -311,7 +336,8 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
         .into(),
     );
     let p = spec.process.as_mut().expect("default spec has a process");
-    p.terminal = false;
+    p.terminal = terminal;
+    p.console_size = terminal.then(container::console::console_size).flatten();
     p.args = a.command.clone();
     p.env = env;
     p.cwd = cwd;
@@ -841,7 +867,19 @@ enum Ending {
 
 fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
     let id = plan.id.as_str();
-    let created = rt.create(id, opts)?;
+    // With a terminal, the pty's master comes to us (see the module notes).
+    let console = plan
+        .spec
+        .process
+        .as_ref()
+        .is_some_and(|p| p.terminal)
+        .then(container::console::Receiver::new)
+        .transpose()?;
+    let opts = CreateOptions {
+        console_fd: console.as_ref().map(|c| c.console_fd()),
+        ..opts.clone()
+    };
+    let created = rt.create(id, &opts)?;
     let mut guard = ContainerGuard {
         rt,
         id,
@@ -853,8 +891,9 @@ fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
             tracing::warn!("sandbox {id}: bring up the loopback interface: {e}");
         }
     }
+    let master = console.and_then(container::console::Receiver::master);
     rt.start(id)?;
-    let (status, ending, killed) = wait(rt, id, created.pid, plan.timeout)?;
+    let (status, ending, killed) = wait(rt, id, created.pid, plan.timeout, master)?;
     guard.reaped = true;
     drop(guard);
     Ok(match ending {
@@ -865,13 +904,15 @@ fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
 }
 
 /// Wait for the sandbox's init (the container library's foreground loop),
-/// forwarding signals, enforcing the timeout and the stop policy.
+/// forwarding signals, enforcing the timeout and the stop policy, relaying
+/// the terminal if `master` is the sandbox's pty.
 /// Returns (wait status, why it ended early, whether we killed it).
 fn wait(
     rt: &Runtime,
     id: &str,
     pid: i32,
     timeout: Option<Duration>,
+    master: Option<std::os::fd::OwnedFd>,
 ) -> Result<(i32, Option<Ending>, bool)> {
     let mut sup = Supervisor {
         rt,
@@ -882,7 +923,7 @@ fn wait(
         killed: false,
         grace_until: None,
     };
-    let status = container::foreground::supervise(pid, None, &mut sup)?;
+    let status = container::foreground::supervise(pid, master, &mut sup)?;
     Ok((status, sup.ending, sup.killed))
 }
 
@@ -952,15 +993,37 @@ impl container::foreground::Supervisor for Supervisor<'_> {
             false
         }
     }
+
+    fn terminal_signal(&mut self, signo: i32, foreground: i32, process: BorrowedFd<'_>) {
+        // Ctrl-C or Ctrl-\ for the command itself (its group is the
+        // terminal's foreground), which leaves the signal's default action:
+        // outside a pid namespace that ends it, as pid 1 the kernel drops the
+        // signal. End the sandbox as Ctrl-C without a terminal does. A job in
+        // the foreground (a shell's `sleep`) gets the signal from the kernel.
+        let ends = matches!(signo, libc::SIGINT | libc::SIGQUIT);
+        if !ends || foreground != self.pid || self.ending.is_some() {
+            return;
+        }
+        if catches(self.pid, signo) || signal_mask(self.pid, "SigIgn", signo) {
+            return;
+        }
+        self.ending = Some(Ending::Signal(signo));
+        self.kill_all(process);
+    }
 }
 
 /// Does process `pid` have a handler for `signo` (SigCgt in its status)?
 fn catches(pid: i32, signo: i32) -> bool {
+    signal_mask(pid, "SigCgt", signo)
+}
+
+/// Is `signo` in the signal mask `field` (SigCgt, SigIgn...) of `pid`'s status?
+fn signal_mask(pid: i32, field: &str, signo: i32) -> bool {
     let Ok(s) = fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
     s.lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .is_some_and(|mask| (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0)
 }
@@ -1528,6 +1591,8 @@ mod tests {
             hostname: "sandbox".into(),
             user: None,
             name: Some("t1".into()),
+            tty: false,
+            no_tty: true,
             command: cmd.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -1563,6 +1628,18 @@ mod tests {
         assert!(dests.contains(&"/run"));
         assert!(l.seccomp.is_none());
         assert!(!p.own_net);
+    }
+
+    #[test]
+    fn plan_terminal() {
+        let p = plan(&args(&["sh"])).unwrap();
+        assert!(!p.spec.process.as_ref().unwrap().terminal);
+        let mut a = args(&["sh"]);
+        (a.tty, a.no_tty) = (true, false);
+        let p = plan(&a).unwrap();
+        let pr = p.spec.process.as_ref().unwrap();
+        assert!(pr.terminal);
+        oci::validate(&p.spec).unwrap();
     }
 
     #[test]

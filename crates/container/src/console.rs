@@ -105,6 +105,33 @@ pub fn relay_pair() -> Result<(OwnedFd, OwnedFd)> {
     .ctx(|| "socketpair".into())
 }
 
+/// A console socket the runtime holds itself, when no engine takes the pty
+/// (`run` in the foreground, `sandbox`): create the container with
+/// `console_fd: Some(r.console_fd())`, then [`Receiver::master`] is the pty
+/// master its process sent, for [`crate::foreground::supervise`] to relay.
+pub struct Receiver {
+    ours: OwnedFd,
+    theirs: OwnedFd,
+}
+
+impl Receiver {
+    pub fn new() -> Result<Receiver> {
+        let (ours, theirs) = relay_pair()?;
+        Ok(Receiver { ours, theirs })
+    }
+
+    /// The end to pass as `CreateOptions::console_fd` (valid while `self` lives).
+    pub fn console_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.theirs)
+    }
+
+    /// The pty master, once `create` has returned (it is sent before then);
+    /// None if the process sent none.
+    pub fn master(self) -> Option<OwnedFd> {
+        recv_fd(&self.ours, true).ok().flatten()
+    }
+}
+
 /// Receive an fd sent with [`send_fd`] (blocking unless `nonblock`).
 pub fn recv_fd(sock: &impl AsFd, nonblock: bool) -> std::io::Result<Option<OwnedFd>> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
@@ -162,12 +189,113 @@ impl Drop for RawMode {
     }
 }
 
+/// Is this process run interactively: stdin and stdout a terminal, and this
+/// process in its foreground (a job started with `&` is not: switching the
+/// terminal it shares with the shell to raw mode would break the shell)?
+/// Output redirected to a file keeps plain streams (a pty would turn its
+/// newlines into CR LF and merge stderr into it).
+pub fn interactive() -> bool {
+    let (stdin, stdout) = (rustix::stdio::stdin(), rustix::stdio::stdout());
+    rustix::termios::isatty(stdin)
+        && rustix::termios::isatty(stdout)
+        && rustix::termios::tcgetpgrp(stdin).is_ok_and(|pg| pg == rustix::process::getpgrp())
+}
+
+/// The window size of our own terminal (stdin's, else stdout's), if we have one.
+pub fn winsize() -> Option<rustix::termios::Winsize> {
+    [rustix::stdio::stdin(), rustix::stdio::stdout()]
+        .into_iter()
+        .find_map(|fd| rustix::termios::tcgetwinsize(fd).ok())
+}
+
+/// Our terminal's size as `process.consoleSize`, so a container's pty has
+/// it from the start (before the relay's first resize).
+pub fn console_size() -> Option<ConsoleSize> {
+    winsize()
+        .filter(|ws| ws.ws_row > 0 && ws.ws_col > 0)
+        .map(|ws| ConsoleSize {
+            height: ws.ws_row,
+            width: ws.ws_col,
+        })
+}
+
 /// Give the pty the size of our own terminal (if we have one).
 pub fn copy_winsize(master: &impl AsFd) {
-    for fd in [rustix::stdio::stdin(), rustix::stdio::stdout()] {
-        if let Ok(ws) = rustix::termios::tcgetwinsize(fd) {
-            let _ = rustix::termios::tcsetwinsize(master, ws);
-            return;
+    if let Some(ws) = winsize() {
+        let _ = rustix::termios::tcsetwinsize(master, ws);
+    }
+}
+
+/// The signal the pty's line discipline sends to its foreground process
+/// group when `input` is written to `master`, decided as the kernel does:
+/// with ISIG on, a byte equal to VINTR, VQUIT or VSUSP (and not disabled),
+/// unless quoted by VLNEXT (ICANON and IEXTEN on). `quoted` carries a VLNEXT
+/// at the end of one input over to the next. The first such signal, if any.
+pub fn input_signal(master: &impl AsFd, input: &[u8], quoted: &mut bool) -> Option<i32> {
+    use rustix::termios::{LocalModes, SpecialCodeIndex as I};
+    let t = rustix::termios::tcgetattr(master).ok()?;
+    let modes = t.local_modes;
+    let code = |i: I| Some(t.special_codes[i]).filter(|c| *c != 0);
+    let keys = [
+        (code(I::VINTR), libc::SIGINT),
+        (code(I::VQUIT), libc::SIGQUIT),
+        (code(I::VSUSP), libc::SIGTSTP),
+    ];
+    let lnext = code(I::VLNEXT)
+        .filter(|_| modes.contains(LocalModes::ICANON) && modes.contains(LocalModes::IEXTEN));
+    let mut found = None;
+    for &b in input {
+        if std::mem::take(quoted) {
+            continue;
         }
+        if modes.contains(LocalModes::ISIG) {
+            if let Some((_, sig)) = keys.iter().find(|(k, _)| *k == Some(b)) {
+                found = found.or(Some(*sig));
+                continue;
+            }
+        }
+        if lnext == Some(b) {
+            *quoted = true;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions, SpecialCodeIndex};
+
+    #[test]
+    fn input_signal_follows_the_ptys_line_discipline() {
+        let master =
+            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let mut q = false;
+        // A new pty is cooked: ^C, ^\, ^Z signal; other bytes do not.
+        assert_eq!(input_signal(&master, b"ls\r", &mut q), None);
+        assert_eq!(input_signal(&master, b"x\x03", &mut q), Some(libc::SIGINT));
+        assert_eq!(input_signal(&master, b"\x1c", &mut q), Some(libc::SIGQUIT));
+        assert_eq!(
+            input_signal(&master, b"\x1a\x03", &mut q),
+            Some(libc::SIGTSTP)
+        );
+        // ^V quotes the next byte, also across two inputs.
+        assert_eq!(input_signal(&master, b"\x16\x03", &mut q), None);
+        assert_eq!(input_signal(&master, b"\x16", &mut q), None);
+        assert!(q);
+        assert_eq!(input_signal(&master, b"\x03", &mut q), None);
+        assert_eq!(input_signal(&master, b"\x03", &mut q), Some(libc::SIGINT));
+        // The program inside chose other keys, or none (vi's raw mode).
+        let mut t = tcgetattr(&master).unwrap();
+        t.special_codes[SpecialCodeIndex::VINTR] = b'\x07';
+        t.special_codes[SpecialCodeIndex::VQUIT] = 0;
+        tcsetattr(&master, OptionalActions::Now, &t).unwrap();
+        assert_eq!(input_signal(&master, b"\x03\x1c", &mut q), None);
+        assert_eq!(input_signal(&master, b"\x07", &mut q), Some(libc::SIGINT));
+        t.local_modes.remove(LocalModes::ISIG);
+        tcsetattr(&master, OptionalActions::Now, &t).unwrap();
+        assert_eq!(input_signal(&master, b"\x07\x1a", &mut q), None);
     }
 }

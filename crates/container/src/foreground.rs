@@ -1,13 +1,25 @@
 //! A container process in the foreground of the runtime (`run` and `exec`
-//! without --detach): every signal the runtime receives goes to the process
-//! (SIGWINCH resizes its terminal), and with a terminal but no engine to
-//! hold it, the runtime relays between its own stdio and the pty.
+//! without --detach, `sandbox`): every signal the runtime receives goes to
+//! the process (SIGWINCH resizes its terminal), and with a terminal but no
+//! engine to hold it, the runtime relays between its own stdio and the pty.
+//!
+//! The terminal relay, for any caller that holds a pty master (a container's,
+//! or a host pty whose other side a VM monitor relays to a guest): our
+//! terminal goes to raw mode (keystrokes, ^C included, reach the pty's line
+//! discipline untouched, which signals the pty's foreground job), the pty
+//! gets our window size at the start and on every SIGWINCH, output still in
+//! the pty when the process exits is passed on, and our terminal's mode is
+//! restored whichever way the loop ends. Signals to the runtime arrive on a
+//! signalfd (the caller blocked them), so SIGTERM or SIGHUP end the loop
+//! through the [`Supervisor`], never the runtime half-way with the terminal
+//! raw; only SIGKILL can leave it raw.
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use rustix::termios::tcgetpgrp;
 
 use crate::console;
 use crate::error::{msg, Context, Result};
@@ -66,6 +78,12 @@ pub trait Supervisor {
     fn signal(&mut self, _signo: i32, _process: BorrowedFd<'_>) -> bool {
         true
     }
+    /// Input relayed to the pty makes its line discipline send `signo`
+    /// (Ctrl-C, Ctrl-\, Ctrl-Z) to the pty's foreground process group
+    /// `foreground` (a pid of our namespace). The kernel delivers it; this is
+    /// for what it will not do (a pid namespace's init with the default
+    /// action ignores it).
+    fn terminal_signal(&mut self, _signo: i32, _foreground: i32, _process: BorrowedFd<'_>) {}
 }
 
 /// Forward every signal.
@@ -106,6 +124,7 @@ pub fn supervise(pid: i32, master: Option<OwnedFd>, sup: &mut dyn Supervisor) ->
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut quoted = false;
     loop {
         let mut fds = vec![
             PollFd::new(&sfd, PollFlags::IN),
@@ -171,7 +190,14 @@ pub fn supervise(pid: i32, master: Option<OwnedFd>, sup: &mut dyn Supervisor) ->
                 match rustix::io::read(stdin, &mut buf) {
                     Ok(n) if n > 0 => {
                         if let Some(m) = &master {
+                            // The foreground group as the key was typed: the
+                            // signal may end it and hand the terminal back.
+                            let sig = console::input_signal(m, &buf[..n], &mut quoted)
+                                .and_then(|s| Some((s, tcgetpgrp(m).ok()?.as_raw_nonzero())));
                             write_all(m, &buf[..n]);
+                            if let Some((signo, pgrp)) = sig {
+                                sup.terminal_signal(signo, pgrp.get(), pidfd.as_fd());
+                            }
                         }
                     }
                     _ => stdin_open = false,

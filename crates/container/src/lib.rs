@@ -381,18 +381,14 @@ impl Runtime {
         // pty itself (if the config asks for a terminal) and relays it.
         let mut opts = opts.clone();
         let relay = if !detach && opts.console_socket.is_none() && opts.console_fd.is_none() {
-            let (ours, theirs) = console::relay_pair()?;
-            opts.console_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&theirs));
-            Some((ours, theirs))
+            let r = console::Receiver::new()?;
+            opts.console_fd = Some(r.console_fd());
+            Some(r)
         } else {
             None
         };
         let created = self.create(id, &opts)?;
-        let master = match &relay {
-            Some((ours, _)) => console::recv_fd(ours, true).ok().flatten(),
-            None => None,
-        };
-        drop(relay);
+        let master = relay.and_then(console::Receiver::master);
         if let Err(e) = self.start(id) {
             let _ = self.delete(id, true);
             // SAFETY: reap our child so it does not linger as a zombie.
