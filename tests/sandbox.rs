@@ -870,4 +870,35 @@ mod terminal {
         assert_ne!(code, 0);
         assert!(err.contains("cannot be used with"), "{err}");
     }
+
+    #[test]
+    fn warnings_read_as_sentences_on_a_terminal() {
+        // The sandbox warns when it starts in /tmp (private and empty inside).
+        let rt = Rt::new();
+        let mut term = Term::open(24, 80);
+        let run = |term: &Term, flags: &[&str]| {
+            let mut c = rt.cmd();
+            c.current_dir("/tmp")
+                .args(flags)
+                .args(["sandbox", "-T", "--", "true"]);
+            let mut child = term.spawn(&mut c);
+            assert_eq!(exit_code(&mut child), 0);
+        };
+        run(&term, &[]);
+        term.expect("bulkhead: warning: sandbox: the current directory /tmp is under /tmp");
+        // An explicit --log-format keeps runc's lines, terminal or not.
+        run(&term, &["--log-format", "text"]);
+        let line = term.expect("is under /tmp");
+        assert!(
+            line.contains("level=warning msg=\"sandbox: the current"),
+            "{line}"
+        );
+        // Not a terminal: runc's lines, as before.
+        let out = output(rt.cmd().current_dir("/tmp").args(["sandbox", "--", "true"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("time=\"") && err.contains("level=warning"),
+            "{err}"
+        );
+    }
 }

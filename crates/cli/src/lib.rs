@@ -29,9 +29,10 @@ struct Cli {
     /// Write log lines to this file (default: stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
-    /// Log line format.
-    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
-    log_format: log::Format,
+    /// Log line format [default: text (runc's), or plain `bulkhead: warning: ...`
+    /// lines when stderr is a terminal and --log is not given].
+    #[arg(long = "log-format", global = true, value_enum)]
+    log_format: Option<log::Format>,
     /// Log debug messages too.
     #[arg(long, global = true)]
     debug: bool,
@@ -104,7 +105,12 @@ impl std::error::Error for ExitWith {}
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    if let Err(e) = log::Logger::install(cli.log.as_deref(), cli.log_format, cli.debug) {
+    let format = log::Format::choose(
+        cli.log.as_deref(),
+        cli.log_format,
+        rustix::termios::isatty(rustix::stdio::stderr()),
+    );
+    if let Err(e) = log::Logger::install(cli.log.as_deref(), format, cli.debug) {
         eprintln!(
             "bulkhead: --log {}: {e}",
             cli.log.as_deref().unwrap_or("".as_ref()).display()

@@ -1,6 +1,11 @@
 //! `--log FILE --log-format text|json`: log lines in the shape runc writes,
 //! because engines parse them (containerd reads the last `"level":"error"`
 //! line of log.json to report why the runtime failed).
+//!
+//! A person at a terminal gets plain sentences instead (`bulkhead: warning:
+//! ...`): when stderr is a terminal and neither `--log` nor `--log-format`
+//! was given. Engines always pass one of them (and never a terminal as
+//! stderr), so what they parse does not change.
 
 use std::fs::File;
 use std::io::Write;
@@ -14,8 +19,24 @@ use tracing::{Event, Level, Metadata, Subscriber};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Format {
+    /// runc's logfmt lines: `time="..." level=warning msg="..."`.
     Text,
     Json,
+    /// `bulkhead: warning: ...`, for a person (never chosen on the command line).
+    #[value(skip)]
+    Human,
+}
+
+impl Format {
+    /// `--log-format` if given; else human lines when stderr is a terminal
+    /// and there is no `--log`; else runc's text lines.
+    pub fn choose(log: Option<&Path>, given: Option<Format>, stderr_is_tty: bool) -> Format {
+        match given {
+            Some(f) => f,
+            None if log.is_none() && stderr_is_tty => Format::Human,
+            None => Format::Text,
+        }
+    }
 }
 
 pub struct Logger {
@@ -67,6 +88,7 @@ impl Logger {
                 format!("{v}\n")
             }
             Format::Text => format!("time=\"{time}\" level={lvl} msg={msg:?}\n"),
+            Format::Human => format!("bulkhead: {lvl}: {msg}\n"),
         }
     }
 }
@@ -134,5 +156,25 @@ mod tests {
         assert!(t
             .line(&Level::WARN, "w")
             .contains("level=warning msg=\"w\""));
+        let h = Logger {
+            format: Format::Human,
+            ..t
+        };
+        assert_eq!(
+            h.line(&Level::WARN, "sandbox: \"x\" is odd"),
+            "bulkhead: warning: sandbox: \"x\" is odd\n"
+        );
+    }
+
+    #[test]
+    fn format_choice() {
+        let log = Some(Path::new("/x/log.json"));
+        // What an engine passes is kept, terminal or not.
+        assert_eq!(Format::choose(log, Some(Format::Json), true), Format::Json);
+        assert_eq!(Format::choose(None, Some(Format::Text), true), Format::Text);
+        assert_eq!(Format::choose(log, None, true), Format::Text);
+        // Without either flag: human lines only for a terminal's stderr.
+        assert_eq!(Format::choose(None, None, true), Format::Human);
+        assert_eq!(Format::choose(None, None, false), Format::Text);
     }
 }
