@@ -63,15 +63,7 @@ fn create_blocks_until_start_then_runs() {
     let shared = b.share("/shared");
     let id = unique("block");
     let pidfile = b.dir.join("pid");
-    rt.track(&id);
-    ok(&output(
-        rt.cmd()
-            .args(["create", "--bundle"])
-            .arg(&b.dir)
-            .arg("--pid-file")
-            .arg(&pidfile)
-            .arg(&id),
-    ));
+    ok(&rt.create_with_pid_file(&id, &b, &pidfile));
     let st = rt.state(&id);
     assert_eq!(st["status"], "created");
     assert_eq!(st["id"], id.as_str());

@@ -205,6 +205,19 @@ impl Rt {
         output(self.cmd().args(["create", "--bundle"]).arg(&b.dir).arg(id))
     }
 
+    /// `create --pid-file PID_FILE`.
+    pub fn create_with_pid_file(&self, id: &str, b: &Bundle, pid_file: &Path) -> Output {
+        self.track(id);
+        output(
+            self.cmd()
+                .args(["create", "--bundle"])
+                .arg(&b.dir)
+                .arg("--pid-file")
+                .arg(pid_file)
+                .arg(id),
+        )
+    }
+
     /// Foreground run: (exit code, stdout, stderr).
     pub fn run_container(&self, id: &str, b: &Bundle) -> (i32, String, String) {
         self.track(id);
@@ -310,6 +323,11 @@ pub fn alive(pid: i64) -> bool {
 /// The container's cgroup directories that exist on the host (by scanning
 /// every mounted hierarchy for a directory named like the container).
 pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
+    cgroup_dirs_where(|n| n == name)
+}
+
+/// Cgroup directories, in every mounted hierarchy, whose name passes `pick`.
+pub fn cgroup_dirs_where(pick: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     for line in info.lines() {
@@ -322,7 +340,7 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
             let Ok(rd) = fs::read_dir(&d) else { continue };
             for e in rd.flatten() {
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    if e.file_name().to_string_lossy() == name {
+                    if pick(&e.file_name().to_string_lossy()) {
                         found.push(e.path());
                     }
                     stack.push(e.path());

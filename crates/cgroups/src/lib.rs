@@ -282,21 +282,21 @@ impl Cgroup {
     /// Create the directories (parents as needed). On error, whatever was
     /// created is removed again, leaves first.
     pub fn create(&mut self) -> Result<()> {
-        let res = self.create_dirs();
-        if res.is_err() {
-            for p in self.created.drain(..).rev() {
-                let _ = fs::remove_dir(p);
-            }
-        }
-        res
+        self.plan_create();
+        self.create_planned()
     }
 
-    fn create_dirs(&mut self) -> Result<()> {
-        for i in 0..self.dirs.len() {
-            let dir = self.dirs[i].clone();
-            // Walk up to the first existing ancestor, then create downwards.
+    /// Record, without creating anything, the directories that
+    /// [`Cgroup::create_planned`] will make: the missing ones, parents first.
+    /// A caller persists [`Cgroup::saved`] after this, so that if it is
+    /// killed half-way through the creation, its record names every
+    /// directory that can exist (removal tolerates the missing ones).
+    pub fn plan_create(&mut self) {
+        self.created.clear();
+        for d in &self.dirs {
+            // Walk up to the first existing ancestor.
             let mut missing = Vec::new();
-            let mut p = dir.path.as_path();
+            let mut p = d.path.as_path();
             while !p.exists() {
                 missing.push(p.to_path_buf());
                 p = match p.parent() {
@@ -304,17 +304,37 @@ impl Cgroup {
                     None => break,
                 };
             }
-            for m in missing.into_iter().rev() {
-                match fs::DirBuilder::new().mode(0o755).create(&m) {
-                    Ok(()) => self.created.push(m.clone()),
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(Error::io(format!("create cgroup {}", m.display()), e)),
-                }
-                // A fresh v1 cpuset is empty, and a task cannot join an empty
-                // cpuset: inherit the parent's cpus and mems.
-                if !dir.v2 && dir.has("cpuset") {
-                    v1::inherit_cpuset(&m)?;
-                }
+            self.created.extend(missing.into_iter().rev());
+        }
+    }
+
+    /// Create the directories recorded by [`Cgroup::plan_create`]; afterwards
+    /// the record holds only those this call made (one that appeared in the
+    /// meantime belongs to someone else). On error, those are removed again.
+    pub fn create_planned(&mut self) -> Result<()> {
+        let planned = std::mem::take(&mut self.created);
+        let res = self.make_dirs(&planned);
+        if res.is_err() {
+            self.remove_created();
+        }
+        res
+    }
+
+    fn make_dirs(&mut self, planned: &[PathBuf]) -> Result<()> {
+        for m in planned {
+            match fs::DirBuilder::new().mode(0o755).create(m) {
+                Ok(()) => self.created.push(m.clone()),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(format!("create cgroup {}", m.display()), e)),
+            }
+            // A fresh v1 cpuset is empty, and a task cannot join an empty
+            // cpuset: inherit the parent's cpus and mems.
+            let in_cpuset = self
+                .dirs
+                .iter()
+                .any(|d| !d.v2 && d.has("cpuset") && d.path.starts_with(m));
+            if in_cpuset {
+                v1::inherit_cpuset(m)?;
             }
         }
         Ok(())
@@ -818,6 +838,45 @@ mod tests {
         assert!(restorable(Path::new("/x/hugetlb.2MB.limit_in_bytes")));
         assert!(!restorable(Path::new("/x/devices.allow")));
         assert!(!restorable(Path::new("/x/io.max")));
+    }
+
+    #[test]
+    fn planned_directories_are_recorded_before_they_exist() {
+        let tmp = std::env::temp_dir().join(format!("bh-cg-plan-{}", std::process::id()));
+        fs::create_dir_all(tmp.join("v1")).unwrap();
+        let dir = |p: &str, v2: bool| Dir {
+            v2,
+            controllers: vec!["pids".into()],
+            path: tmp.join(p),
+        };
+        let mut cg = Cgroup {
+            layout: Layout::Hybrid,
+            path: "/a/c".into(),
+            dirs: vec![dir("v1/a/c", false), dir("v2/a/c", true)],
+            created: Vec::new(),
+        };
+        cg.plan_create();
+        let planned = cg.saved().created;
+        assert_eq!(
+            planned,
+            ["v1/a", "v1/a/c", "v2", "v2/a", "v2/a/c"].map(|p| tmp.join(p))
+        );
+        assert!(
+            planned.iter().all(|p| !p.exists()),
+            "planning creates nothing"
+        );
+        // Someone else makes one of them meanwhile: it is not ours.
+        fs::create_dir(tmp.join("v2")).unwrap();
+        cg.create_planned().unwrap();
+        assert!(planned.iter().all(|p| p.exists()));
+        assert!(!cg.saved().created.contains(&tmp.join("v2")));
+        // A record of the plan (a killed create) removes whatever exists.
+        let mut record = cg.saved();
+        record.created = planned;
+        fs::remove_dir(tmp.join("v1/a/c")).unwrap();
+        Cgroup::from_saved(&record).destroy().unwrap();
+        assert!(!tmp.join("v1/a").exists() && !tmp.join("v2/a").exists());
+        fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

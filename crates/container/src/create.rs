@@ -1,9 +1,22 @@
 //! The runtime's side of `create`: validate everything, claim the ID, make
 //! the cgroup, clone the init and answer its requests until it reports
 //! "created". Any failure undoes all of it (see [`Guard`]).
+//!
+//! A runtime killed at any moment (an engine's timeout, the OOM killer)
+//! runs no guard, so two more rules hold:
+//! - everything is recorded before it is made: the state file (status
+//!   `creating`) names the cgroup directories of every hierarchy and the pid
+//!   file before they exist, and the init's pid as soon as it exists, so
+//!   `delete` finds and removes all of it (see [`crate::state`]);
+//! - the init dies with the runtime until the handoff
+//!   ([`crate::sync::die_with_runtime`]): the runtime writes the final state
+//!   and the pid file, then sends its last `Go`; the init stops tying its
+//!   life to ours just before it reports "created", and exits if the channel
+//!   closes before that `Go` arrives. Once `create` has returned, the
+//!   container outlives the runtime, as it must.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -41,11 +54,15 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
 }
 
-/// Undo a partial create: the process, the cgroup, the state directory.
+/// Undo a partial create that failed (returned an error): the process, the
+/// cgroup, the pid file, the state directory. A create that is killed cannot
+/// run this: for that case everything is recorded in the state directory
+/// before it is made, and `delete` undoes it.
 struct Guard {
     sd: Option<StateDir>,
     cgroup: Option<cgroups::Cgroup>,
     pids: Vec<i32>,
+    pid_file: Option<PathBuf>,
 }
 
 impl Drop for Guard {
@@ -60,6 +77,10 @@ impl Drop for Guard {
         if let Some(cg) = &self.cgroup {
             let _ = cg.destroy();
         }
+        if let Some(pf) = &self.pid_file {
+            let _ = fs::remove_file(pid_file_tmp(pf));
+            let _ = fs::remove_file(pf);
+        }
         if let Some(sd) = self.sd.take() {
             let _ = sd.remove();
         }
@@ -70,6 +91,7 @@ impl Guard {
     fn disarm(mut self) -> StateDir {
         self.pids.clear();
         self.cgroup = None;
+        self.pid_file = None;
         self.sd.take().expect("state dir")
     }
 }
@@ -290,14 +312,36 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         sd: Some(sd),
         cgroup: None,
         pids: Vec::new(),
+        pid_file: None,
     };
-    if notify.is_some() {
-        crate::notify::make_dir(guard.sd.as_ref().expect("state dir"))?;
-    }
-
     let hier = cgroups::Hierarchies::detect()?;
     let mut cg = cgroups::Cgroup::resolve(&hier, linux.cgroups_path.as_deref(), id)?;
-    cg.create()?;
+    cg.plan_create();
+    // The record of everything this create is about to make, written before
+    // any of it exists: a create killed at any later point leaves a
+    // container that `list` shows and `delete` removes completely. (State
+    // lives on tmpfs: no fsync; a host crash takes it with the cgroups.)
+    let mut saved = Saved {
+        id: id.to_string(),
+        status: oci::Status::Creating,
+        pid: 0,
+        pid_start: 0,
+        bundle: prep.bundle.display().to_string(),
+        rootfs: prep.rootfs.display().to_string(),
+        created: rfc3339(SystemTime::now()),
+        annotations: spec.annotations.clone(),
+        cgroup: Some(cg.saved()),
+        hooks: spec.hooks.clone(),
+        private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
+        notify_socket: notify.clone(),
+        pid_file: opts.pid_file.clone(),
+    };
+    let sd = guard.sd.as_ref().expect("state dir");
+    sd.save(&saved)?;
+    if notify.is_some() {
+        crate::notify::make_dir(sd)?;
+    }
+    cg.create_planned()?;
     guard.cgroup = Some(cg.clone());
     let mut res = linux.resources.clone().unwrap_or_default();
     res.devices = devices::cgroup_rules(&res.devices, &linux.devices);
@@ -315,7 +359,6 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         None => None,
     };
 
-    let sd = guard.sd.as_ref().expect("state dir");
     let listener = bind_start_socket(sd)?;
     let (chan, chan_child) = Channel::pair().ctx(|| "socketpair".into())?;
     if let Some(path) = &prep.plan.parent_pid_join {
@@ -344,6 +387,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         runtime_pid,
         has_runtime_hooks,
         lock_fd: sd.lock_fd(),
+        runtime_chan_fd: chan.as_fd().as_raw_fd(),
     };
 
     // SAFETY: the runtime is single-threaded; the child runs init::run, which
@@ -360,6 +404,21 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     drop(ctx);
     guard.pids.push(child);
     let into_cgroup = cg_fd.is_some();
+    // If we are killed before the handoff, the init dies with us, but not
+    // necessarily before `delete` looks: it must find the init and wait for
+    // it. Born in the container's v2 cgroup (CLONE_INTO_CGROUP), the init is
+    // found there (`delete` cannot remove that directory before the init
+    // has left it), and a write is saved on the fast path; on pure v1 it
+    // starts outside every container cgroup, so its pid is recorded.
+    let mut record_init = |pid: i32| -> Result<()> {
+        if into_cgroup {
+            return Ok(());
+        }
+        saved.pid = pid;
+        saved.pid_start = proc_stat(pid).map_or(0, |(_, start)| start);
+        sd.save(&saved)
+    };
+    record_init(child)?;
 
     let mut init_pid = child;
     // Join the cgroup as early as the pid is known, while the init builds its
@@ -397,6 +456,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
                 unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
                 guard.pids = vec![p];
                 init_pid = p;
+                record_init(p)?;
                 if !joined {
                     join(p)?;
                     joined = true;
@@ -452,25 +512,21 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
 
     let (_, pid_start) =
         proc_stat(init_pid).ok_or_else(|| msg("the container init exited right after setup"))?;
-    let saved = Saved {
-        id: id.to_string(),
-        status: oci::Status::Created,
-        pid: init_pid,
-        pid_start,
-        bundle: prep.bundle.display().to_string(),
-        rootfs: prep.rootfs.display().to_string(),
-        created: rfc3339(SystemTime::now()),
-        annotations: spec.annotations.clone(),
-        cgroup: Some(cg.saved()),
-        hooks: spec.hooks.clone(),
-        private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
-        notify_socket: notify,
-    };
-    sd.save(&saved)?;
+    saved.status = oci::Status::Created;
+    saved.pid = init_pid;
+    saved.pid_start = pid_start;
+    // The directories actually made (one may have appeared meanwhile).
+    saved.cgroup = Some(cg.saved());
     crate::exec::save_config(sd, spec)?;
+    sd.save(&saved)?;
     if let Some(pf) = &opts.pid_file {
+        guard.pid_file = Some(pf.clone());
         write_pid_file(pf, init_pid)?;
     }
+    // The handoff: the init outlives us from here on (until this message,
+    // our death makes it exit).
+    chan.send(&Msg::Go(String::new()))
+        .ctx(|| "hand the container over to its init".into())?;
     guard.disarm();
     poststop.state = None;
     Ok(Created { pid: init_pid })
@@ -483,8 +539,15 @@ fn bind_start_socket(sd: &StateDir) -> Result<OwnedFd> {
     Ok(l.into())
 }
 
+/// The temporary file a pid file is written to before it is renamed into
+/// place (recorded in the state through the pid file's path, so `delete`
+/// removes it if a create is killed between the write and the rename).
+pub fn pid_file_tmp(path: &Path) -> PathBuf {
+    path.with_extension("bulkhead-tmp")
+}
+
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let tmp = path.with_extension("bulkhead-tmp");
+    let tmp = pid_file_tmp(path);
     fs::write(&tmp, pid.to_string())
         .and_then(|_| fs::rename(&tmp, path))
         .ctx(|| format!("write pid file {}", path.display()))

@@ -13,7 +13,7 @@ use rustix::fs::{Mode, OFlags};
 use crate::error::{msg, Context, Error, Result};
 use crate::lsm::Lsm;
 use crate::state::StateDir;
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, Channel, Msg};
 use crate::{capabilities, console, foreground, namespaces, process, sys, Runtime};
 
 #[derive(Debug, Clone, Default)]
@@ -178,6 +178,7 @@ impl Runtime {
             namespaces::join_fd(NamespaceType::Pid, f.as_fd())?;
         }
         let lock_fd = sd.lock_fd();
+        let runtime_chan_fd = chan.as_fd().as_raw_fd();
 
         // SAFETY: single-threaded; the child ends in execve or _exit.
         let child = unsafe { sys::clone3(0, cg_fd.as_ref().map(|f| f.as_raw_fd())) }
@@ -194,7 +195,7 @@ impl Runtime {
                     console_sock,
                     &chan_child,
                     opts,
-                    lock_fd,
+                    [lock_fd, runtime_chan_fd],
                 )
             }));
             let text = match res {
@@ -245,27 +246,49 @@ impl Runtime {
             Some(r) => console::recv_fd(r, false).ctx(|| "receive the pty".into())?,
             None => None,
         };
-        chan.send(&Msg::Go(String::new()))
-            .ctx(|| "exec: sync".into())?;
+        // The pid file goes first: once released, the process runs, and a
+        // process the engine does not know of must not exist (if we are
+        // killed between the two, the child exits on EOF instead).
+        if let Some(pf) = &opts.pid_file {
+            let tmp = crate::create::pid_file_tmp(pf);
+            if let Err(e) = fs::write(&tmp, child.to_string()).and_then(|_| fs::rename(&tmp, pf)) {
+                let _ = fs::remove_file(&tmp);
+                return Err(fail(Error::Sys {
+                    context: format!("write pid file {}", pf.display()),
+                    source: e,
+                }));
+            }
+        }
+        let unrecord = || {
+            if let Some(pf) = &opts.pid_file {
+                let _ = fs::remove_file(pf);
+            }
+        };
+        // The handoff.
+        if let Err(e) = chan.send(&Msg::Go(String::new())) {
+            unrecord();
+            return Err(fail(Error::Sys {
+                context: "exec: sync".into(),
+                source: e,
+            }));
+        }
         // EOF: the process executed (close-on-exec); a message: it could not.
         let state = saved.oci_state(status);
         let answer = crate::launch::wait_for_exec(chan.as_fd(), child, |fd| {
             crate::launch::send_to_listener(&spec, fd, child, &state)
         })
-        .map_err(fail)?;
+        .map_err(|e| {
+            unrecord();
+            fail(e)
+        })?;
         if !answer.is_empty() {
+            unrecord();
             // SAFETY: reap our child.
             unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
             let text = String::from_utf8_lossy(&answer);
             return Err(Error::Msg(
                 text.strip_prefix('E').unwrap_or(&text).to_string(),
             ));
-        }
-        if let Some(pf) = &opts.pid_file {
-            let tmp = pf.with_extension("bulkhead-tmp");
-            fs::write(&tmp, child.to_string())
-                .and_then(|_| fs::rename(&tmp, pf))
-                .ctx(|| format!("write pid file {}", pf.display()))?;
         }
         drop(sd); // release the state lock: a long exec must not block delete
         if opts.detach {
@@ -287,18 +310,28 @@ fn exec_child(
     console_sock: Option<OwnedFd>,
     chan: &Channel,
     opts: &ExecOptions,
-    lock_fd: std::os::fd::RawFd,
+    inherited: [std::os::fd::RawFd; 2],
 ) -> Result<std::convert::Infallible> {
-    // SAFETY: our copy of the state lock must not keep it held; plain prctls.
+    // SAFETY: closing our copies of the state lock (which would keep it
+    // held) and of the runtime's end of the channel (which would hide the
+    // runtime's death from us); plain prctl.
     unsafe {
-        libc::close(lock_fd);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        for fd in inherited {
+            libc::close(fd);
+        }
         // Not dumpable while we are the runtime binary inside the container
         // (CVE-2019-5736): container processes cannot open our /proc/PID/exe.
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    // Until the handoff we die with the runtime: a killed exec leaves no
+    // half-made process in the container.
+    sync::die_with_runtime(chan);
     for (t, fd) in &joins {
         namespaces::join_fd(*t, fd.as_fd())?;
+    }
+    if joins.iter().any(|(t, _)| *t == NamespaceType::User) {
+        // New credentials cleared the death signal.
+        sync::die_with_runtime(chan);
     }
     drop(joins);
     match console_sock {
@@ -315,10 +348,14 @@ fn exec_child(
     let linux = spec.linux();
     let (exec, chdir_done) = process::prepare(p, &linux, lsm, None, &[])?;
     process::inherit_fds(opts.preserve_fds)?;
-    // SAFETY: plain prctl: from here the runtime may go (detach).
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    // The handoff: once the runtime has recorded us (pid file) it may go
+    // (--detach); if it dies before its Go, we exit.
+    sync::outlive_runtime();
     chan.send(&Msg::Ready).ctx(|| "exec: sync".into())?;
-    chan.wait_go().ctx(|| "exec: wait for the cgroup".into())?;
+    // EOF instead of the runtime's Go: it died before recording us.
+    if chan.wait_go().is_err() {
+        sys::exit_now(127);
+    }
     crate::launch::launch(crate::launch::Launch {
         process: p,
         caps,

@@ -21,7 +21,7 @@ use crate::lsm::Lsm;
 use crate::namespaces::{self, Plan};
 use crate::process;
 use crate::rootfs::Rootfs;
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, Channel, Msg};
 use crate::sys;
 
 /// Everything the init needs, prepared by the runtime before clone.
@@ -47,6 +47,9 @@ pub struct InitCtx<'a> {
     pub has_runtime_hooks: bool,
     /// The state directory's lock, inherited through clone: closed at once.
     pub lock_fd: std::os::fd::RawFd,
+    /// The runtime's end of `chan`, inherited through clone: closed at once,
+    /// so that the runtime's death closes it and we see EOF.
+    pub runtime_chan_fd: std::os::fd::RawFd,
 }
 
 /// Run the init; never returns. Errors go to the runtime over the channel.
@@ -71,19 +74,21 @@ pub fn run(ctx: InitCtx<'_>) -> ! {
 }
 
 fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
-    // SAFETY: closing our copy of the lock descriptor; nothing else in this
-    // process uses it (the StateDir owning it lives in the parent's half).
-    unsafe { libc::close(ctx.lock_fd) };
-    // If the runtime dies while we set up, so do we (cleared once created).
-    // SAFETY: plain prctl calls with integer arguments.
+    // SAFETY: closing our copies of the lock and of the runtime's end of the
+    // channel; nothing else in this process uses them (the objects owning
+    // them live in the parent's half). A copy would keep the lock held, and
+    // the channel open after the runtime's death.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        // Not dumpable: other processes in the container cannot open our
-        // /proc/PID/exe (the runtime binary) or ptrace us (CVE-2019-5736).
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::close(ctx.lock_fd);
+        libc::close(ctx.runtime_chan_fd);
     }
-    // (If the runtime died before the prctl, the channel tells us: its end is
-    // closed and our next exchange fails.)
+    // Until the handoff, the init dies with the runtime: nothing half-made
+    // may outlive a killed `create`.
+    sync::die_with_runtime(&ctx.chan);
+    // Not dumpable: other processes in the container cannot open our
+    // /proc/PID/exe (the runtime binary) or ptrace us (CVE-2019-5736).
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let spec = ctx.spec;
     let linux = spec.linux();
     let plan = ctx.plan;
@@ -110,6 +115,11 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
             set_res_ids(z)?;
         }
     }
+    if !plan.joins.is_empty() || plan.new_user {
+        // New credentials (setns into a user namespace, setresuid) cleared
+        // the death signal.
+        sync::die_with_runtime(&ctx.chan);
+    }
     namespaces::unshare(plan.unshare_flags & !namespaces::clone_flag(oci::NamespaceType::User))?;
     if plan.double_fork {
         // The new pid namespace takes our next child as its pid 1. CLONE_PARENT
@@ -121,6 +131,9 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
             let _ = ctx.chan.send(&Msg::Pid(pid));
             sys::exit_now(0);
         }
+        // A new child has no death signal: set it again (our parent is the
+        // runtime, through CLONE_PARENT).
+        sync::die_with_runtime(&ctx.chan);
         // Wait until the runtime knows our pid (and has put us in our
         // cgroup): our messages must not overtake our parent's Pid message.
         ctx.chan
@@ -257,12 +270,15 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
         in_cgroup(&ctx.chan)?;
     }
 
-    // Created. From here the runtime may exit; we must outlive it.
-    // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    // Created. The handoff: once the runtime has recorded us it may exit,
+    // and we must outlive it; if it dies before (EOF), we exit instead.
+    sync::outlive_runtime();
     ctx.chan
         .send(&Msg::Created)
         .ctx(|| "sync with the runtime".into())?;
+    if ctx.chan.wait_go().is_err() {
+        sys::exit_now(1);
+    }
 
     // Wait for `start`: it connects and sends the state for startContainer hooks.
     let conn = loop {

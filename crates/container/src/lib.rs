@@ -213,13 +213,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// The state of one container; `creating` while its create runs.
     pub fn state(&self, id: &str) -> Result<state::Report> {
-        let sd = StateDir::open(&self.root, id, false)?;
-        Ok(sd.load()?.report())
+        let (sd, busy) = StateDir::peek(&self.root, id)?;
+        sd.report(busy)
     }
 
+    /// Every container, including those whose create runs (`creating`) or
+    /// was killed (`stopped`).
     pub fn list(&self) -> Result<Vec<state::Report>> {
-        Ok(state::list(&self.root)?.iter().map(Saved::report).collect())
+        state::list(&self.root)
     }
 
     /// The saved state (for engines-facing commands that need more than the report).
@@ -262,19 +265,39 @@ impl Runtime {
     }
 
     /// Delete a container: stopped or created ones always, running ones with `force`.
+    /// A container whose create was killed reads `stopped`: everything its
+    /// create recorded goes (processes, cgroup directories, pid file, state).
+    /// One whose create is still running is waited for (its lock).
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        self.delete_if(id, force, |_| true).map(|_| ())
+    }
+
+    /// [`Runtime::delete`], if `owned` accepts the container's saved state
+    /// (`None`: a directory without state, left by a create killed right
+    /// after claiming the ID; nothing else exists then). The decision is
+    /// taken under the directory's lock. Returns whether it was deleted.
+    pub fn delete_if(
+        &self,
+        id: &str,
+        force: bool,
+        owned: impl FnOnce(Option<&Saved>) -> bool,
+    ) -> Result<bool> {
         let sd = match StateDir::open(&self.root, id, true) {
             Ok(sd) => sd,
-            Err(Error::NotFound(_)) if force => return Ok(()),
+            Err(Error::NotFound(_)) if force => return Ok(false),
             Err(e) => return Err(e),
         };
         let saved = match sd.load() {
             Ok(s) => s,
-            // A directory without state: left by a create that was killed.
-            // Nothing else can own it (we hold its lock): remove it.
-            Err(Error::NotFound(_)) => return sd.remove(),
+            // A directory without state: nothing else can own it (we hold
+            // its lock, so its create is gone): remove it.
+            Err(Error::NotFound(_)) if owned(None) => return sd.remove().map(|_| true),
+            Err(Error::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
+        if !owned(Some(&saved)) {
+            return Ok(false);
+        }
         let status = saved.status();
         if matches!(status, oci::Status::Running | oci::Status::Paused) && !force {
             return Err(Error::State {
@@ -284,12 +307,13 @@ impl Runtime {
             });
         }
         let cg = saved.cgroup.as_ref().map(cgroups::Cgroup::from_saved);
-        if status != oci::Status::Stopped || !saved.private_pid_ns {
+        if saved.unfinished() || status != oci::Status::Stopped || !saved.private_pid_ns {
             // Everything still running in the container goes (without a pid
             // namespace, processes can outlive the init).
             if let Some(cg) = &cg {
                 let _ = cg.kill_all(libc::SIGKILL);
             }
+            // (The init of a killed create is dying already: wait for it.)
             if let Some(fd) = init_pidfd(&saved)? {
                 let _ = pidfd_send_signal(&fd, Signal::KILL);
                 if !wait_exit(&fd, Duration::from_secs(10)) {
@@ -313,7 +337,11 @@ impl Runtime {
                 tracing::warn!("{e}");
             }
         }
-        sd.remove()
+        if let Some(pf) = &saved.pid_file {
+            // Only the temporary file is ours: the pid file is the engine's.
+            let _ = std::fs::remove_file(create::pid_file_tmp(pf));
+        }
+        sd.remove().map(|_| true)
     }
 
     /// Freeze (`pause`) or thaw (`resume`) every process of the container.

@@ -5,7 +5,21 @@
 //! `flock` on the container's directory for its whole duration (exclusive for
 //! changes, shared for reads), so two commands on one ID serialise instead of
 //! corrupting each other. `mkdir` of the directory is the atomic "ID is taken"
-//! test. `state.json` is replaced by rename, so readers never see half a file.
+//! test. `state.json` is replaced by rename, so readers never see half a file;
+//! that lets `state` and `list` read without waiting for a lock (they must not
+//! hang behind a long `create`).
+//!
+//! Crash consistency: `create` writes `state.json` with status `creating`
+//! right after claiming the ID, naming everything it is about to make (the
+//! cgroup directories in every hierarchy, the pid file), then records the
+//! init's pid as soon as it exists (unless the init is born in the
+//! container's v2 cgroup, where `delete` finds it), and writes the final `created` state
+//! before it releases the init. A create that was killed therefore leaves a
+//! `creating` record whose status reads `stopped` once no process holds the
+//! directory's lock (the creating runtime held it exclusively), and `delete`
+//! removes all of it. Only a directory killed between its `mkdir` and the
+//! first write has no state file: nothing else exists then, and it is listed
+//! (and deleted) all the same.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -48,6 +62,9 @@ pub struct Saved {
     /// The engine's NOTIFY_SOCKET (sd_notify), relayed by `start`.
     #[serde(default)]
     pub notify_socket: Option<String>,
+    /// `--pid-file` of create: its temporary sibling is ours to remove.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The `state` command's output: the OCI state plus runc's extra fields,
@@ -74,12 +91,16 @@ pub struct StateDir {
     _lock: OwnedFd,
 }
 
-fn lock_dir(dir: &Path, exclusive: bool) -> io::Result<OwnedFd> {
-    let fd: OwnedFd = fs::File::options()
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(fs::File::options()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(dir)?
-        .into();
+        .into())
+}
+
+fn lock_dir(dir: &Path, exclusive: bool) -> io::Result<OwnedFd> {
+    let fd = open_dir(dir)?;
     let op = if exclusive {
         FlockOperation::LockExclusive
     } else {
@@ -132,6 +153,59 @@ impl StateDir {
         })
     }
 
+    /// Open a container directory for a report, without waiting: the
+    /// second value is true when another command holds it exclusively (a
+    /// `create` in progress, or a change), in which case the directory is
+    /// read without the lock.
+    pub fn peek(root: &Path, id: &str) -> Result<(StateDir, bool)> {
+        oci::validate_id(id)?;
+        let dir = root.join(id);
+        let fd = match open_dir(&dir) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("open {}", dir.display())),
+        };
+        let busy = match flock(&fd, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => false,
+            Err(rustix::io::Errno::WOULDBLOCK) => true,
+            Err(e) => return Err(e).ctx(|| format!("lock {}", dir.display())),
+        };
+        let sd = StateDir {
+            dir,
+            id: id.to_string(),
+            _lock: fd,
+        };
+        Ok((sd, busy))
+    }
+
+    /// What `state` and `list` print for this directory; `busy` as returned
+    /// by [`StateDir::peek`].
+    pub fn report(&self, busy: bool) -> Result<Report> {
+        match self.load() {
+            Ok(s) => Ok(s.report(busy)),
+            // No state file: a create between its mkdir and its first write
+            // (busy), or one killed there.
+            Err(Error::NotFound(_)) if self.dir.is_dir() => Ok(Report {
+                oci_version: oci::OCI_VERSION.to_string(),
+                id: self.id.clone(),
+                pid: 0,
+                status: if busy {
+                    oci::Status::Creating
+                } else {
+                    oci::Status::Stopped
+                },
+                bundle: String::new(),
+                rootfs: String::new(),
+                created: String::new(),
+                owner: String::new(),
+                annotations: BTreeMap::new(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn load(&self) -> Result<Saved> {
         let path = self.dir.join(STATE_FILE);
         let text = match fs::read(&path) {
@@ -182,12 +256,30 @@ impl StateDir {
     }
 
     /// Remove the directory and everything in it (the lock goes with it).
+    /// The state file goes last: until the directory is gone, readers that
+    /// do not wait for the lock still see what is being deleted, and a
+    /// delete killed half-way leaves a container that is listed as before.
     pub fn remove(self) -> Result<()> {
-        match fs::remove_dir_all(&self.dir) {
-            Ok(()) => Ok(()),
+        let gone = |r: io::Result<()>| match r {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).ctx(|| format!("remove {}", self.dir.display())),
-        }
+            other => other,
+        };
+        let res = (|| -> io::Result<()> {
+            for e in fs::read_dir(&self.dir)? {
+                let e = e?;
+                if e.file_name() == STATE_FILE {
+                    continue;
+                }
+                gone(if e.file_type()?.is_dir() {
+                    fs::remove_dir_all(e.path())
+                } else {
+                    fs::remove_file(e.path())
+                })?;
+            }
+            gone(fs::remove_file(self.dir.join(STATE_FILE)))?;
+            fs::remove_dir(&self.dir)
+        })();
+        gone(res).ctx(|| format!("remove {}", self.dir.display()))
     }
 }
 
@@ -212,8 +304,11 @@ impl Saved {
     }
 
     /// The live status: the saved one while init lives, `stopped` after.
+    /// For a caller holding the directory's lock: a `creating` record is
+    /// then one whose create was killed (the create holds the lock
+    /// exclusively while it runs), and reads `stopped`.
     pub fn status(&self) -> oci::Status {
-        if !self.init_alive() {
+        if self.status == oci::Status::Creating || !self.init_alive() {
             return oci::Status::Stopped;
         }
         if self.status == oci::Status::Running {
@@ -237,8 +332,20 @@ impl Saved {
         }
     }
 
-    pub fn report(&self) -> Report {
-        let status = self.status();
+    /// True for the record of a create that did not finish (it is running,
+    /// or was killed): `delete` must then look for everything it recorded.
+    pub fn unfinished(&self) -> bool {
+        self.status == oci::Status::Creating
+    }
+
+    /// The report of `state`/`list`; `busy`: another command holds the
+    /// directory (for a `creating` record: its create is still running).
+    pub fn report(&self, busy: bool) -> Report {
+        let status = if self.unfinished() && busy {
+            oci::Status::Creating
+        } else {
+            self.status()
+        };
         Report {
             oci_version: oci::OCI_VERSION.to_string(),
             id: self.id.clone(),
@@ -257,9 +364,10 @@ impl Saved {
     }
 }
 
-/// All containers under `root` (directories without a state file are skipped:
-/// they are being created, or were left by a create that was killed).
-pub fn list(root: &Path) -> Result<Vec<Saved>> {
+/// All containers under `root`, including those whose create is running
+/// (`creating`) or was killed (`stopped`), so that every directory can be
+/// found and deleted.
+pub fn list(root: &Path) -> Result<Vec<Report>> {
     let entries = match fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -272,11 +380,11 @@ pub fn list(root: &Path) -> Result<Vec<Saved>> {
         if oci::validate_id(id).is_err() || !entry.path().is_dir() {
             continue;
         }
-        let Ok(sd) = StateDir::open(root, id, false) else {
+        let Ok((sd, busy)) = StateDir::peek(root, id) else {
             continue;
         };
-        if let Ok(s) = sd.load() {
-            out.push(s);
+        if let Ok(r) = sd.report(busy) {
+            out.push(r);
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -326,6 +434,66 @@ mod tests {
         assert!(state == 'R' || state == 'S', "{state}");
         assert!(start > 0);
         assert!(proc_stat(i32::MAX).is_none());
+    }
+
+    fn creating(id: &str) -> Saved {
+        Saved {
+            id: id.into(),
+            status: oci::Status::Creating,
+            pid: std::process::id() as i32,
+            pid_start: proc_stat(std::process::id() as i32).unwrap().1,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: rfc3339(SystemTime::now()),
+            annotations: BTreeMap::new(),
+            cgroup: None,
+            hooks: None,
+            private_pid_ns: true,
+            notify_socket: None,
+            pid_file: None,
+        }
+    }
+
+    #[test]
+    fn a_creating_record_is_creating_only_while_its_create_holds_the_lock() {
+        // Even with its init alive, a `creating` record read under the lock
+        // is a killed create's: stopped.
+        let s = creating("c1");
+        assert!(s.init_alive());
+        assert_eq!(s.status(), oci::Status::Stopped);
+        assert_eq!(s.report(true).status, oci::Status::Creating);
+        assert_eq!(s.report(true).pid, s.pid);
+        assert_eq!(s.report(false).status, oci::Status::Stopped);
+        assert_eq!(s.report(false).pid, 0);
+    }
+
+    #[test]
+    fn peek_sees_a_create_in_progress_and_one_that_died() {
+        let root = std::env::temp_dir().join(format!("bh-peek-{}", std::process::id()));
+        // Between mkdir and the first write: no state file.
+        let sd = StateDir::create(&root, "c1").unwrap();
+        let (p, busy) = StateDir::peek(&root, "c1").unwrap();
+        assert!(busy, "create holds the lock");
+        assert_eq!(p.report(busy).unwrap().status, oci::Status::Creating);
+        sd.save(&creating("c1")).unwrap();
+        let (p, busy) = StateDir::peek(&root, "c1").unwrap();
+        assert_eq!(p.report(busy).unwrap().status, oci::Status::Creating);
+        assert_eq!(list(&root).unwrap()[0].status, oci::Status::Creating);
+        // The create is gone (its lock with it).
+        drop((sd, p));
+        let (p, busy) = StateDir::peek(&root, "c1").unwrap();
+        assert!(!busy);
+        assert_eq!(p.report(busy).unwrap().status, oci::Status::Stopped);
+        assert_eq!(list(&root).unwrap()[0].status, oci::Status::Stopped);
+        fs::remove_file(root.join("c1").join(STATE_FILE)).unwrap();
+        let (p, busy) = StateDir::peek(&root, "c1").unwrap();
+        let r = p.report(busy).unwrap();
+        assert_eq!((r.id.as_str(), r.status), ("c1", oci::Status::Stopped));
+        assert!(matches!(
+            StateDir::peek(&root, "c2"),
+            Err(Error::NotFound(_))
+        ));
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

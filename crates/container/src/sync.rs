@@ -1,6 +1,11 @@
 //! The one channel between the runtime and the container's init while it is
 //! being set up: a SOCK_SEQPACKET socketpair (message boundaries for free,
 //! EOF when the other side dies, close-on-exec so the container never sees it).
+//!
+//! It also ties the child's life to the runtime's until the handoff: the
+//! child closes its inherited copy of the runtime's end first thing, so only
+//! the runtime holds that end and its death is seen here as EOF/HUP. See
+//! [`die_with_runtime`] and [`outlive_runtime`].
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -134,6 +139,56 @@ fn encode(m: &Msg) -> Vec<u8> {
     buf
 }
 
+impl Channel {
+    /// True if the other end is closed (its process exited): POLLHUP, seen
+    /// without waiting and even with unread messages queued.
+    pub fn peer_gone(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::empty())];
+        loop {
+            match poll(&mut fds, Some(&zero)) {
+                Ok(_) => return fds[0].revents().contains(PollFlags::HUP),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// In a child of the runtime being set up (a container's init, an `exec`
+/// process): die with the runtime. The kernel sends SIGKILL when the thread
+/// that cloned us exits (the runtime is single-threaded, so that is the
+/// runtime), but only for a death *after* the prctl; a runtime that died
+/// before it has already closed its end of `chan` (a dying process closes
+/// its files before its children are told), so the HUP check catches that.
+/// `getppid()` cannot: in a new pid namespace it is always 0.
+///
+/// The kernel clears the death signal when a child is cloned and when the
+/// credentials change (setresuid, setns into a user namespace), so call it
+/// again after those. `chan` must be the child's end, with the child's copy
+/// of the runtime's end already closed.
+pub fn die_with_runtime(chan: &Channel) {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if chan.peer_gone() {
+        crate::sys::exit_now(1);
+    }
+}
+
+/// The handoff: from here on the child must outlive the runtime (which may
+/// exit as soon as it has recorded the child). Call it *before* telling the
+/// runtime so, then wait for the runtime's last word with [`Channel::wait_go`]:
+/// EOF there means the runtime died before it recorded the handoff, and the
+/// child must exit on its own.
+pub fn outlive_runtime() {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+}
+
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
@@ -164,7 +219,9 @@ mod tests {
         // The write(2) path sends the same datagrams.
         a.send_write(&Msg::Error("vcpu0: KVM_RUN".into())).unwrap();
         assert_eq!(b.recv().unwrap(), Some(Msg::Error("vcpu0: KVM_RUN".into())));
+        assert!(!b.peer_gone());
         drop(a);
+        assert!(b.peer_gone());
         assert_eq!(b.recv().unwrap(), None);
     }
 }
