@@ -1,8 +1,9 @@
 //! Crash consistency: a runtime killed (SIGKILL) at any moment leaves nothing
 //! that `delete --force` of the IDs `list` shows cannot clean — no state
-//! entry, no cgroup directory in any hierarchy, no mount, no process. The
-//! kill delays are random, from a seed printed by each test:
-//! `BULKHEAD_CRASH_SEED=N cargo test --test crash` repeats a run.
+//! entry, no cgroup directory in any hierarchy, no mount, no process — and a
+//! killed `sandbox` leaves nothing at all. The kill delays are random, from
+//! a seed printed by each test: `BULKHEAD_CRASH_SEED=N cargo test --test
+//! crash` repeats a run.
 
 mod common;
 
@@ -451,4 +452,27 @@ fn killed_execs_leave_only_recorded_processes() {
     }
     let l = leftovers(&rt.root, &BTreeSet::from([id]));
     assert!(l.is_empty(), "left behind: {l:#?}");
+}
+
+/// 50 sandboxes killed at random points of their life (setup, running):
+/// their reapers leave nothing — no `.sandbox/<id>`, state, cgroup, mount
+/// or process — without anyone calling `delete`.
+#[test]
+fn killed_sandboxes_leave_nothing() {
+    let rt = Rt::new();
+    let mut rng = Rng::seeded("killed_sandboxes");
+    let (ids, delays) = kill_many(&mut rng, 50, 80, "ks", |id| {
+        let mut c = rt.cmd();
+        c.current_dir("/")
+            .args(["sandbox", "--name", id, "--", "sleep", "600"]);
+        c
+    });
+    // The reapers work after their sandbox died: wait (bounded) until no
+    // process names an ID any more (a reaper's command line does).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !processes_naming(&ids).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let l = leftovers(&rt.root, &ids);
+    assert!(l.is_empty(), "left behind: {l:#?}\ndelays: {delays:?}");
 }

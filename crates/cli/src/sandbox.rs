@@ -20,7 +20,7 @@
 //!   (`root.path = "."`). The container's mount namespace is cloned from the
 //!   runtime's, so it starts with that tree; the host's mount table never
 //!   holds any of it, and if bulkhead is killed the kernel drops it with the
-//!   namespace (only the empty directory could remain).
+//!   namespace (the empty directory is the reaper's to remove, see below).
 //! - **What stays reachable.** Every file the sandbox's uid may read on the
 //!   host can be read (that is the point of "host root read-only"); writes
 //!   fail everywhere except the private tmpfs /tmp, /run, /dev/shm and
@@ -70,7 +70,9 @@
 //!   keeps them in a terminal too.
 //! - **Cleanup.** The container is deleted whatever happens after it was
 //!   created (a guard kills and deletes it), and the library undoes a failed
-//!   create; every input is checked before anything is created.
+//!   create; every input is checked before anything is created. If bulkhead
+//!   itself is killed (SIGKILL, OOM), no guard runs: a reaper process forked
+//!   before anything is created removes what is left ([`reaper`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -84,9 +86,8 @@ use clap::{ArgGroup, Args};
 use container::{CreateOptions, Runtime};
 use oci::{Mount, NamespaceType, Spec};
 
-/// Where a sandbox's root mount point lives, under the state root. Not a
-/// valid place for a container's state: `list` skips it (it holds no state).
-const SANDBOX_DIR: &str = ".sandbox";
+mod reaper;
+
 /// How long a command that handles SIGINT/SIGTERM gets to exit.
 const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 /// The smallest --memory accepted (docker's minimum).
@@ -707,21 +708,27 @@ fn run_sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
     // acted on (by killing the sandbox) once it runs, not lost half-way.
     let old_mask = container::block_forwarded_signals();
     let res = (|| {
+        // Before anything exists: whoever kills us, the reaper cleans up.
+        let claim = reaper::start(rt, &plan.id)?;
         let (bundle, host_root) = match &plan.rootfs {
             Some(dir) => (dir.clone(), None),
             None => {
-                let h = HostRoot::mount(&rt.root, &plan.id)?;
-                (h.dir.clone(), Some(h))
+                let h = HostRoot::mount(&claim.dir)?;
+                (claim.dir.clone(), Some(h))
             }
         };
+        let mut spec = plan.spec.clone();
+        spec.annotations
+            .insert(reaper::OWNER.into(), reaper::owner());
         let opts = CreateOptions {
             bundle,
-            spec: Some(plan.spec.clone()),
+            spec: Some(spec),
             ..Default::default()
         };
         let res = supervise(rt, &plan, &opts);
-        // The mount point goes after the container.
+        // The mount point goes after the container, the claim last.
         drop(host_root);
+        drop(claim);
         res
     })();
     // SAFETY: restoring the mask saved above (a signal still pending now
@@ -730,42 +737,18 @@ fn run_sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
     res
 }
 
-/// The host's root, read-only, at `<root>/.sandbox/<id>`, in a mount
-/// namespace private to this process (see the module notes).
+/// The host's root, read-only, at `<root>/.sandbox/<id>` (the sandbox's
+/// claimed directory), in a mount namespace private to this process (see
+/// the module notes).
 struct HostRoot {
     dir: PathBuf,
-    parent: PathBuf,
     mounted: bool,
 }
 
 impl HostRoot {
-    fn mount(state_root: &Path, id: &str) -> Result<HostRoot> {
-        use std::os::unix::fs::DirBuilderExt;
-        let parent = state_root.join(SANDBOX_DIR);
-        let dir = parent.join(id);
-        // Another sandbox may remove an empty parent between our two mkdirs.
-        let mut tries = 0;
-        loop {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o711)
-                .create(&parent)
-                .with_context(|| format!("create {}", parent.display()))?;
-            match fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    bail!(
-                        "sandbox {id:?} already exists ({} is in use)",
-                        dir.display()
-                    )
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
-                Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
-            }
-        }
+    fn mount(dir: &Path) -> Result<HostRoot> {
         let mut h = HostRoot {
-            dir,
-            parent,
+            dir: dir.to_path_buf(),
             mounted: false,
         };
         h.mount_inner()?;
@@ -828,9 +811,6 @@ impl Drop for HostRoot {
         if self.mounted {
             let _ = container::sys::umount_detach(&self.dir);
         }
-        let _ = fs::remove_dir(&self.dir);
-        // Gone when the last sandbox of this state root ends.
-        let _ = fs::remove_dir(&self.parent);
     }
 }
 
