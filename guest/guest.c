@@ -10,6 +10,14 @@
  *  - virtio-mmio devices found on the command line (virtio_mmio.device=4K@BASE:IRQ), driven
  *    by a minimal polling driver: virtio-blk, virtio-rng, virtio-vsock, virtio-net.
  *
+ * Two more modes, for snapshot tests, selected with bulkhead_test.mode= on the command line:
+ *  - count: prints "count N HASH" lines forever (HASH chains every N, so a line depends on
+ *    all before it), after touching bulkhead_test.touch_mib= MiB of memory, until the host
+ *    sends 's' on the serial port or Ctrl+Alt+Del through the i8042;
+ *  - devices: sets up virtio-blk, -rng and -vsock, queues a disk write without notifying the
+ *    device, and waits for a host byte on the serial port ('n': notify, 'w': just wait, as
+ *    a restored VMM serves what is queued); then uses rng and vsock.
+ *
  * Only general-purpose registers are used (-mgeneral-regs-only): no FPU/SSE, no int3.
  * Addresses are physical = virtual (identity mapping of the first 1 GiB).
  */
@@ -699,15 +707,15 @@ static int vsock_recv(struct vq *rx, struct vq *tx, u32 ops_mask, struct vsock_h
 	return 0;
 }
 
-static void test_vsock(u64 base)
+static u32 vsock_event;
+
+/* Resets and sets up the device with its RX buffers and one event buffer; 0 on success. */
+static int vsock_setup(u64 base, struct vq *q)
 {
-	struct vq q[3];
-	struct vsock_hdr h;
-	u8 data[128];
 	int rc = virtio_init(base, 0, q, 3);
 	if (rc) {
 		puts("vsock: init failed\n");
-		return;
+		return rc;
 	}
 	guest_cid = mmio_r32(base + VIRTIO_CONFIG) | ((u64)mmio_r32(base + VIRTIO_CONFIG + 4) << 32);
 	puts("vsock: guest cid ");
@@ -718,6 +726,18 @@ static void test_vsock(u64 base)
 		vq_add(&q[0], i, &b, 1);
 	}
 	vq_notify(&q[0]);
+	vsock_event = 0xffffffff;
+	struct buf e = { &vsock_event, sizeof(vsock_event), 1 };
+	vq_add(&q[2], 0, &e, 1);
+	vq_notify(&q[2]);
+	return 0;
+}
+
+/* Both directions of a connection: to the host's port, then from the host. */
+static void vsock_exchange(struct vq *q)
+{
+	struct vsock_hdr h;
+	u8 data[128];
 	struct vq *rx = &q[0], *tx = &q[1];
 
 	/* Guest-initiated: connect to the host's port, send a line, read the reply. */
@@ -788,6 +808,13 @@ static void test_vsock(u64 base)
 	}
 }
 
+static void test_vsock(u64 base)
+{
+	struct vq q[3];
+	if (vsock_setup(base, q) == 0)
+		vsock_exchange(q);
+}
+
 /* ---- virtio-net ---- */
 
 #define NET_HDR_LEN 12 /* struct virtio_net_hdr_v1 */
@@ -853,6 +880,139 @@ static void test_net(u64 base)
 	puts("net: nothing received\n");
 }
 
+/* ---- snapshot test modes ---- */
+
+static int serial_ready(void)
+{
+	return inb(COM1 + 5) & 1;
+}
+
+static u8 serial_wait(void)
+{
+	while (!serial_ready())
+		cpu_relax();
+	return inb(COM1);
+}
+
+/* The i8042's output buffer (the host's Ctrl+Alt+Del). */
+static int kbd_ready(void)
+{
+	return inb(0x64) & 1;
+}
+
+static void touch_memory(void)
+{
+	u64 mib = cmdline_num("bulkhead_test.touch_mib=", 0);
+	u64 end = mib << 20;
+	if (end > ram_bytes)
+		end = ram_bytes & ~0xfffULL;
+	u64 pages = 0;
+	for (u64 a = 16 << 20; a < end; a += 4096, pages++)
+		*(volatile u64 *)a = a ^ 0x5a5a5a5a5a5a5a5aULL;
+	puts("touched ");
+	put_dec(pages * 4096 >> 20);
+	puts(" MiB\n");
+}
+
+static void count_mode(void)
+{
+	touch_memory();
+	u64 h = 0xcbf29ce484222325ULL;
+	for (u64 n = 1;; n++) {
+		h = (h ^ n) * 0x100000001b3ULL;
+		puts("count ");
+		put_dec(n);
+		puts(" ");
+		put_hex(h);
+		puts("\n");
+		if (serial_ready() && inb(COM1) == 's') {
+			puts("count: stopped by the host\n");
+			return;
+		}
+		if (kbd_ready()) {
+			puts("i8042: key codes");
+			while (kbd_ready()) {
+				puts(" ");
+				put_hex(inb(0x60));
+			}
+			puts(": ctrl-alt-del, shutting down\n");
+			return;
+		}
+	}
+}
+
+static void devices_mode(void)
+{
+	u64 blk_base = 0, rng_base = 0, vsock_base = 0;
+	const char *p = cmdline;
+	while ((p = cmdline_find(p, "virtio_mmio.device="))) {
+		while (*p && *p != '@')
+			p++;
+		if (*p != '@')
+			break;
+		p++;
+		u64 base = parse_num(&p);
+		u32 id = mmio_r32(base + VIRTIO_DEVICE_ID);
+		if (id == 2 && !blk_base)
+			blk_base = base;
+		else if (id == 4)
+			rng_base = base;
+		else if (id == 19)
+			vsock_base = base;
+	}
+	if (!blk_base || !rng_base || !vsock_base) {
+		puts("devices: needs a disk, rng and vsock\n");
+		return;
+	}
+	struct vq bq, rq, vq[3];
+	if (virtio_init(blk_base, 1u << 9, &bq, 1) || virtio_init(rng_base, 0, &rq, 1) ||
+	    vsock_setup(vsock_base, vq)) {
+		puts("devices: init failed\n");
+		return;
+	}
+	/* A write to sector 3, made available to the device but not notified. */
+	memset(blk_data, 0, 512);
+	const char *msg = "written across a snapshot by the bulkhead test guest";
+	memcpy(blk_data, msg, strlen(msg));
+	blk_hdr = (struct blk_req){ 1, 0, 3 };
+	blk_status = 0xff;
+	struct buf b[3] = { { &blk_hdr, sizeof(blk_hdr), 0 }, { blk_data, 512, 0 },
+			    { &blk_status, 1, 1 } };
+	vq_add(&bq, 0, b, 3);
+	puts("blk: write queued\n");
+	u8 c = serial_wait();
+	if (c == 'n')
+		vq_notify(&bq);
+	u32 id, len;
+	if (vq_wait(&bq, &id, &len, 20000000000ULL)) {
+		puts("blk: write completed status ");
+		put_dec(blk_status);
+		puts("\n");
+	} else {
+		puts("blk: write not completed\n");
+	}
+
+	memset(rng_buf, 0, sizeof(rng_buf));
+	struct buf r = { rng_buf, 16, 1 };
+	long used = vq_request(&rq, &r, 1);
+	int nonzero = 0;
+	for (int i = 0; i < 16; i++)
+		nonzero |= rng_buf[i];
+	puts("rng: ");
+	put_dec((u64)(used < 0 ? 0 : used));
+	puts(nonzero ? " random bytes\n" : " bytes, all zero\n");
+
+	if (*(volatile u16 *)(vq[2].used + 2) != vq[2].last_used) {
+		puts("vsock: transport reset event id ");
+		put_dec(vsock_event);
+		puts("\n");
+	} else {
+		puts("vsock: no transport reset event\n");
+	}
+	vsock_exchange(vq);
+	puts("devices: done\n");
+}
+
 /* ---- main ---- */
 
 static u32 fnv1a(const u8 *p, u64 n)
@@ -900,6 +1060,16 @@ void guest_main(u64 info, u32 mode)
 	outb(0x3f0, 123);
 	puts("boot-timer: written\n");
 
+	const char *test_mode = cmdline_find(cmdline, "bulkhead_test.mode=");
+	if (test_mode && memeq(test_mode, "count", 5)) {
+		count_mode();
+		goto done;
+	}
+	if (test_mode && memeq(test_mode, "devices", 7)) {
+		devices_mode();
+		goto done;
+	}
+
 	int blk_idx = 0;
 	const char *p = cmdline;
 	while ((p = cmdline_find(p, "virtio_mmio.device="))) {
@@ -945,6 +1115,7 @@ void guest_main(u64 info, u32 mode)
 		}
 	}
 
+done:
 	puts("guest: done, shutting down via i8042\n");
 	outb(0x64, 0xfe);
 	/* Still here: not bulkhead (QEMU microvm has no i8042 reset). isa-debug-exit, if

@@ -7,37 +7,18 @@ mod vm_common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vm_common::{guest, run, shutdown_report, spawn, Running, TempDir, BULKHEAD};
+use vm_common::{
+    cgroup_dirs, connect_1234, guest, run, shutdown_report, spawn, vmm_pid, Running, TempDir,
+    BULKHEAD,
+};
 
 const T: Duration = Duration::from_secs(60);
 /// The jail's default uid and gid (documented in the README).
 const JAIL_ID: u64 = 77_777;
-
-/// The VMM: the only child of the `bulkhead` supervisor.
-fn vmm_pid(vm: &Running) -> i32 {
-    let pid = vm.pid();
-    let deadline = Instant::now() + T;
-    loop {
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        let kids: Vec<i32> = children
-            .split_whitespace()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        if kids.len() == 1 {
-            return kids[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bulkhead {pid} has children {kids:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn inspect_json(pid: i32) -> serde_json::Value {
     let out = std::process::Command::new(BULKHEAD)
@@ -50,38 +31,6 @@ fn inspect_json(pid: i32) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The directories of the VMM's own cgroup (`.../vm-<id>`, in the hierarchies it joined), from
-/// /proc/PID/cgroup and the cgroup mounts.
-fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mut dirs = Vec::new();
-    for line in text.lines() {
-        let mut f = line.splitn(3, ':');
-        let (_, ctrls, path) = (f.next(), f.next().unwrap(), f.next().unwrap());
-        if !path.rsplit('/').next().unwrap_or("").starts_with("vm-") {
-            continue;
-        }
-        for m in mounts.lines() {
-            let fields: Vec<&str> = m.split(' ').collect();
-            let Some(dash) = fields.iter().position(|x| *x == "-") else {
-                continue;
-            };
-            let fstype = fields[dash + 1];
-            let opts = fields.last().unwrap();
-            let matches = if ctrls.is_empty() {
-                fstype == "cgroup2"
-            } else {
-                fstype == "cgroup" && ctrls.split(',').all(|c| opts.split(',').any(|o| o == c))
-            };
-            if matches && fields[3] == "/" {
-                dirs.push(Path::new(fields[4]).join(path.trim_start_matches('/')));
-            }
-        }
-    }
-    dirs
 }
 
 fn gone(pid: i32) -> bool {
@@ -109,20 +58,6 @@ fn limit(report: &serde_json::Value, name: &str) -> f64 {
     report["cgroup"]["limits"][name]["value"]
         .as_f64()
         .unwrap_or_else(|| panic!("no {name} limit: {}", report["cgroup"]))
-}
-
-/// Lets the waiting test guest finish: the host-initiated vsock connection it listens for.
-fn connect_1234(uds: &Path) {
-    let mut s = UnixStream::connect(uds).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(b"CONNECT 1234\n").unwrap();
-    let mut ok = [0u8; 32];
-    let n = s.read(&mut ok).unwrap();
-    assert!(ok[..n].starts_with(b"OK "), "{:?}", &ok[..n]);
-    s.write_all(b"ping from the host test").unwrap();
-    let mut echo = [0u8; 64];
-    let n = s.read(&mut echo).unwrap();
-    assert_eq!(&echo[..n], b"PING FROM THE HOST TEST");
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! with a time limit while its output streams in.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -75,18 +76,30 @@ pub struct Running {
     lines: Receiver<String>,
     pub stdout: Vec<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    stdin: Option<ChildStdin>,
 }
 
 pub fn spawn(args: &[&str]) -> Running {
+    spawn_with(args, false)
+}
+
+/// [`spawn`] with stdin a pipe the test writes to ([`Running::send`]): the serial console's
+/// input.
+pub fn spawn_with_input(args: &[&str]) -> Running {
+    spawn_with(args, true)
+}
+
+fn spawn_with(args: &[&str], input: bool) -> Running {
     let mut child = Command::new(BULKHEAD)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn bulkhead");
     let out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
+    let stdin = child.stdin.take();
     let (tx, lines) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
@@ -106,6 +119,7 @@ pub fn spawn(args: &[&str]) -> Running {
         lines,
         stdout: Vec::new(),
         stderr: Some(stderr),
+        stdin,
     }
 }
 
@@ -146,6 +160,13 @@ impl Running {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own, not yet reaped, child.
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Writes `bytes` to the serial console's input (needs [`spawn_with_input`]).
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("spawned without input");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
     }
 
     /// Waits for a serial line containing `needle`, up to `timeout`.
@@ -234,4 +255,88 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The VMM: the only child of the `bulkhead` supervisor.
+pub fn vmm_pid(vm: &Running) -> i32 {
+    let pid = vm.pid();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let kids: Vec<i32> = children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if kids.len() == 1 {
+            return kids[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bulkhead {pid} has children {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The directories of the VMM's own cgroup (`.../vm-<id>`, in the hierarchies it joined), from
+/// /proc/PID/cgroup and the cgroup mounts.
+pub fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next(), f.next().unwrap(), f.next().unwrap());
+        if !path.rsplit('/').next().unwrap_or("").starts_with("vm-") {
+            continue;
+        }
+        for m in mounts.lines() {
+            let fields: Vec<&str> = m.split(' ').collect();
+            let Some(dash) = fields.iter().position(|x| *x == "-") else {
+                continue;
+            };
+            let fstype = fields[dash + 1];
+            let opts = fields.last().unwrap();
+            let matches = if ctrls.is_empty() {
+                fstype == "cgroup2"
+            } else {
+                fstype == "cgroup" && ctrls.split(',').all(|c| opts.split(',').any(|o| o == c))
+            };
+            if matches && fields[3] == "/" {
+                dirs.push(Path::new(fields[4]).join(path.trim_start_matches('/')));
+            }
+        }
+    }
+    dirs
+}
+
+/// Lets a test guest waiting on vsock port 1234 finish: the host-initiated connection, a line
+/// each way (the guest echoes it upper-cased).
+pub fn connect_1234(uds: &Path) {
+    let mut s = UnixStream::connect(uds).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"CONNECT 1234\n").unwrap();
+    let mut ok = [0u8; 32];
+    let n = s.read(&mut ok).unwrap();
+    assert!(ok[..n].starts_with(b"OK "), "{:?}", &ok[..n]);
+    s.write_all(b"ping from the host test").unwrap();
+    let mut echo = [0u8; 64];
+    let n = s.read(&mut echo).unwrap();
+    assert_eq!(&echo[..n], b"PING FROM THE HOST TEST");
+}
+
+/// Waits until the file at `path` contains `needle` (a console file the VMM writes).
+pub fn wait_file(path: &Path, needle: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Some(text);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

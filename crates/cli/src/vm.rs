@@ -2,9 +2,10 @@
 //!
 //! Flags and `--config FILE.json` describe the same [`vmm::VmConfig`]; flags given on the
 //! command line override the file's values, and list flags (`--disk`, `--net`) add to the
-//! file's lists.
+//! file's lists. `restore` runs a snapshot with the same jail flags; `pause`, `resume`,
+//! `status`, `shutdown` and `snapshot` are clients of a running VM's `--api-socket`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -12,6 +13,67 @@ use clap::{Args, Subcommand};
 pub enum VmCommand {
     /// Boot a micro-VM from a kernel image and run it to completion.
     Run(RunArgs),
+    /// Run a micro-VM from a snapshot (bulkhead vm snapshot), where it was.
+    Restore(RestoreArgs),
+    /// Pause a running VM's vCPUs (through its API socket).
+    Pause(ApiArgs),
+    /// Let a paused VM run again.
+    Resume(ApiArgs),
+    /// Print a running VM's state, uptime and device counters (JSON).
+    Status(ApiArgs),
+    /// Ask the guest to shut down (Ctrl+Alt+Del); stop the VM if it does not.
+    Shutdown(ShutdownArgs),
+    /// Pause a running VM and write a snapshot of it (it stays paused until resumed).
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// The VM's control socket (`vm run --api-socket`).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ShutdownArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Seconds the guest gets to shut down before the VM is stopped.
+    #[arg(long, value_name = "SECONDS", default_value = "10")]
+    pub timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The state file to write (registers, devices, configuration).
+    #[arg(long, value_name = "STATE_FILE")]
+    pub snapshot: PathBuf,
+    /// The memory file to write (guest RAM).
+    #[arg(long, value_name = "MEM_FILE")]
+    pub mem: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The state file of the snapshot.
+    #[arg(long, value_name = "STATE_FILE")]
+    pub snapshot: PathBuf,
+    /// Its memory file (mapped, not copied: keep it unchanged while the VM runs).
+    #[arg(long, value_name = "MEM_FILE")]
+    pub mem: PathBuf,
+    /// Start the vCPUs at once (otherwise the VM waits paused for `vm resume`).
+    #[arg(long)]
+    pub resume: bool,
+    /// The restored VM's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// Write the serial console to FILE instead of stdout (stdin is then not connected).
+    #[arg(long, value_name = "FILE")]
+    pub console: Option<PathBuf>,
+    #[command(flatten)]
+    pub jail: JailArgs,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +114,17 @@ pub struct RunArgs {
     /// How to enter an ELF kernel: linux (64-bit boot protocol) or pvh.
     #[arg(long, value_name = "linux|pvh")]
     pub boot_protocol: Option<vmm::BootProtocol>,
+    /// A control socket for the running VM: pause, resume, status, snapshot, shutdown
+    /// (docs/vm-api.md).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub jail: JailArgs,
+}
+
+/// How the VMM is jailed (`run` and `restore`).
+#[derive(Args, Debug)]
+pub struct JailArgs {
     /// Run the VMM unconfined (as the caller, with every capability, the host's filesystem and
     /// no seccomp filter): for debugging only.
     #[arg(long)]
@@ -85,7 +158,7 @@ enum Confinement {
     },
 }
 
-impl RunArgs {
+impl JailArgs {
     fn confinement(&self) -> anyhow::Result<Confinement> {
         if self.no_jail {
             return Ok(Confinement::None);
@@ -118,7 +191,9 @@ impl RunArgs {
             report: self.jail_report,
         })
     }
+}
 
+impl RunArgs {
     fn into_config(self) -> anyhow::Result<vmm::VmConfig> {
         let mut config = match (&self.config, &self.kernel) {
             (Some(path), _) => vmm::VmConfig::from_json_file(path)?,
@@ -152,6 +227,9 @@ impl RunArgs {
         if let Some(p) = self.boot_protocol {
             config.boot_protocol = p;
         }
+        if self.api_socket.is_some() {
+            config.api_socket = self.api_socket;
+        }
         Ok(config)
     }
 }
@@ -164,26 +242,89 @@ pub fn main(cmd: VmCommand) -> anyhow::Result<i32> {
     vmm::logger::mark_process_start();
     match cmd {
         VmCommand::Run(args) => {
-            let confinement = args.confinement()?;
+            let confinement = args.jail.confinement()?;
             let config = args.into_config()?;
             match confinement {
                 Confinement::None => {
-                    eprintln!(
-                        "bulkhead vm: --no-jail: the VMM runs unconfined, as the caller, with \
-                         every capability, the host's filesystem and no seccomp filter"
-                    );
+                    warn_unjailed();
                     let report = vmm::Vm::new(&config)?.run()?;
                     eprintln!("{report}");
                     Ok(0)
                 }
-                Confinement::Jail { opts, report } => run_jailed(&config, &opts, report),
+                Confinement::Jail { opts, report } => {
+                    run_jailed(&vmm::jailed::Source::Boot(&config), &opts, report)
+                }
             }
+        }
+        VmCommand::Restore(args) => restore(args),
+        VmCommand::Pause(a) => api_call(&a.api_socket, vmm::api::Op::Pause),
+        VmCommand::Resume(a) => api_call(&a.api_socket, vmm::api::Op::Resume),
+        VmCommand::Status(a) => api_call(&a.api_socket, vmm::api::Op::Status),
+        VmCommand::Shutdown(a) => {
+            if !(a.timeout.is_finite() && a.timeout >= 0.0) {
+                anyhow::bail!(
+                    "vm shutdown: --timeout {}: not a number of seconds",
+                    a.timeout
+                );
+            }
+            let timeout_ms = Some((a.timeout * 1000.0) as u64);
+            api_call(&a.api.api_socket, vmm::api::Op::Shutdown { timeout_ms })
+        }
+        VmCommand::Snapshot(a) => {
+            let report = vmm::api::client::snapshot(&a.api.api_socket, &a.snapshot, &a.mem)?;
+            println!("{report}");
+            Ok(0)
+        }
+    }
+}
+
+fn warn_unjailed() {
+    eprintln!(
+        "bulkhead vm: --no-jail: the VMM runs unconfined, as the caller, with every \
+         capability, the host's filesystem and no seccomp filter"
+    );
+}
+
+/// One request on a VM's API socket; its answer (JSON) on stdout.
+fn api_call(socket: &Path, op: vmm::api::Op) -> anyhow::Result<i32> {
+    let answer = vmm::api::client::request(socket, op, &[])?;
+    println!("{answer}");
+    Ok(0)
+}
+
+/// `vm restore`: every check on the snapshot (checksum, version, CPU, memory file, devices)
+/// before anything is created; then the VM runs as `vm run` would.
+fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
+    if !args.resume && args.api_socket.is_none() {
+        anyhow::bail!(
+            "vm restore: --resume or --api-socket is required (a paused VM without an API \
+             socket could never be resumed)"
+        );
+    }
+    let confinement = args.jail.confinement()?;
+    let snapshot = vmm::Restore::open(&args.snapshot, &args.mem)?;
+    match confinement {
+        Confinement::None => {
+            warn_unjailed();
+            let vm =
+                vmm::Vm::restore_with(&snapshot, args.console, args.api_socket, args.resume, None)?;
+            eprintln!("{}", vm.run()?);
+            Ok(0)
+        }
+        Confinement::Jail { opts, report } => {
+            let source = vmm::jailed::Source::Restore {
+                snapshot: &snapshot,
+                console: args.console,
+                api_socket: args.api_socket,
+                resume: args.resume,
+            };
+            run_jailed(&source, &opts, report)
         }
     }
 }
 
 fn run_jailed(
-    config: &vmm::VmConfig,
+    source: &vmm::jailed::Source<'_>,
     opts: &vmm::jailed::JailOptions,
     report: bool,
 ) -> anyhow::Result<i32> {
@@ -204,7 +345,7 @@ fn run_jailed(
         }
         eprint!("{text}");
     };
-    let exit = vmm::jailed::run(config, opts, &mut on_ready)?;
+    let exit = vmm::jailed::run(source, opts, &mut on_ready)?;
     if let jail::Exit::Killed(sig) = exit {
         let why = match sig {
             libc::SIGSYS => " (a system call outside its thread's seccomp allow list)",

@@ -167,6 +167,9 @@ pub struct VmConfig {
     pub console: Option<PathBuf>,
     #[serde(default)]
     pub boot_protocol: BootProtocol,
+    /// The control socket (pause, resume, status, snapshot, shutdown: docs/vm-api.md).
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
 }
 
 fn default_cmdline() -> String {
@@ -194,6 +197,7 @@ impl VmConfig {
             rng: false,
             console: None,
             boot_protocol: BootProtocol::default(),
+            api_socket: None,
         }
     }
 
@@ -248,6 +252,16 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
         }
+        self.validate_devices()?;
+        if self.cmdline.contains('\0') {
+            return Err(Error::Cmdline("contains a NUL byte".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks the devices' host side and the control socket (also before a restore, where
+    /// the kernel and boot settings no longer matter).
+    pub fn validate_devices(&self) -> Result<()> {
         for disk in &self.disks {
             check_file("disk", &disk.path)?;
         }
@@ -269,20 +283,23 @@ impl VmConfig {
                     format!("{} is reserved or too large (use 3..2^32-1)", vsock.cid),
                 ));
             }
-            match vsock.uds.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-                    return Err(Error::config(
-                        "vsock.uds",
-                        format!("directory {} does not exist", dir.display()),
-                    ));
-                }
-                _ => {}
-            }
+            check_socket_dir("vsock.uds", &vsock.uds)?;
         }
-        if self.cmdline.contains('\0') {
-            return Err(Error::Cmdline("contains a NUL byte".into()));
+        if let Some(api) = &self.api_socket {
+            check_socket_dir("api_socket", api)?;
         }
         Ok(())
+    }
+}
+
+/// A socket path must be in an existing directory.
+fn check_socket_dir(field: &str, path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(Error::config(
+            field,
+            format!("directory {} does not exist", dir.display()),
+        )),
+        _ => Ok(()),
     }
 }
 

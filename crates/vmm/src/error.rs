@@ -83,6 +83,11 @@ pub enum Error {
     #[error(transparent)]
     Jail(#[from] jail::Error),
 
+    /// A snapshot cannot be taken or restored; the message names the file and the reason
+    /// (checksum, version, CPU, memory size...).
+    #[error("{0}")]
+    Snapshot(String),
+
     /// A vCPU stopped on an exit the VMM cannot continue from.
     #[error("vcpu{vcpu}: {reason}\n{registers}")]
     VcpuExit {

@@ -88,6 +88,7 @@ impl MutEventSubscriber for VirtioSubscriber {
             if let Some(evt) = self.queue_evts.get(token as usize) {
                 let _ = evt.read();
             }
+            t.count_notification();
             if !t.is_active() {
                 return;
             }

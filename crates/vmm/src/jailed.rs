@@ -3,15 +3,20 @@
 //! The calling process becomes the supervisor: it creates the VM's cgroup, clones the VMM
 //! into the jail's namespaces, connects guest vsock connections for it (the jailed VMM reaches
 //! no path), waits for it, and removes the cgroup and the vsock socket file at the end. The
-//! child builds the VM exactly as an unjailed VMM does ([`Vm::new_with`]: every file, device
-//! and socket opened by path, as root), then confines itself ([`jail::Inside::confine`]) and
-//! runs the VM with one seccomp filter per thread ([`crate::syscalls`]), each installed by the
-//! thread on itself before its first instruction of work.
+//! child builds the VM exactly as an unjailed VMM does ([`Vm::new_with`], or
+//! [`Vm::restore_with`] for a snapshot: every file, device and socket opened by path, guest
+//! memory mapped from the snapshot's memory file, as root), then confines itself
+//! ([`jail::Inside::confine`]) and runs the VM with one seccomp filter per thread
+//! ([`crate::syscalls`]), each installed by the thread on itself before its first instruction
+//! of work. A restored VM gets exactly the jail a booted one does.
+//!
+//! With an API socket the VMM writes snapshots into descriptors its clients pass; its
+//! RLIMIT_FSIZE then leaves room for them (guest RAM plus [`SNAPSHOT_FILE_ROOM`]).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jail::{broker, CgroupPlan, Confined, Exit, Jail};
@@ -19,8 +24,9 @@ use jail::{broker, CgroupPlan, Confined, Exit, Jail};
 use crate::config::VmConfig;
 use crate::devices::virtio::vsock::HostConnector;
 use crate::error::{Error, Result};
+use crate::snapshot::Restore;
 use crate::syscalls::{ThreadFilters, ThreadHooks, ThreadKind};
-use crate::vm::Vm;
+use crate::vm::{Confinement, Vm};
 
 /// How the VM is jailed (the rest follows from its config).
 #[derive(Clone, Debug)]
@@ -55,6 +61,10 @@ pub fn memory_limit(config: &VmConfig) -> u64 {
     ram + OVERHEAD_BASE + OVERHEAD_PER_VCPU * u64::from(config.cpus) + ram / OVERHEAD_RAM_DIVISOR
 }
 
+/// Room beyond guest RAM that RLIMIT_FSIZE leaves a VMM with an API socket: the memory file's
+/// header page and the state file (tens of KiB per vCPU).
+pub const SNAPSHOT_FILE_ROOM: u64 = 64 << 20;
+
 /// The pids limit: one task per vCPU, the event loop, the main thread, and a margin.
 pub fn pids_limit(config: &VmConfig) -> i64 {
     i64::from(config.cpus) + 2 + 4
@@ -64,7 +74,78 @@ pub fn pids_limit(config: &VmConfig) -> i64 {
 /// descriptor and transient ones; with vsock, its connections (a guest past this limit gets
 /// resets, the host side's connects are refused).
 pub fn nofile_headroom(config: &VmConfig) -> u64 {
-    32 + if config.vsock.is_some() { 1024 } else { 0 }
+    let api = if config.api_socket.is_some() {
+        // Its connections, and the two files of a snapshot request.
+        crate::api::server::MAX_CONNECTIONS as u64 + 2
+    } else {
+        0
+    };
+    32 + if config.vsock.is_some() { 1024 } else { 0 } + api
+}
+
+/// The late rlimits of the VMM (from what it has open once built), with RLIMIT_FSIZE raised
+/// for snapshots when it has an API socket.
+fn late_rlimits(config: &VmConfig) -> jail::Result<Vec<oci::Rlimit>> {
+    let mut limits = jail::rlimits::for_open_files(nofile_headroom(config))?;
+    if config.api_socket.is_some() {
+        let room = (config.memory_mib << 20) + SNAPSHOT_FILE_ROOM;
+        for l in limits.iter_mut().filter(|l| l.typ == "RLIMIT_FSIZE") {
+            l.soft = l.soft.max(room);
+            l.hard = l.hard.max(room);
+        }
+    }
+    Ok(limits)
+}
+
+/// What the jailed VMM runs.
+pub enum Source<'a> {
+    /// Boot a VM from its config.
+    Boot(&'a VmConfig),
+    /// Restore a checked snapshot; its console and API socket are the restorer's.
+    Restore {
+        snapshot: &'a Restore,
+        console: Option<PathBuf>,
+        api_socket: Option<PathBuf>,
+        resume: bool,
+    },
+}
+
+impl Source<'_> {
+    /// The configuration the VM runs with.
+    pub fn config(&self) -> VmConfig {
+        match self {
+            Source::Boot(c) => (*c).clone(),
+            Source::Restore {
+                snapshot,
+                console,
+                api_socket,
+                ..
+            } => {
+                let mut c = snapshot.state.config.clone();
+                c.console = console.clone();
+                c.api_socket = api_socket.clone();
+                c
+            }
+        }
+    }
+
+    fn build(&self, confined: Confinement) -> crate::Result<Vm> {
+        match self {
+            Source::Boot(c) => Vm::new_with(c, Some(confined)),
+            Source::Restore {
+                snapshot,
+                console,
+                api_socket,
+                resume,
+            } => Vm::restore_with(
+                snapshot,
+                console.clone(),
+                api_socket.clone(),
+                *resume,
+                Some(confined),
+            ),
+        }
+    }
 }
 
 /// The jail of a VM.
@@ -90,15 +171,19 @@ pub struct Ready<'a> {
     pub cgroup: Option<&'a str>,
 }
 
-/// Build and run the VM in its jail; `on_ready` runs in the supervisor once every layer is in
-/// force. Bad input fails before the cgroup exists; whatever fails later removes the cgroup
-/// and the vsock socket file.
+/// Build (or restore) and run the VM in its jail; `on_ready` runs in the supervisor once every
+/// layer is in force. Bad input fails before the cgroup exists; whatever fails later removes
+/// the cgroup and the socket files (vsock, API).
 pub fn run(
-    config: &VmConfig,
+    source: &Source<'_>,
     opts: &JailOptions,
     on_ready: &mut dyn FnMut(&Ready<'_>),
 ) -> Result<Exit> {
-    config.validate()?;
+    let config = &source.config();
+    match source {
+        Source::Boot(c) => c.validate()?,
+        Source::Restore { .. } => config.validate_devices()?,
+    }
     let filters = ThreadFilters::compile().map_err(jail::Error::from)?;
     let broker = match &config.vsock {
         Some(_) => Some(broker::pair()?),
@@ -108,7 +193,13 @@ pub fn run(
     if let Some((_, client)) = &broker {
         j.keep_fds.push(client.raw_fd());
     }
+    // The snapshot's memory file was opened (and checked) here, in the supervisor: the VMM
+    // maps it from this descriptor.
+    if let Source::Restore { snapshot, .. } = source {
+        j.keep_fds.push(snapshot.mem_file.as_raw_fd());
+    }
     let socket_before = config.vsock.as_ref().and_then(|v| socket_id(&v.uds));
+    let api_before = config.api_socket.as_deref().and_then(socket_id);
     let prepared = j.prepare()?;
     let (server, client) = match broker {
         Some((s, c)) => (Some(s), Some(c)),
@@ -116,9 +207,12 @@ pub fn run(
     };
     let mut child = prepared.spawn(move |inside| {
         let connector = client.map(|c| Box::new(Brokered(c)) as Box<dyn HostConnector>);
-        let vm = Vm::new_with(config, connector).map_err(|e| e.to_string())?;
-        let late =
-            jail::rlimits::for_open_files(nofile_headroom(config)).map_err(|e| e.to_string())?;
+        let vm = source
+            .build(Confinement {
+                vsock_connector: connector,
+            })
+            .map_err(|e| e.to_string())?;
+        let late = late_rlimits(config).map_err(|e| e.to_string())?;
         let confined = inside.confine(&late).map_err(|e| e.to_string())?;
         let report = vm
             .run_with(Arc::new(Confine { filters, confined }))
@@ -156,6 +250,9 @@ pub fn run(
     }
     if let Some(v) = &config.vsock {
         remove_our_socket(&v.uds, socket_before);
+    }
+    if let Some(p) = &config.api_socket {
+        remove_our_socket(p, api_before);
     }
     end
 }
@@ -209,8 +306,8 @@ fn socket_id(path: &Path) -> Option<(u64, u64)> {
     m.file_type().is_socket().then(|| (m.dev(), m.ino()))
 }
 
-/// The jailed VMM cannot remove its vsock socket file: remove it if it is the one the VMM
-/// bound (a socket that was there before and is still the same file stays).
+/// The jailed VMM cannot remove the socket files it bound (vsock, API): remove one if it is
+/// the VMM's (a socket that was there before and is still the same file stays).
 fn remove_our_socket(path: &Path, before: Option<(u64, u64)>) {
     if let Some(now) = socket_id(path) {
         if Some(now) != before {

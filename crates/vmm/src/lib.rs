@@ -48,8 +48,10 @@
 //! when jailed: the event loop runs on a thread of its own so that the thread that kicks vCPUs
 //! (tgkill) and ends the process is not the one that parses guest-controlled queues.
 
+pub mod api;
 pub mod boot;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod error;
 pub mod event_loop;
@@ -58,10 +60,12 @@ pub mod kvm;
 pub mod logger;
 pub mod memory;
 pub mod shutdown;
+pub mod snapshot;
 pub mod syscalls;
 pub mod vm;
 
 pub use config::{BootProtocol, DiskConfig, NetConfig, VmConfig, VsockConfig};
 pub use error::{Error, Result};
 pub use shutdown::ShutdownReason;
-pub use vm::{Vm, VmReport};
+pub use snapshot::Restore;
+pub use vm::{Confinement, Vm, VmReport};

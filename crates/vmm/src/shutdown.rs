@@ -19,6 +19,9 @@ pub enum ShutdownReason {
     /// A vCPU executed `hlt` with interrupts off and nothing can wake it (only seen without
     /// the in-kernel irqchip, reported for completeness).
     Halt,
+    /// A `shutdown` request on the API socket stopped the VM: it was paused, or the guest did
+    /// not react to Ctrl+Alt+Del in time.
+    Stopped,
 }
 
 impl std::fmt::Display for ShutdownReason {
@@ -28,14 +31,20 @@ impl std::fmt::Display for ShutdownReason {
             ShutdownReason::TripleFault => write!(f, "triple fault (KVM_EXIT_SHUTDOWN)"),
             ShutdownReason::SystemEvent(t) => write!(f, "KVM system event type {t}"),
             ShutdownReason::Halt => write!(f, "vCPU halted"),
+            ShutdownReason::Stopped => write!(f, "stopped through the API socket"),
         }
     }
 }
+
+type Waker = Box<dyn Fn() + Send + Sync>;
 
 /// The single place the VM's outcome is recorded.
 pub struct ShutdownSignal {
     outcome: Mutex<Option<Result<ShutdownReason>>>,
     evt: EventFd,
+    /// Called after the outcome is recorded: the main thread's mailbox, which waits on a
+    /// condition variable rather than on the eventfd.
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl ShutdownSignal {
@@ -43,7 +52,16 @@ impl ShutdownSignal {
         Ok(ShutdownSignal {
             outcome: Mutex::new(None),
             evt: EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (shutdown)"))?,
+            wakers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Has `waker` called whenever the VM is told to end.
+    pub fn on_signal(&self, waker: Waker) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(waker);
     }
 
     /// Records the outcome if none is recorded yet (the first reason wins) and wakes the loop.
@@ -52,8 +70,12 @@ impl ShutdownSignal {
         if o.is_none() {
             *o = Some(outcome);
         }
+        drop(o);
         // A full eventfd counter still leaves it readable, which is all the loop needs.
         let _ = self.evt.write(1);
+        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            w();
+        }
     }
 
     pub fn is_signalled(&self) -> bool {

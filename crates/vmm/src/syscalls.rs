@@ -9,11 +9,16 @@
 //! allows 27 syscalls to its vCPU threads and 50 to its VMM thread.
 //!
 //! What the lists leave out, because it happens before the filters: opening anything (files,
-//! /dev/kvm, taps, sockets), creating the VM and vCPUs, mapping guest memory, spawning the
-//! threads, signal handlers. Argument checks: `ioctl` only with the request numbers listed,
+//! /dev/kvm, taps, sockets, a snapshot's memory file), creating the VM and vCPUs, mapping
+//! guest memory (from a snapshot's memory file too) and writing a restored state into KVM,
+//! spawning the threads, signal handlers. Taking a snapshot adds KVM_GET_* requests only: the
+//! files arrive as descriptors on the API socket (recvmsg) and are written with write/lseek. Argument checks: `ioctl` only with the request numbers listed,
 //! `fcntl` only F_GETFD, `mmap`/`mprotect` never with PROT_EXEC (no new executable memory).
 
-use kvm_bindings::{kvm_regs, kvm_sregs, kvm_vcpu_events, KVMIO};
+use kvm_bindings::{
+    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
+};
 use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ, _IOC_WRITE};
 
 /// The threads of a running VM.
@@ -101,6 +106,26 @@ pub const KVM_GET_REGS: u64 = kvm(_IOC_READ, 0x81, std::mem::size_of::<kvm_regs>
 pub const KVM_SET_REGS: u64 = kvm(_IOC_WRITE, 0x82, std::mem::size_of::<kvm_regs>());
 pub const KVM_GET_SREGS: u64 = kvm(_IOC_READ, 0x83, std::mem::size_of::<kvm_sregs>());
 pub const KVM_SET_VCPU_EVENTS: u64 = kvm(_IOC_WRITE, 0xa0, std::mem::size_of::<kvm_vcpu_events>());
+// A vCPU's state for a snapshot, read by the vCPU's own thread while it is paused.
+pub const KVM_GET_MSRS: u64 = kvm(
+    _IOC_READ | _IOC_WRITE,
+    0x88,
+    std::mem::size_of::<kvm_msrs>(),
+);
+pub const KVM_GET_LAPIC: u64 = kvm(_IOC_READ, 0x8e, std::mem::size_of::<kvm_lapic_state>());
+pub const KVM_GET_MP_STATE: u64 = kvm(_IOC_READ, 0x98, std::mem::size_of::<kvm_mp_state>());
+pub const KVM_GET_VCPU_EVENTS: u64 = kvm(_IOC_READ, 0x9f, std::mem::size_of::<kvm_vcpu_events>());
+pub const KVM_GET_DEBUGREGS: u64 = kvm(_IOC_READ, 0xa1, std::mem::size_of::<kvm_debugregs>());
+pub const KVM_GET_XSAVE: u64 = kvm(_IOC_READ, 0xa4, std::mem::size_of::<kvm_xsave>());
+pub const KVM_GET_XCRS: u64 = kvm(_IOC_READ, 0xa6, std::mem::size_of::<kvm_xcrs>());
+// The VM's in-kernel devices and clock for a snapshot, read by the event loop.
+pub const KVM_GET_IRQCHIP: u64 = kvm(
+    _IOC_READ | _IOC_WRITE,
+    0x62,
+    std::mem::size_of::<kvm_irqchip>(),
+);
+pub const KVM_GET_CLOCK: u64 = kvm(_IOC_READ, 0x7c, std::mem::size_of::<kvm_clock_data>());
+pub const KVM_GET_PIT2: u64 = kvm(_IOC_READ, 0x9f, std::mem::size_of::<kvm_pit_state2>());
 
 const NO_EXEC: Only = Only::NoneOf {
     index: 2,
@@ -127,16 +152,27 @@ pub const VCPU: &[Allow] = &[
                 KVM_SET_REGS,
                 KVM_GET_SREGS,
                 KVM_SET_VCPU_EVENTS,
+                KVM_GET_MP_STATE,
+                KVM_GET_XSAVE,
+                KVM_GET_XCRS,
+                KVM_GET_DEBUGREGS,
+                KVM_GET_LAPIC,
+                KVM_GET_MSRS,
+                KVM_GET_VCPU_EVENTS,
             ],
         },
         "KVM_RUN; the registers and events of exits the VMM completes itself, and the \
-         register dump of a failing vCPU",
+         register dump of a failing vCPU; a paused vCPU saving its own state for a snapshot \
+         (MP state, XSAVE, XCRs, debug registers, LAPIC, MSRs, events)",
     ),
     any(
         "write",
         "serial output; irqfd, queue-activation and shutdown eventfds; log lines",
     ),
-    any("futex", "device state shared with the event loop"),
+    any(
+        "futex",
+        "device state shared with the event loop; a paused vCPU waiting to resume",
+    ),
     any("rt_sigreturn", "the kick signal that interrupts KVM_RUN"),
     any("clock_gettime", "timestamps where the vDSO cannot answer"),
     only("mmap", NO_EXEC, ALLOCATOR),
@@ -168,31 +204,43 @@ pub const EVENT_LOOP: &[Allow] = &[
     ),
     any(
         "write",
-        "irqfds, tap frames, disks, log lines, stdout of the serial console",
+        "irqfds, tap frames, disks, log lines, stdout of the serial console, API answers, \
+         snapshot files",
     ),
-    any("lseek", "disk offsets"),
+    any("lseek", "disk offsets; holes in a snapshot's memory file"),
     any("fdatasync", "virtio-blk flush"),
     any("recvfrom", "vsock host connections"),
     any(
         "sendto",
         "vsock host connections; descriptor requests to the supervisor",
     ),
-    any("accept4", "host connections to the vsock socket"),
+    any(
+        "accept4",
+        "host connections to the vsock socket and to the API socket",
+    ),
     any(
         "recvmsg",
-        "descriptors from the supervisor (guest connections to <uds>_PORT)",
+        "descriptors from the supervisor (guest connections to <uds>_PORT); API requests \
+         with the files of a snapshot",
     ),
     only(
         "ioctl",
         Only::OneOf {
             index: 1,
-            values: &[libc::FIONBIO],
+            values: &[libc::FIONBIO, KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK],
         },
-        "non-blocking vsock connections",
+        "non-blocking vsock and API connections; the PICs, IOAPIC, PIT and KVM clock for a \
+         snapshot",
     ),
-    any("getrandom", "virtio-rng"),
-    any("close", "closed vsock connections"),
-    any("futex", "device state shared with the vCPUs"),
+    any("getrandom", "virtio-rng; a snapshot's id"),
+    any(
+        "close",
+        "closed vsock and API connections, a snapshot's files",
+    ),
+    any(
+        "futex",
+        "device state shared with the vCPUs; waiting for them to pause or save their state",
+    ),
     any("clock_gettime", "timestamps where the vDSO cannot answer"),
     only("mmap", NO_EXEC, ALLOCATOR),
     only("mprotect", NO_EXEC, ALLOCATOR),
@@ -208,9 +256,18 @@ pub const EVENT_LOOP: &[Allow] = &[
 
 /// The main thread, once the others run.
 pub const MAIN: &[Allow] = &[
-    any("futex", "joining the other threads"),
-    any("getpid", "pthread_kill: kicking the vCPUs out of KVM_RUN"),
-    any("tgkill", "pthread_kill: kicking the vCPUs out of KVM_RUN"),
+    any(
+        "futex",
+        "joining the other threads; waiting for API work (a pause to kick, a shutdown timeout)",
+    ),
+    any(
+        "getpid",
+        "pthread_kill: kicking the vCPUs out of KVM_RUN (at the end, and for a pause)",
+    ),
+    any(
+        "tgkill",
+        "pthread_kill: kicking the vCPUs out of KVM_RUN (at the end, and for a pause)",
+    ),
     any("rt_sigprocmask", "pthread_kill"),
     any("clock_nanosleep", "pausing between kicks"),
     any(
@@ -342,6 +399,16 @@ mod tests {
     vmm_sys_util::ioctl_iow_nr!(REF_KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
     vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
     vmm_sys_util::ioctl_iow_nr!(REF_KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
+    vmm_sys_util::ioctl_iowr_nr!(REF_KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_debugregs);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
+    vmm_sys_util::ioctl_iowr_nr!(REF_KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
+    vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
 
     #[test]
     fn ioctl_numbers_are_the_kernels() {
@@ -352,6 +419,23 @@ mod tests {
         assert_eq!(KVM_SET_REGS, REF_KVM_SET_REGS() as u64);
         assert_eq!(KVM_GET_SREGS, REF_KVM_GET_SREGS() as u64);
         assert_eq!(KVM_SET_VCPU_EVENTS, REF_KVM_SET_VCPU_EVENTS() as u64);
+        for (ours, reference) in [
+            (KVM_GET_MSRS, REF_KVM_GET_MSRS()),
+            (KVM_GET_LAPIC, REF_KVM_GET_LAPIC()),
+            (KVM_GET_MP_STATE, REF_KVM_GET_MP_STATE()),
+            (KVM_GET_VCPU_EVENTS, REF_KVM_GET_VCPU_EVENTS()),
+            (KVM_GET_DEBUGREGS, REF_KVM_GET_DEBUGREGS()),
+            (KVM_GET_XSAVE, REF_KVM_GET_XSAVE()),
+            (KVM_GET_XCRS, REF_KVM_GET_XCRS()),
+            (KVM_GET_IRQCHIP, REF_KVM_GET_IRQCHIP()),
+            (KVM_GET_CLOCK, REF_KVM_GET_CLOCK()),
+            (KVM_GET_PIT2, REF_KVM_GET_PIT2()),
+        ] {
+            assert_eq!(ours, reference);
+        }
+        // The kernel's numbers for two of them, from its headers.
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
     }
 
     #[test]
@@ -436,6 +520,24 @@ mod tests {
             allow
         );
         assert_eq!(e.evaluate(&data("ioctl", [9, KVM_RUN, 0, 0, 0, 0])), kill);
+        assert_eq!(
+            e.evaluate(&data("ioctl", [9, KVM_GET_IRQCHIP, 0, 0, 0, 0])),
+            allow
+        );
+        // The event loop reads the VM's state, never a vCPU's.
+        assert_eq!(
+            e.evaluate(&data("ioctl", [9, KVM_GET_XSAVE, 0, 0, 0, 0])),
+            kill
+        );
+        assert_eq!(
+            v.evaluate(&data("ioctl", [5, KVM_GET_LAPIC, 0, 0, 0, 0])),
+            allow
+        );
+        // No KVM_SET_* of saved state after the jail: a restore writes it before.
+        assert_eq!(
+            v.evaluate(&data("ioctl", [5, 0x4400_ae8f, 0, 0, 0, 0])),
+            kill
+        );
         assert_eq!(e.evaluate(&data("getrandom", [0, 32, 0, 0, 0, 0])), allow);
         assert_eq!(f.main.evaluate(&data("tgkill", [1, 2, 34, 0, 0, 0])), allow);
         assert_eq!(f.main.evaluate(&data("read", [0; 6])), kill);

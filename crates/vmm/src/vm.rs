@@ -1,34 +1,42 @@
-//! Building a VM from a [`VmConfig`] and running it to the end.
+//! Building a VM from a [`VmConfig`] (or from a snapshot) and running it to the end.
 //!
 //! [`Vm::new`] does all the work that can fail on bad input before anything with a host-side
 //! footprint exists: it validates the config, opens /dev/kvm, allocates guest memory, loads
 //! the kernel and initrd and writes the boot structures, then creates devices, and creates
-//! the only things visible outside the process (the vsock socket file, the console file)
-//! last. Any error drops what was built so far: nothing is left half-created.
-//! [`Vm::run`] starts one thread per vCPU, runs the device event loop on the calling thread
-//! and returns when the guest shuts down or a vCPU fails.
+//! the only things visible outside the process (the vsock and API socket files, the console
+//! file) last. Any error drops what was built so far: nothing is left half-created.
+//! [`Vm::restore_with`] builds the same machine around RAM mapped from a snapshot's memory
+//! file and writes the saved state back instead of booting.
+//! [`Vm::run`] starts one thread per vCPU and one for the device event loop, and returns when
+//! the guest shuts down or a vCPU fails; meanwhile the calling thread kicks the vCPUs when the
+//! API pauses them (see `control`).
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::api::server::ApiServer;
 use crate::boot::gdt::{boot_gdt, CODE32, CODE64};
 use crate::boot::loader::{load_initrd, load_kernel, EntryMode, KernelFormat};
 use crate::boot::params::{write_boot_params, write_cmdline, write_pvh_start_info};
 use crate::boot::{mptable, paging};
 use crate::config::VmConfig;
+use crate::control::{Machine, Mailbox, Wake};
 use crate::devices::boot_timer::{BootTime, BootTimer, BOOT_TIMER_PORT};
-use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
+use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN, KEYBOARD_IRQ};
 use crate::devices::serial::{Serial, COM1_IRQ, COM1_PORT, COM1_PORT_LEN};
 use crate::devices::virtio::blk::Block;
 use crate::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
@@ -40,6 +48,8 @@ use crate::devices::Bus;
 use crate::error::{Error, Result};
 use crate::event_loop::{ConsoleInput, ShutdownWatcher, VirtioSubscriber};
 use crate::kvm::cpuid::vcpu_cpuid;
+use crate::kvm::pause::Gate;
+use crate::kvm::state::{check_support, msrs_to_save};
 use crate::kvm::vcpu::{BootEntry, Vcpu};
 use crate::kvm::vm::{create_vm, open_kvm, register_memory};
 use crate::logger::{ms, since_process_start};
@@ -48,6 +58,7 @@ use crate::memory::{
     VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
 };
 use crate::shutdown::{ShutdownReason, ShutdownSignal};
+use crate::snapshot::{memory as memory_file, Restore};
 use crate::syscalls::{NoHooks, ThreadHooks, ThreadKind};
 
 /// First IRQ for virtio-mmio devices; 4 is COM1, 0-3 are legacy (PIT, keyboard, cascade).
@@ -89,6 +100,43 @@ struct VirtioSlot {
     activate_evt: EventFd,
 }
 
+/// How a VMM that runs jailed reaches the host once confined.
+pub struct Confinement {
+    /// Guest connections to the vsock's `<uds>_PORT` go through it.
+    pub vsock_connector: Option<Box<dyn HostConnector>>,
+}
+
+/// A Unix socket the VMM bound; its file is removed on drop unless the VMM is jailed (then
+/// the supervisor removes it: a jailed VMM reaches no path).
+struct BoundSocket {
+    listener: Option<UnixListener>,
+    path: Option<PathBuf>,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Binds a socket at `path`. A stale socket file is replaced; any other file there is an
+/// error (the VMM never deletes what is not a socket).
+fn bind_socket(what: &str, path: &Path) -> Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::device(
+                what,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path)
+        .map_err(|e| Error::device(what, format!("bind {}: {e}", path.display())))
+}
+
 /// A built, not yet running VM.
 pub struct Vm {
     // Field order is drop order: vCPUs and the VM fd go before the memory they map.
@@ -99,7 +147,11 @@ pub struct Vm {
     shutdown: Arc<ShutdownSignal>,
     stop: Arc<AtomicBool>,
     boot_time: BootTime,
-    _vm: VmFd,
+    gate: Arc<Gate>,
+    mailbox: Arc<Mailbox>,
+    machine: Arc<Machine>,
+    api: BoundSocket,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
 }
@@ -112,18 +164,230 @@ extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
     // Nothing to do: delivery alone makes KVM_RUN return EINTR.
 }
 
+/// Virtio devices in bus order, and where the vsock device goes among them.
+type Devices = (Vec<Box<dyn VirtioDevice>>, Option<usize>);
+
+/// The virtio devices of `config`, in the order that fixes their addresses and IRQs: disks,
+/// nets, rng, then vsock (created last by [`assemble`]: binding its socket is host-visible).
+/// Opening their host side first makes a bad path fail before anything else.
+fn make_devices(config: &VmConfig) -> Result<Devices> {
+    let mut virtio_devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (i, d) in config.disks.iter().enumerate() {
+        virtio_devices.push(Box::new(Block::new(
+            format!("virtio-blk{i}"),
+            &d.path,
+            d.read_only,
+        )?));
+    }
+    for (i, n) in config.net.iter().enumerate() {
+        virtio_devices.push(Box::new(Net::new(format!("virtio-net{i}"), n, i)?));
+    }
+    if config.rng {
+        virtio_devices.push(Box::new(Rng::new("virtio-rng".into())));
+    }
+    let vsock_index = config.vsock.as_ref().map(|_| virtio_devices.len());
+    let max_devices = (VIRTIO_LAST_IRQ - VIRTIO_FIRST_IRQ + 1) as usize;
+    if virtio_devices.len() + usize::from(vsock_index.is_some()) > max_devices {
+        return Err(Error::config(
+            "devices",
+            format!("at most {max_devices} virtio devices fit on the IOAPIC"),
+        ));
+    }
+    Ok((virtio_devices, vsock_index))
+}
+
+/// What [`assemble`] builds a VM from besides its config.
+struct Parts {
+    kvm: Kvm,
+    mem: GuestMemoryMmap,
+    devices: Vec<Box<dyn VirtioDevice>>,
+    vsock_index: Option<usize>,
+    disk_bytes: Vec<u64>,
+    cpuids: Vec<CpuId>,
+    host_cpuid: CpuId,
+    start_paused: bool,
+    restored: bool,
+}
+
+/// The machine around guest memory, shared by a boot and a restore: the KVM VM with its
+/// memory and irqchip, the legacy devices, the virtio transports, the vsock and API sockets
+/// and the vCPUs (created, not configured). The console is attached by the caller, last.
+fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Result<Vm> {
+    let Parts {
+        kvm,
+        mem,
+        devices: mut virtio_devices,
+        vsock_index,
+        disk_bytes,
+        cpuids,
+        host_cpuid,
+        start_paused,
+        restored,
+    } = p;
+    let jailed = confined.is_some();
+    let vsock_connector = confined.and_then(|c| c.vsock_connector);
+    // The KVM VM, its memory and interrupt controller.
+    let vm = Arc::new(create_vm(&kvm)?);
+    register_memory(&kvm, &vm, &mem)?;
+    let shutdown = Arc::new(ShutdownSignal::new()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let boot_time: BootTime = Arc::new(Mutex::new(None));
+    let mailbox = Arc::new(Mailbox::default());
+    {
+        let mailbox = mailbox.clone();
+        shutdown.on_signal(Box::new(move || mailbox.end()));
+    }
+
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let bus_err = |e: String| Error::Boot(format!("device bus: {e}"));
+
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (serial)"))?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ)
+        .map_err(Error::kvm("KVM_IRQFD (serial)"))?;
+    // The console output is attached last (see below); until then it goes nowhere.
+    let serial = Arc::new(Mutex::new(Serial::new(
+        serial_irq,
+        Box::new(std::io::sink()),
+    )));
+    pio.insert(serial.clone(), COM1_PORT, COM1_PORT_LEN)
+        .map_err(bus_err)?;
+    let kbd_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (i8042)"))?;
+    vm.register_irqfd(&kbd_irq, KEYBOARD_IRQ)
+        .map_err(Error::kvm("KVM_IRQFD (i8042)"))?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(shutdown.clone(), kbd_irq)));
+    pio.insert(i8042.clone(), I8042_PORT, I8042_PORT_LEN)
+        .map_err(bus_err)?;
+    let boot_timer = Arc::new(Mutex::new(BootTimer::new(boot_time.clone())));
+    pio.insert(boot_timer.clone(), BOOT_TIMER_PORT, 1)
+        .map_err(bus_err)?;
+    mmio.insert(boot_timer, BOOT_TIMER_MMIO_START, VIRTIO_MMIO_SIZE)
+        .map_err(bus_err)?;
+
+    // The vsock device binds its Unix socket: the first thing visible on the host
+    // filesystem, so it is created after everything that can fail on bad input.
+    if let (Some(v), Some(idx)) = (&config.vsock, vsock_index) {
+        virtio_devices.insert(
+            idx,
+            Box::new(Vsock::new("virtio-vsock".into(), v, vsock_connector)?),
+        );
+    }
+
+    let mut virtio = Vec::new();
+    for (i, device) in virtio_devices.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
+        let irq = VIRTIO_FIRST_IRQ + i as u32;
+        let name = device.name().to_string();
+        let irq_evt = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (irq)"))?;
+        vm.register_irqfd(&irq_evt, irq)
+            .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
+        let mut queue_evts = Vec::new();
+        for q in 0..device.queue_max_sizes().len() {
+            let evt = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (queue)"))?;
+            vm.register_ioevent(
+                &evt,
+                &IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY),
+                q as u32,
+            )
+            .map_err(Error::kvm("KVM_IOEVENTFD"))?;
+            queue_evts.push(evt);
+        }
+        let activate_evt = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (activate)"))?;
+        let transport = Arc::new(Mutex::new(MmioTransport::new(
+            device,
+            mem.clone(),
+            Arc::new(Interrupt::new(irq_evt)),
+            activate_evt
+                .try_clone()
+                .map_err(Error::sys("eventfd dup"))?,
+        )));
+        mmio.insert(transport.clone(), base, VIRTIO_MMIO_SIZE)
+            .map_err(bus_err)?;
+        tracing::debug!("{name} at {base:#x} irq {irq}");
+        virtio.push(VirtioSlot {
+            transport,
+            queue_evts,
+            activate_evt,
+        });
+    }
+
+    // The control socket, bound like the vsock socket (before the jail; used by descriptor).
+    let api = BoundSocket {
+        listener: match &config.api_socket {
+            Some(p) => Some(bind_socket("api socket", p)?),
+            None => None,
+        },
+        path: config.api_socket.clone().filter(|_| !jailed),
+    };
+
+    // vCPUs.
+    let gate = Arc::new(Gate::new(cpuids, msrs_to_save(&kvm)?, start_paused));
+    let pio = Arc::new(pio);
+    let mmio = Arc::new(mmio);
+    let mut vcpus = Vec::new();
+    for id in 0..config.cpus {
+        vcpus.push(Vcpu::new(
+            &vm,
+            id,
+            pio.clone(),
+            mmio.clone(),
+            shutdown.clone(),
+            stop.clone(),
+            gate.clone(),
+        )?);
+    }
+
+    let machine = Arc::new(Machine {
+        config: config.clone(),
+        vm: vm.clone(),
+        mem: mem.clone(),
+        gate: gate.clone(),
+        mailbox: mailbox.clone(),
+        shutdown: shutdown.clone(),
+        serial: serial.clone(),
+        i8042,
+        virtio: virtio.iter().map(|s| s.transport.clone()).collect(),
+        disk_bytes,
+        host_cpuid: host_cpuid.as_slice().to_vec(),
+        snapshot_support: check_support(&kvm),
+        started: Instant::now(),
+        restored,
+    });
+    Ok(Vm {
+        vcpus,
+        virtio,
+        serial,
+        console_input: config.console.is_none(),
+        shutdown,
+        stop,
+        boot_time,
+        gate,
+        mailbox,
+        machine,
+        api,
+        _vm: vm,
+        _kvm: kvm,
+        _mem: mem,
+    })
+}
+
+/// The capacity (bytes) of each disk, as its device sees it.
+fn disk_sizes(config: &VmConfig) -> Vec<u64> {
+    config
+        .disks
+        .iter()
+        .map(|d| std::fs::metadata(&d.path).map_or(0, |m| m.len()))
+        .collect()
+}
+
 impl Vm {
     /// Builds the VM described by `config`.
     pub fn new(config: &VmConfig) -> Result<Vm> {
         Vm::new_with(config, None)
     }
 
-    /// [`Vm::new`] for a VMM that will reach no host path once running (jailed): guest
-    /// connections to the vsock's `<uds>_PORT` go through `vsock_connector`.
-    pub fn new_with(
-        config: &VmConfig,
-        vsock_connector: Option<Box<dyn HostConnector>>,
-    ) -> Result<Vm> {
+    /// [`Vm::new`] for a VMM that will reach no host path once running (jailed).
+    pub fn new_with(config: &VmConfig, confined: Option<Confinement>) -> Result<Vm> {
         config.validate()?;
         let kvm = open_kvm()?;
         let mem_size = config.memory_mib << 20;
@@ -142,32 +406,9 @@ impl Vm {
             None => None,
         };
 
-        // Devices that read host files come first, so a bad path fails before anything else.
-        let mut virtio_devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
-        for (i, d) in config.disks.iter().enumerate() {
-            virtio_devices.push(Box::new(Block::new(
-                format!("virtio-blk{i}"),
-                &d.path,
-                d.read_only,
-            )?));
-        }
-        for (i, n) in config.net.iter().enumerate() {
-            virtio_devices.push(Box::new(Net::new(format!("virtio-net{i}"), n, i)?));
-        }
-        if config.rng {
-            virtio_devices.push(Box::new(Rng::new("virtio-rng".into())));
-        }
-        let vsock_index = config.vsock.as_ref().map(|_| virtio_devices.len());
-        let max_devices = (VIRTIO_LAST_IRQ - VIRTIO_FIRST_IRQ + 1) as usize;
-        if virtio_devices.len() + usize::from(vsock_index.is_some()) > max_devices {
-            return Err(Error::config(
-                "devices",
-                format!("at most {max_devices} virtio devices fit on the IOAPIC"),
-            ));
-        }
-
+        let (devices, vsock_index) = make_devices(config)?;
         let mut cmdline = config.cmdline.trim().to_string();
-        let device_count = virtio_devices.len() + usize::from(vsock_index.is_some());
+        let device_count = devices.len() + usize::from(vsock_index.is_some());
         for i in 0..device_count {
             let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
             let irq = VIRTIO_FIRST_IRQ + i as u32;
@@ -205,112 +446,132 @@ impl Vm {
             return Err(Error::Boot("bzImage must use the 64-bit entry".into()));
         }
 
-        // The KVM VM, its memory and interrupt controller.
-        let vm = create_vm(&kvm)?;
-        register_memory(&kvm, &vm, &mem)?;
-        let shutdown = Arc::new(ShutdownSignal::new()?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let boot_time: BootTime = Arc::new(Mutex::new(None));
-
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
-        let bus_err = |e: String| Error::Boot(format!("device bus: {e}"));
-
-        let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (serial)"))?;
-        vm.register_irqfd(&serial_irq, COM1_IRQ)
-            .map_err(Error::kvm("KVM_IRQFD (serial)"))?;
-        // The console output is attached last (see below); until then it goes nowhere.
-        let serial = Arc::new(Mutex::new(Serial::new(
-            serial_irq,
-            Box::new(std::io::sink()),
-        )));
-        pio.insert(serial.clone(), COM1_PORT, COM1_PORT_LEN)
-            .map_err(bus_err)?;
-        let i8042 = Arc::new(Mutex::new(I8042::new(shutdown.clone())));
-        pio.insert(i8042, I8042_PORT, I8042_PORT_LEN)
-            .map_err(bus_err)?;
-        let boot_timer = Arc::new(Mutex::new(BootTimer::new(boot_time.clone())));
-        pio.insert(boot_timer.clone(), BOOT_TIMER_PORT, 1)
-            .map_err(bus_err)?;
-        mmio.insert(boot_timer, BOOT_TIMER_MMIO_START, VIRTIO_MMIO_SIZE)
-            .map_err(bus_err)?;
-
-        // The vsock device binds its Unix socket: the first thing visible on the host
-        // filesystem, so it is created after everything that can fail on bad input.
-        if let (Some(v), Some(idx)) = (&config.vsock, vsock_index) {
-            virtio_devices.insert(
-                idx,
-                Box::new(Vsock::new("virtio-vsock".into(), v, vsock_connector)?),
-            );
-        }
-
-        let mut virtio = Vec::new();
-        for (i, device) in virtio_devices.into_iter().enumerate() {
-            let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
-            let irq = VIRTIO_FIRST_IRQ + i as u32;
-            let name = device.name().to_string();
-            let irq_evt = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (irq)"))?;
-            vm.register_irqfd(&irq_evt, irq)
-                .map_err(Error::kvm("KVM_IRQFD (virtio)"))?;
-            let mut queue_evts = Vec::new();
-            for q in 0..device.queue_max_sizes().len() {
-                let evt = EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (queue)"))?;
-                vm.register_ioevent(
-                    &evt,
-                    &IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY),
-                    q as u32,
-                )
-                .map_err(Error::kvm("KVM_IOEVENTFD"))?;
-                queue_evts.push(evt);
-            }
-            let activate_evt =
-                EventFd::new(EFD_NONBLOCK).map_err(Error::sys("eventfd (activate)"))?;
-            let transport = Arc::new(Mutex::new(MmioTransport::new(
-                device,
-                mem.clone(),
-                Arc::new(Interrupt::new(irq_evt)),
-                activate_evt
-                    .try_clone()
-                    .map_err(Error::sys("eventfd dup"))?,
-            )));
-            mmio.insert(transport.clone(), base, VIRTIO_MMIO_SIZE)
-                .map_err(bus_err)?;
-            tracing::debug!("{name} at {base:#x} irq {irq}");
-            virtio.push(VirtioSlot {
-                transport,
-                queue_evts,
-                activate_evt,
-            });
-        }
-
-        // vCPUs.
-        let pio = Arc::new(pio);
-        let mmio = Arc::new(mmio);
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuids: Vec<CpuId> = (0..config.cpus)
+            .map(|id| vcpu_cpuid(&supported, id, config.cpus))
+            .collect();
+        let parts = Parts {
+            kvm,
+            mem,
+            devices,
+            vsock_index,
+            disk_bytes: disk_sizes(config),
+            cpuids: cpuids.clone(),
+            host_cpuid: supported,
+            start_paused: false,
+            restored: false,
+        };
+        let mut vm = assemble(config, parts, confined)?;
         let boot = BootEntry {
             entry: kernel.entry.0,
             mode: kernel.mode,
             cr3,
             gdt,
         };
-        let mut vcpus = Vec::new();
-        for id in 0..config.cpus {
-            let vcpu = Vcpu::new(
-                &vm,
-                id,
-                pio.clone(),
-                mmio.clone(),
-                shutdown.clone(),
-                stop.clone(),
-            )?;
-            let cpuid = vcpu_cpuid(&supported, id, config.cpus);
-            vcpu.configure(&cpuid, (id == 0).then_some(&boot))?;
-            vcpus.push(vcpu);
+        for (vcpu, cpuid) in vm.vcpus.iter().zip(&cpuids) {
+            vcpu.configure(cpuid, (vcpu.id == 0).then_some(&boot))?;
         }
+        vm.attach_console(config)?;
+        Ok(vm)
+    }
 
-        // Last: the console file.
+    /// Builds the VM of a checked snapshot (see [`Restore::open`]) with its state written
+    /// back; its vCPUs start paused unless `resume`. `console` and `api_socket` replace the
+    /// snapshot's own (a restored VM prints where its restorer says).
+    pub fn restore_with(
+        r: &Restore,
+        console: Option<PathBuf>,
+        api_socket: Option<PathBuf>,
+        resume: bool,
+        confined: Option<Confinement>,
+    ) -> Result<Vm> {
+        let mut config = r.state.config.clone();
+        config.console = console;
+        config.api_socket = api_socket;
+        let state = &r.state;
+        let kvm = open_kvm()?;
+        let mem = memory_file::map(&r.mem_file, state.memory_bytes)
+            .map_err(|e| Error::Snapshot(format!("memory file {}: {e}", r.mem_path.display())))?;
+        let (devices, vsock_index) = make_devices(&config)?;
+        let disk_bytes = disk_sizes(&config);
+        for ((d, now), then) in config.disks.iter().zip(&disk_bytes).zip(&state.disk_bytes) {
+            if now != then {
+                return Err(Error::Snapshot(format!(
+                    "disk {}: {now} bytes now, {then} when the snapshot was taken",
+                    d.path.display()
+                )));
+            }
+        }
+        let host_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuids = state
+            .vcpus
+            .iter()
+            .map(|v| CpuId::from_entries(&v.cpuid))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Snapshot(format!("CPUID table: {e:?}")))?;
+        let parts = Parts {
+            kvm,
+            mem,
+            devices,
+            vsock_index,
+            disk_bytes,
+            cpuids,
+            host_cpuid,
+            start_paused: !resume,
+            restored: true,
+        };
+        let mut vm = assemble(&config, parts, confined)?;
+        // The VM-wide state first (interrupt controllers, PIT, clock), then each vCPU, then
+        // the devices, whose restored interrupts must land in the restored irqchip.
+        state.kvm.restore(&vm._vm)?;
+        if vm.vcpus.len() != state.vcpus.len() {
+            return Err(Error::Snapshot("vCPU count differs from the config".into()));
+        }
+        for (vcpu, s) in vm.vcpus.iter().zip(&state.vcpus) {
+            s.restore(vcpu.fd())
+                .map_err(|e| Error::Snapshot(format!("vcpu{}: {e}", vcpu.id)))?;
+        }
+        vm.machine
+            .i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(&state.i8042);
+        vm.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .load(&state.serial)
+            .map_err(Error::Snapshot)?;
+        if state.virtio.len() != vm.virtio.len() {
+            return Err(Error::Snapshot(format!(
+                "{} virtio devices in the snapshot, {} in its config",
+                state.virtio.len(),
+                vm.virtio.len()
+            )));
+        }
+        for (slot, s) in vm.virtio.iter().zip(&state.virtio) {
+            slot.transport
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restore(s)
+                .map_err(Error::Snapshot)?;
+        }
+        vm.attach_console(&config)?;
+        tracing::debug!(
+            "restored {} ({} MiB, {} vCPUs) {} after VMM process start",
+            r.state_path.display(),
+            state.memory_bytes >> 20,
+            state.vcpus.len(),
+            ms(since_process_start())
+        );
+        Ok(vm)
+    }
+
+    /// Last: the console file (the only thing besides the sockets a VM creates on the host).
+    fn attach_console(&mut self, config: &VmConfig) -> Result<()> {
         let out: Box<dyn Write + Send> = match &config.console {
             Some(path) => Box::new(File::create(path).map_err(|source| Error::File {
                 what: "console",
@@ -319,23 +580,11 @@ impl Vm {
             })?),
             None => Box::new(std::io::stdout()),
         };
-        serial
+        self.serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .set_output(out);
-
-        Ok(Vm {
-            vcpus,
-            virtio,
-            serial,
-            console_input: config.console.is_none(),
-            shutdown,
-            stop,
-            boot_time,
-            _vm: vm,
-            _kvm: kvm,
-            _mem: mem,
-        })
+        Ok(())
     }
 
     /// Runs the VM until the guest shuts down (Ok) or a vCPU fails (Err).
@@ -368,6 +617,9 @@ impl Vm {
                 queue_evts: slot.queue_evts,
                 activate_evt: slot.activate_evt,
             }));
+        }
+        if let Some(listener) = self.api.listener.take() {
+            em.add_subscriber(Box::new(ApiServer::new(listener, self.machine.clone())));
         }
 
         let entered = Arc::new(Entered::default());
@@ -442,10 +694,23 @@ impl Vm {
             self.shutdown.signal(Err(e));
         }
 
+        // Until the VM ends: kick the vCPUs into a pause when the API asks, stop the VM when
+        // a guest ignored a shutdown request.
+        loop {
+            match self.mailbox.wait() {
+                Wake::Ended => break,
+                Wake::Kick => kick_until_parked(&threads, &self.gate, &self.shutdown),
+                Wake::StopNow => {
+                    tracing::info!("the guest did not shut down in time: stopping the VM");
+                    self.shutdown.signal(Ok(ShutdownReason::Stopped));
+                }
+            }
+        }
         let _ = event_loop.join();
         let ended = since_process_start();
 
         self.stop.store(true, Ordering::Release);
+        self.gate.stop();
         stop_vcpu_threads(threads);
         self.serial
             .lock()
@@ -490,6 +755,26 @@ impl Entered {
         while *c < n {
             c = self.cond.wait(c).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// Interrupts KVM_RUN in every vCPU thread until all are parked by a pause (or the VM ends).
+/// As in [`stop_vcpu_threads`], a signal that arrives just before a thread enters KVM_RUN is
+/// missed, so the kicks repeat; a thread that does not park is reported by the pause itself.
+fn kick_until_parked(threads: &[JoinHandle<()>], gate: &Gate, shutdown: &ShutdownSignal) {
+    let deadline = Instant::now() + crate::kvm::pause::PAUSE_TIMEOUT;
+    while gate.pause_requested() && !shutdown.is_signalled() && Instant::now() < deadline {
+        let mut all = true;
+        for (i, t) in threads.iter().enumerate() {
+            if !t.is_finished() && !gate.is_parked(i) {
+                all = false;
+                let _ = t.kill(kick_signal());
+            }
+        }
+        if all {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

@@ -5,7 +5,8 @@
 //! floating ISA bus does), guest-initiated ends (i8042 reset, triple fault, system event,
 //! halt) end the VM with status 0, failures (entry failure, internal/emulation error,
 //! unexpected exception) end it with an error naming the exit and the registers, and anything
-//! else is logged once per kind and the vCPU continues.
+//! else is logged once per kind and the vCPU continues. A pause (`pause::Gate`) parks the
+//! thread after an EINTR from KVM_RUN.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use crate::boot::gdt::{segment_from_entry, CODE_INDEX, DATA_INDEX, TSS_INDEX};
 use crate::boot::loader::EntryMode;
 use crate::devices::Bus;
 use crate::error::{Error, Result};
+use crate::kvm::pause::Gate;
 use crate::logger::{ms, since_process_start};
 use crate::memory::{BOOT_STACK_POINTER, GDT_START, IDT_START, PVH_INFO_START, ZERO_PAGE_START};
 use crate::shutdown::{ShutdownReason, ShutdownSignal};
@@ -70,6 +72,7 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     shutdown: Arc<ShutdownSignal>,
     stop: Arc<AtomicBool>,
+    gate: Arc<Gate>,
 }
 
 impl Vcpu {
@@ -80,6 +83,7 @@ impl Vcpu {
         mmio: Arc<Bus>,
         shutdown: Arc<ShutdownSignal>,
         stop: Arc<AtomicBool>,
+        gate: Arc<Gate>,
     ) -> Result<Self> {
         let fd = vm
             .create_vcpu(u64::from(id))
@@ -91,7 +95,13 @@ impl Vcpu {
             mmio,
             shutdown,
             stop,
+            gate,
         })
+    }
+
+    /// The KVM vCPU, for restoring a snapshot's state before it first runs.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
     }
 
     /// Sets CPUID, MSRs, FPU and LAPIC for every vCPU, and registers for the boot vCPU.
@@ -255,7 +265,12 @@ impl Vcpu {
                     ms(since_process_start())
                 );
             }
+            // A requested pause: this KVM_RUN only completes the last exit and returns EINTR.
+            if self.gate.pause_requested() {
+                self.fd.set_kvm_immediate_exit(1);
+            }
             let exit = self.fd.run();
+            self.gate.exited(self.id);
             match exit {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     if !self.pio.read(u64::from(port), data) {
@@ -335,6 +350,7 @@ impl Vcpu {
                     // Interrupted by the kick signal, or asked to retry: re-check the flag.
                     libc::EINTR | libc::EAGAIN => {
                         self.fd.set_kvm_immediate_exit(0);
+                        self.gate.park_if_requested(self.id, &self.fd);
                     }
                     _ => {
                         self.fail(format!("KVM_RUN failed: {e}"));

@@ -221,6 +221,11 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.active = None;
     }
+    fn queues(&self) -> &[Queue] {
+        self.active
+            .as_ref()
+            .map_or(&[], |(_, q)| std::slice::from_ref(q))
+    }
     fn queue_notify(&mut self, _index: usize, _events: &mut DeviceEvents) -> bool {
         let Some((mem, mut queue)) = self.active.take() else {
             return false;

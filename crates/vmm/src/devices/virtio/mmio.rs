@@ -6,10 +6,16 @@
 //! device sees its queues only after the driver sets DRIVER_OK and every ready queue passes
 //! `Queue::is_valid` (rings inside guest memory and aligned); otherwise the device is marked
 //! NEEDS_RESET and stays inert.
+//!
+//! A snapshot saves the registers and each queue ([`TransportState`]); the queues' indices
+//! come from the device's own copies once it is active, since those are the ones that move.
+//! Restoring an active device activates it again with those queues, so requests the driver
+//! had made available and the device had not served yet are served once the event loop runs.
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -52,6 +58,69 @@ pub const STATUS_FEATURES_OK: u32 = 8;
 pub const STATUS_NEEDS_RESET: u32 = 0x40;
 pub const STATUS_FAILED: u32 = 0x80;
 
+/// One virtqueue as a snapshot saves it: its configuration and its indices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    pub max_size: u16,
+    pub size: u16,
+    pub ready: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+    /// The next available-ring entry the device will read.
+    pub next_avail: u16,
+    /// The next used-ring entry the device will write.
+    pub next_used: u16,
+    pub event_idx: bool,
+}
+
+impl From<QueueState> for QueueSnapshot {
+    fn from(q: QueueState) -> Self {
+        QueueSnapshot {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx: q.event_idx_enabled,
+        }
+    }
+}
+
+impl From<QueueSnapshot> for QueueState {
+    fn from(q: QueueSnapshot) -> Self {
+        QueueState {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+/// A virtio-mmio device's transport as a snapshot saves it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportState {
+    pub name: String,
+    pub device_type: u32,
+    pub status: u32,
+    pub queue_sel: u32,
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub driver_features: u64,
+    pub interrupt_status: u32,
+    pub active: bool,
+    pub queues: Vec<QueueSnapshot>,
+}
+
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
@@ -65,6 +134,8 @@ pub struct MmioTransport {
     active: bool,
     /// Written when the device becomes active, so the event loop registers its host fds.
     activate_evt: EventFd,
+    /// Queue notifications the event loop handled (the API's status counters).
+    notifications: u64,
 }
 
 impl MmioTransport {
@@ -93,7 +164,97 @@ impl MmioTransport {
             status: 0,
             active: false,
             activate_evt,
+            notifications: 0,
         }
+    }
+
+    pub fn device(&self) -> &dyn VirtioDevice {
+        self.device.as_ref()
+    }
+
+    pub fn count_notification(&mut self) {
+        self.notifications += 1;
+    }
+
+    pub fn notifications(&self) -> u64 {
+        self.notifications
+    }
+
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// The queues with the indices that count: the device's once active, else the
+    /// transport's (what the driver configured).
+    pub fn queue_states(&self) -> Vec<QueueSnapshot> {
+        let device = self.device.queues();
+        if self.active && device.len() == self.queues.len() {
+            device.iter().map(|q| q.state().into()).collect()
+        } else {
+            self.queues.iter().map(|q| q.state().into()).collect()
+        }
+    }
+
+    pub fn save(&self) -> TransportState {
+        TransportState {
+            name: self.device.name().to_string(),
+            device_type: self.device.device_type(),
+            status: self.status,
+            queue_sel: self.queue_sel,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            interrupt_status: self.interrupt.status(),
+            active: self.active,
+            queues: self.queue_states(),
+        }
+    }
+
+    /// Puts a freshly built transport (same device, same configuration) in the saved state,
+    /// activating the device again if it was active.
+    pub fn restore(&mut self, s: &TransportState) -> Result<(), String> {
+        let name = self.device.name().to_string();
+        if s.device_type != self.device.device_type() || s.queues.len() != self.queues.len() {
+            return Err(format!(
+                "{name}: the snapshot has a device of type {} with {} queues here",
+                s.device_type,
+                s.queues.len()
+            ));
+        }
+        let queues: Result<Vec<Queue>, _> = s
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(QueueState::from(*q)))
+            .collect();
+        self.queues = queues.map_err(|e| format!("{name}: saved queue: {e}"))?;
+        self.status = s.status;
+        self.queue_sel = s.queue_sel;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features;
+        self.interrupt.set_status(s.interrupt_status);
+        if !s.active {
+            return Ok(());
+        }
+        let queues: Result<Vec<Queue>, _> = self
+            .queues
+            .iter()
+            .map(|q| Queue::try_from(q.state()))
+            .collect();
+        let activation = Activation {
+            mem: self.mem.clone(),
+            queues: queues.map_err(|e| format!("{name}: saved queue: {e}"))?,
+            acked_features: self.driver_features,
+        };
+        self.device
+            .activate(activation)
+            .map_err(|e| format!("{name}: activation: {e}"))?;
+        self.active = true;
+        let _ = self.activate_evt.write(1);
+        if self.device.restored() {
+            self.interrupt.signal_used_ring();
+        }
+        Ok(())
     }
 
     pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {

@@ -14,7 +14,7 @@ pub mod rng;
 pub mod vsock;
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use event_manager::{EventOps, EventSet, Events};
 use virtio_queue::Queue;
@@ -36,6 +36,8 @@ pub const INTERRUPT_CONFIG: u32 = 2;
 pub struct Interrupt {
     status: AtomicU32,
     evt: EventFd,
+    /// Interrupts raised (the API's status counters).
+    raised: AtomicU64,
 }
 
 impl Interrupt {
@@ -43,12 +45,14 @@ impl Interrupt {
         Interrupt {
             status: AtomicU32::new(0),
             evt,
+            raised: AtomicU64::new(0),
         }
     }
 
     /// Tells the driver the used ring moved.
     pub fn signal_used_ring(&self) {
         self.status.fetch_or(INTERRUPT_USED_RING, Ordering::SeqCst);
+        self.raised.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.evt.write(1) {
             tracing::warn!("virtio interrupt: irqfd write failed: {e}");
         }
@@ -60,6 +64,15 @@ impl Interrupt {
 
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    pub fn raised(&self) -> u64 {
+        self.raised.load(Ordering::Relaxed)
+    }
+
+    /// The InterruptStatus a snapshot saved (the line itself is in the IOAPIC's state).
+    pub fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
     }
 }
 
@@ -118,6 +131,15 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), String>;
     /// The driver reset the device (status 0): drop the queues and any connection state.
     fn reset(&mut self);
+    /// The queues as the device holds them once active: their indices (next available and
+    /// used entry) move as it serves them, so a snapshot saves these. Empty when inactive.
+    fn queues(&self) -> &[Queue];
+    /// The device was rebuilt from a snapshot and activated again: host-side state that did
+    /// not survive (connections) is gone; tell the driver if the device has a way to.
+    /// Returns true if the used ring changed.
+    fn restored(&mut self) -> bool {
+        false
+    }
     /// Called on the event loop once after activation, to watch host-side fds.
     fn register_events(&mut self, _events: &mut DeviceEvents) {}
     /// The driver notified queue `index`. Returns true if the used ring changed.

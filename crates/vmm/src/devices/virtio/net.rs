@@ -212,6 +212,9 @@ impl VirtioDevice for Net {
         self.active = None;
         self.pending = None;
     }
+    fn queues(&self) -> &[Queue] {
+        self.active.as_ref().map_or(&[], |(_, q)| q.as_slice())
+    }
     fn register_events(&mut self, events: &mut DeviceEvents) {
         if let Err(e) = events.add(self.tap.as_raw_fd(), TAP_TOKEN, EventSet::IN) {
             tracing::warn!("{}: cannot watch the tap: {e}", self.name);

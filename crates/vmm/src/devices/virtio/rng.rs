@@ -91,6 +91,11 @@ impl VirtioDevice for Rng {
     fn reset(&mut self) {
         self.active = None;
     }
+    fn queues(&self) -> &[Queue] {
+        self.active
+            .as_ref()
+            .map_or(&[], |(_, q)| std::slice::from_ref(q))
+    }
     fn queue_notify(&mut self, _index: usize, _events: &mut DeviceEvents) -> bool {
         let Some((mem, queue)) = &mut self.active else {
             return false;

@@ -10,6 +10,9 @@
 //! A jailed VMM reaches no path: it is given a [`HostConnector`] that asks its supervisor for
 //! the `<uds>_P` connection, and the supervisor removes the socket file when the VM ends.
 //!
+//! A restored snapshot has no connections (they were the old VMM's sockets): the device sends
+//! the guest a transport-reset event and the listener is bound anew.
+//!
 //! Stream sockets only. Credit-based flow control as the spec describes: the device never
 //! sends more than the guest said it can buffer (`buf_alloc - (tx_cnt - fwd_cnt)`), and
 //! advertises its own buffer so the guest does the same. Every guest header and payload is
@@ -34,6 +37,9 @@ use crate::error::{Error, Result};
 const QUEUE_SIZES: &[u16] = &[256, 256, 256];
 const RXQ: usize = 0;
 const TXQ: usize = 1;
+const EVQ: usize = 2;
+/// struct virtio_vsock_event's id for "every connection is gone" (a restored snapshot).
+const EVENT_TRANSPORT_RESET: u32 = 0;
 
 pub const HOST_CID: u64 = 2;
 pub const TYPE_STREAM: u16 = 1;
@@ -628,6 +634,22 @@ impl VirtioDevice for Vsock {
         self.conns.clear();
         self.tokens.clear();
         self.pending.clear();
+    }
+    fn queues(&self) -> &[Queue] {
+        self.active.as_ref().map_or(&[], |(_, q)| q.as_slice())
+    }
+    fn restored(&mut self) -> bool {
+        // The connections died with the VMM that was snapshotted; the guest learns it from a
+        // transport reset on the event queue (what virtio specifies after a migration), if it
+        // left a buffer there.
+        let Some((mem, queues)) = self.active.as_mut() else {
+            return false;
+        };
+        let reset = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let served = super::queue::serve_one(&mut queues[EVQ], mem, &self.name, |c| {
+            c.map_or(0, |c| c.write_at(mem, 0, &reset).unwrap_or(0) as u32)
+        });
+        served == Some(true)
     }
     fn register_events(&mut self, events: &mut DeviceEvents) {
         if let Err(e) = events.add(self.listener.as_raw_fd(), LISTENER_TOKEN, EventSet::IN) {

@@ -1,0 +1,497 @@
+//! Snapshots and restores, end to end with the test guest (jailed VMMs, the default): a guest
+//! that counts is snapshotted mid-count, its VMM killed, and the restored VM's output continues
+//! exactly where it stopped and matches an uninterrupted run; every device survives a restore
+//! (a disk write queued before the snapshot lands after it, rng answers, vsock reconnects both
+//! ways); and snapshots that cannot be restored are refused with one line, before anything is
+//! created.
+
+mod vm_common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vm_common::{
+    connect_1234, guest, pattern, run, spawn, spawn_with_input, vmm_pid, wait_file, Finished,
+    Running, TempDir,
+};
+
+const T: Duration = Duration::from_secs(60);
+const COUNT: &str = "console=ttyS0 bulkhead_test.mode=count";
+
+fn api_ok(args: &[&str]) -> serde_json::Value {
+    let out = run(args, T);
+    assert!(out.status.success(), "{args:?}\n{out}");
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
+}
+
+fn status(api: &Path) -> serde_json::Value {
+    api_ok(&["vm", "status", "--api-socket", api.to_str().unwrap()])
+}
+
+fn snapshot(api: &Path, state: &Path, mem: &Path) -> serde_json::Value {
+    api_ok(&[
+        "vm",
+        "snapshot",
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--snapshot",
+        state.to_str().unwrap(),
+        "--mem",
+        mem.to_str().unwrap(),
+    ])
+}
+
+/// Kills the jailed VMM with SIGKILL (the supervisor survives, reports it and cleans up).
+fn kill_vmm(vm: Running) -> Finished {
+    // SAFETY: kill(2) on the VMM process, a child of our child.
+    assert_eq!(unsafe { libc::kill(vmm_pid(&vm), libc::SIGKILL) }, 0);
+    let out = vm.finish(T);
+    assert_eq!(out.status.code(), Some(137), "{out}");
+    assert!(
+        out.stderr.contains("killed by signal 9"),
+        "the supervisor did not report the kill\n{out}"
+    );
+    out
+}
+
+/// The `count N HASH` lines of a console text, in order.
+fn counts(text: &str) -> Vec<(u64, String)> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            match f.as_slice() {
+                ["count", n, h] if h.starts_with("0x") => Some((n.parse().ok()?, h.to_string())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn count_vm(dir: &TempDir, api: &Path, console: &Path) -> Running {
+    spawn(&[
+        "vm",
+        "run",
+        "--kernel",
+        guest().elf.to_str().unwrap(),
+        "--cmdline",
+        COUNT,
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        console.to_str().unwrap(),
+        "--cgroup-parent",
+        &cgroup_parent(dir),
+    ])
+}
+
+/// A cgroup parent of the test's own, so a refused restore can be shown to create none.
+fn cgroup_parent(dir: &TempDir) -> String {
+    let tag = dir.0.file_name().unwrap().to_string_lossy().to_string();
+    format!("/bulkhead-test-{tag}")
+}
+
+#[test]
+fn a_restored_guest_counts_on_exactly_where_it_was() {
+    let dir = TempDir::new("snap-count");
+    let (api, state, mem) = (
+        dir.path("api.sock"),
+        dir.path("vm.state"),
+        dir.path("vm.mem"),
+    );
+    let first = dir.path("first.log");
+    let vm = count_vm(&dir, &api, &first);
+    wait_file(&first, "count 200 ", T).expect("the guest never counted to 200");
+
+    let report = snapshot(&api, &state, &mem);
+    assert_eq!(
+        report["memory_file_bytes"].as_u64(),
+        Some(4096 + (128 << 20)),
+        "{report}"
+    );
+    assert!(state.is_file() && mem.is_file());
+    // The VM stays paused after a snapshot: status says so and its vCPU makes no exits.
+    let s1 = status(&api);
+    assert_eq!(s1["state"], "paused", "{s1}");
+    assert_eq!(s1["vcpus"][0]["state"], "paused", "{s1}");
+    let s2 = status(&api);
+    assert_eq!(s1["vcpus"][0]["exits"], s2["vcpus"][0]["exits"]);
+
+    kill_vmm(vm);
+    assert!(!api.exists(), "the supervisor left the API socket file");
+    let before = std::fs::read_to_string(&first).unwrap();
+    let last_before = counts(&before).last().unwrap().0;
+
+    // Restored, jailed, resumed at once: the count continues; Ctrl+Alt+Del ends it.
+    let second = dir.path("second.log");
+    let restored = spawn(&[
+        "vm",
+        "restore",
+        "--snapshot",
+        state.to_str().unwrap(),
+        "--mem",
+        mem.to_str().unwrap(),
+        "--resume",
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        second.to_str().unwrap(),
+    ]);
+    let target = last_before + 100;
+    wait_file(&second, &format!("count {target} "), T)
+        .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
+    let s = status(&api);
+    assert_eq!(
+        (s["state"].as_str(), s["restored"].as_bool()),
+        (Some("running"), Some(true))
+    );
+    let answer = api_ok(&["vm", "shutdown", "--api-socket", api.to_str().unwrap()]);
+    assert_eq!(answer["action"], "ctrl-alt-del");
+    let out = restored.finish(T);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains("guest shut down (i8042 reset)"),
+        "{out}"
+    );
+    let after = std::fs::read_to_string(&second).unwrap();
+    assert!(
+        after.contains("i8042: key codes 0x14 0x11 0xe0 0x71: ctrl-alt-del, shutting down"),
+        "{after}"
+    );
+    // The two consoles together: every count once, in order (the snapshot may have cut a
+    // line in two; the halves join).
+    let joined = counts(&(before.clone() + &after));
+    for (i, (n, _)) in joined.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
+    }
+    let last = joined.last().unwrap().0;
+    assert!(last >= target);
+
+    // An uninterrupted run of the same guest prints the same lines.
+    let third = dir.path("uninterrupted.log");
+    let api2 = dir.path("api2.sock");
+    let whole = count_vm(&dir, &api2, &third);
+    wait_file(&third, &format!("count {last} "), T).expect("the uninterrupted run stalled");
+    api_ok(&["vm", "shutdown", "--api-socket", api2.to_str().unwrap()]);
+    let out = whole.finish(T);
+    assert!(out.status.success(), "{out}");
+    let reference = counts(&std::fs::read_to_string(&third).unwrap());
+    assert!(reference.len() >= joined.len());
+    assert_eq!(&reference[..joined.len()], &joined[..]);
+}
+
+const SECTOR: usize = 512;
+const WRITTEN: &[u8] = b"written across a snapshot by the bulkhead test guest";
+
+#[test]
+fn every_device_survives_a_restore() {
+    let dir = TempDir::new("snap-devices");
+    let (api, state, mem) = (
+        dir.path("api.sock"),
+        dir.path("vm.state"),
+        dir.path("vm.mem"),
+    );
+    let disk = dir.path("disk.img");
+    let original = pattern(1 << 20, 0x5a5);
+    std::fs::write(&disk, &original).unwrap();
+    let sector3 = |p: &Path| std::fs::read(p).unwrap()[3 * SECTOR..4 * SECTOR].to_vec();
+    let uds = dir.path("v.sock");
+    let uds_arg = format!("3,uds={}", uds.display());
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        a.extend(["--api-socket", api.to_str().unwrap()].map(String::from));
+        a
+    };
+
+    let vm = spawn_with_input(
+        &args(&[
+            "vm",
+            "run",
+            "--kernel",
+            guest().elf.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 bulkhead_test.mode=devices",
+            "--disk",
+            disk.to_str().unwrap(),
+            "--rng",
+            "--vsock",
+            &uds_arg,
+        ])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    let mut vm = vm;
+    vm.wait_for("blk: write queued", T)
+        .expect("the guest never queued its disk write");
+    snapshot(&api, &state, &mem);
+    kill_vmm(vm);
+    // Queued, never notified: nothing reached the disk before the snapshot.
+    assert_eq!(sector3(&disk), original[3 * SECTOR..4 * SECTOR]);
+    assert!(!uds.exists(), "the supervisor left the vsock socket file");
+
+    // Guest-initiated vsock connections after the restore land here.
+    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
+    let host_side = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(b"reply from the host test").unwrap();
+        let _ = s.read(&mut buf);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    });
+    let mut restored = spawn_with_input(
+        &args(&[
+            "vm",
+            "restore",
+            "--snapshot",
+            state.to_str().unwrap(),
+            "--mem",
+            mem.to_str().unwrap(),
+            "--resume",
+        ])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    // 'w': the guest only waits; the restored device serves the queued request by itself.
+    restored.send(b"w");
+    restored
+        .wait_for("vsock: listening on port 1234", T)
+        .expect("the restored guest never reached its vsock listen step");
+    connect_1234(&uds);
+    let out = restored.finish(T);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(
+        out.line("blk: write completed"),
+        "blk: write completed status 0"
+    );
+    assert_eq!(out.line("rng:"), "rng: 16 random bytes");
+    assert_eq!(
+        out.line("vsock: transport reset"),
+        "vsock: transport reset event id 0"
+    );
+    assert_eq!(
+        out.line("vsock: host replied"),
+        "vsock: host replied 'reply from the host test'"
+    );
+    assert_eq!(
+        out.line("vsock: host sent"),
+        "vsock: host sent 'ping from the host test'"
+    );
+    assert!(out.stdout.contains("devices: done"), "{out}");
+    assert_eq!(
+        host_side.join().unwrap(),
+        "hello from the guest over vsock\n"
+    );
+    let now = sector3(&disk);
+    assert_eq!(&now[..WRITTEN.len()], WRITTEN);
+    assert!(now[WRITTEN.len()..].iter().all(|b| *b == 0));
+    assert!(!uds.exists() && !api.exists());
+}
+
+/// A snapshot of a paused count guest with a disk, for the refusal tests; the VM is stopped.
+struct Snapshot {
+    dir: TempDir,
+    state: PathBuf,
+    mem: PathBuf,
+    disk: PathBuf,
+    /// A second snapshot of the same VM.
+    state2: PathBuf,
+    mem2: PathBuf,
+}
+
+fn take_snapshots(tag: &str) -> Snapshot {
+    let dir = TempDir::new(tag);
+    let api = dir.path("api.sock");
+    let disk = dir.path("disk.img");
+    std::fs::write(&disk, pattern(64 << 10, 7)).unwrap();
+    let console = dir.path("console.log");
+    let vm = spawn(&[
+        "vm",
+        "run",
+        "--kernel",
+        guest().elf.to_str().unwrap(),
+        "--cmdline",
+        COUNT,
+        "--memory",
+        "64",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        console.to_str().unwrap(),
+    ]);
+    wait_file(&console, "count 10 ", T).expect("the guest never counted");
+    let s = Snapshot {
+        state: dir.path("a.state"),
+        mem: dir.path("a.mem"),
+        state2: dir.path("b.state"),
+        mem2: dir.path("b.mem"),
+        disk,
+        dir,
+    };
+    snapshot(&api, &s.state, &s.mem);
+    api_ok(&["vm", "resume", "--api-socket", api.to_str().unwrap()]);
+    snapshot(&api, &s.state2, &s.mem2);
+    // A paused VM cannot react to Ctrl+Alt+Del: shutdown stops it.
+    let answer = api_ok(&["vm", "shutdown", "--api-socket", api.to_str().unwrap()]);
+    assert_eq!(answer["action"], "stopped");
+    let out = vm.finish(T);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains("stopped through the API socket"),
+        "{out}"
+    );
+    s
+}
+
+/// Every cgroup hierarchy's mount point.
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts
+        .lines()
+        .filter_map(|m| {
+            let f: Vec<&str> = m.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            f[dash + 1]
+                .starts_with("cgroup")
+                .then(|| PathBuf::from(f[4]))
+        })
+        .collect()
+}
+
+/// `vm restore` of `state` + `mem` is refused: exit 1, one line naming the problem, and
+/// nothing created (no cgroup, no API socket, no console file).
+fn refused(s: &Snapshot, state: &Path, mem: &Path, expect: &str) {
+    let api = s.dir.path("restore-api.sock");
+    let console = s.dir.path("restore-console.log");
+    let parent = cgroup_parent(&s.dir);
+    let out = run(
+        &[
+            "vm",
+            "restore",
+            "--snapshot",
+            state.to_str().unwrap(),
+            "--mem",
+            mem.to_str().unwrap(),
+            "--resume",
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            console.to_str().unwrap(),
+            "--cgroup-parent",
+            &parent,
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line\n{out}");
+    assert!(lines[0].starts_with("bulkhead: "), "{out}");
+    assert!(lines[0].contains(expect), "expected {expect:?}\n{out}");
+    assert!(out.stdout.is_empty(), "the guest ran\n{out}");
+    assert!(
+        !api.exists() && !console.exists(),
+        "a refused restore created files"
+    );
+    for m in cgroup_mounts() {
+        let p = m.join(parent.trim_start_matches('/'));
+        assert!(!p.exists(), "a refused restore created {}", p.display());
+    }
+}
+
+#[test]
+fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
+    let s = take_snapshots("snap-refused");
+    let bytes = std::fs::read(&s.state).unwrap();
+    let bad = s.dir.path("bad.state");
+
+    // One flipped bit in the middle of the state.
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    std::fs::write(&bad, &flipped).unwrap();
+    refused(&s, &bad, &s.mem, "checksum mismatch: the file is corrupted");
+
+    std::fs::write(&bad, &bytes[..bytes.len() - 100]).unwrap();
+    refused(&s, &bad, &s.mem, "truncated");
+
+    // The other snapshot's memory file: same size, another id.
+    refused(&s, &s.state, &s.mem2, "belongs to another snapshot");
+
+    let short = s.dir.path("short.mem");
+    std::fs::copy(&s.mem, &short).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap();
+    f.set_len(std::fs::metadata(&s.mem).unwrap().len() - 4096)
+        .unwrap();
+    refused(&s, &s.state, &short, "memory size mismatch");
+
+    // Another host's CPU: one CPUID register differs.
+    let mut st = vmm::snapshot::VmState::read(&s.state).unwrap();
+    st.host_cpuid[0].ebx ^= 1;
+    st.write(&bad).unwrap();
+    refused(&s, &bad, &s.mem, "different CPUID");
+
+    // Another bulkhead version wrote it (a well-formed file with another version line).
+    let body = vmm::snapshot::format::unframe(&bytes).unwrap();
+    let json = &body[body.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    let mut other = b"bulkhead 0.0.1-other\n".to_vec();
+    other.extend_from_slice(json);
+    std::fs::write(&bad, vmm::snapshot::format::frame(&other)).unwrap();
+    refused(&s, &bad, &s.mem, "written by bulkhead 0.0.1-other");
+
+    // Devices that no longer exist: the disk, a tap.
+    let moved = s.dir.path("moved.img");
+    std::fs::rename(&s.disk, &moved).unwrap();
+    refused(&s, &s.state, &s.mem, s.disk.to_str().unwrap());
+    std::fs::rename(&moved, &s.disk).unwrap();
+    let mut st = vmm::snapshot::VmState::read(&s.state).unwrap();
+    st.config.net.push("tap=bh-gone0".parse().unwrap());
+    st.write(&bad).unwrap();
+    refused(&s, &bad, &s.mem, "bh-gone0: no such interface");
+
+    // Not a state file at all, and a missing one.
+    refused(&s, &s.mem, &s.mem, "not a bulkhead VM state file");
+    refused(&s, &s.dir.path("missing.state"), &s.mem, "missing.state");
+
+    // The intact snapshot restores (so the refusals above were about the damage alone).
+    let console = s.dir.path("ok.log");
+    let api = s.dir.path("ok.sock");
+    let vm = spawn(&[
+        "vm",
+        "restore",
+        "--snapshot",
+        s.state.to_str().unwrap(),
+        "--mem",
+        s.mem.to_str().unwrap(),
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        console.to_str().unwrap(),
+    ]);
+    // Restored paused (no --resume): running only once resumed.
+    let mut tries = 0;
+    while !api.exists() && tries < 3000 {
+        std::thread::sleep(Duration::from_millis(10));
+        tries += 1;
+    }
+    let st = status(&api);
+    assert_eq!(st["state"], "paused", "{st}");
+    api_ok(&["vm", "resume", "--api-socket", api.to_str().unwrap()]);
+    let seen = wait_file(&console, "count ", T).expect("the restored guest did not count");
+    assert!(
+        !seen.contains("count 1 "),
+        "the guest started over:\n{seen}"
+    );
+    api_ok(&["vm", "shutdown", "--api-socket", api.to_str().unwrap()]);
+    let out = vm.finish(T);
+    assert!(out.status.success(), "{out}");
+}
