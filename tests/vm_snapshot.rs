@@ -213,6 +213,9 @@ fn every_device_survives_a_restore() {
             guest().elf.to_str().unwrap(),
             "--cmdline",
             "console=ttyS0 bulkhead_test.mode=devices",
+            // The second vCPU waits for a SIPI that never comes: its state is saved too.
+            "--cpus",
+            "2",
             "--disk",
             disk.to_str().unwrap(),
             "--rng",

@@ -5,10 +5,11 @@
 //! medians, p90 and ratios to crun, as a Markdown table and an SVG chart.
 //!
 //! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--only LIST] [--out DIR]`
-//! where LIST is a comma list of lifecycle,seccomp,hardened,burst,vmm,strace.
+//! where LIST is a comma list of lifecycle,seccomp,hardened,burst,vmm,snapshot,strace.
 
 mod floor;
 mod proc;
+mod snapshot;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -67,7 +68,7 @@ fn parse_args() -> Opts {
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
             "-h" | "--help" => {
-                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,strace] [--out DIR]");
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,strace] [--out DIR]");
                 std::process::exit(0);
             }
             _ => die(&format!("unknown argument {a}")),
@@ -815,6 +816,21 @@ fn main() {
     if want(&o, "vmm") {
         vmm_table(&o, &repo, &bulkhead, &work, &mut report, &mut charts);
     }
+    if want(&o, "snapshot") {
+        match build_guest(&repo, &work) {
+            Some(guest) => snapshot::tables(
+                o.vm_rounds,
+                &bulkhead,
+                &guest,
+                &work,
+                &mut report,
+                &mut charts,
+            ),
+            None => {
+                let _ = writeln!(report, "\n### Snapshot and restore\n\nskipped: the test guest did not build (gcc/binutils missing?)");
+            }
+        }
+    }
     if want(&o, "strace") {
         let bh = strace_counts(&runtimes[0], &bundle);
         let cr = strace_counts(&runtimes[1], &bundle);
@@ -879,6 +895,19 @@ fn main() {
     let _ = fs::remove_dir_all(&work);
 }
 
+/// The test guest (ELF), built with guest/build.sh; `None` if it does not build.
+fn build_guest(repo: &Path, work: &Path) -> Option<PathBuf> {
+    let gdir = work.join("guest");
+    let st = Command::new("sh")
+        .arg(repo.join("guest/build.sh"))
+        .arg(&gdir)
+        .stdout(std::process::Stdio::null())
+        .status();
+    st.map(|s| s.success())
+        .unwrap_or(false)
+        .then(|| gdir.join("guest.elf"))
+}
+
 fn vmm_table(
     o: &Opts,
     repo: &Path,
@@ -887,20 +916,13 @@ fn vmm_table(
     report: &mut String,
     charts: &mut Vec<(String, Vec<(String, Samples)>)>,
 ) {
-    let gdir = work.join("guest");
-    let st = Command::new("sh")
-        .arg(repo.join("guest/build.sh"))
-        .arg(&gdir)
-        .stdout(std::process::Stdio::null())
-        .status();
-    if !st.map(|s| s.success()).unwrap_or(false) {
+    let Some(guest) = build_guest(repo, work) else {
         let _ = writeln!(
             report,
             "\n### VMM\n\nskipped: the test guest did not build (gcc/binutils missing?)"
         );
         return;
-    }
-    let guest = gdir.join("guest.elf");
+    };
     let qemu = proc::which("qemu-system-x86_64");
     let mut rows: BTreeMap<&str, (Samples, Samples, i64, Vec<String>)> = BTreeMap::new();
     let mut bh_entry: BTreeMap<&str, Samples> = BTreeMap::new();

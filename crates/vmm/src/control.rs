@@ -207,7 +207,12 @@ impl Machine {
         self.gate.request_pause();
         self.mailbox.kick();
         let shutdown = self.shutdown.clone();
-        self.gate.wait_parked(&move || shutdown.is_signalled())
+        let parked = self.gate.wait_parked(&move || shutdown.is_signalled());
+        if parked.is_err() {
+            // A vCPU that could not be paused: the others run again rather than wait for it.
+            self.gate.resume();
+        }
+        parked
     }
 
     pub fn resume(&self) {
@@ -215,7 +220,8 @@ impl Machine {
     }
 
     pub fn status(&self) -> Status {
-        let paused = self.gate.is_paused();
+        // Requested: a VM restored paused is "paused" before its vCPU threads have parked.
+        let paused = self.gate.pause_requested();
         let vcpus = (0..self.gate.vcpus())
             .map(|id| VcpuStatus {
                 id,
@@ -309,7 +315,7 @@ impl Machine {
     /// Asks the guest to shut down (Ctrl+Alt+Del through the i8042) and has the VM stopped if
     /// it has not ended after `timeout`; a paused VM (which cannot react) is stopped at once.
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        if self.gate.is_paused() || !lock(&self.i8042).ctrl_alt_del() {
+        if self.gate.pause_requested() || !lock(&self.i8042).ctrl_alt_del() {
             self.shutdown.signal(Ok(ShutdownReason::Stopped));
             return ShutdownReport { action: "stopped" };
         }

@@ -504,9 +504,7 @@ impl Vm {
                 )));
             }
         }
-        let host_cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let host_cpuid = r.host_cpuid.clone();
         let cpuids = state
             .vcpus
             .iter()
@@ -525,6 +523,10 @@ impl Vm {
             restored: true,
         };
         let mut vm = assemble(&config, parts, confined)?;
+        tracing::debug!(
+            "VM assembled {} after VMM process start",
+            ms(since_process_start())
+        );
         // The VM-wide state first (interrupt controllers, PIT, clock), then each vCPU, then
         // the devices, whose restored interrupts must land in the restored irqchip.
         state.kvm.restore(&vm._vm)?;

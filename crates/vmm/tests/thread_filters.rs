@@ -7,7 +7,10 @@
 mod harness;
 
 use harness::{in_child, End};
-use vmm::syscalls::{ThreadFilters, ThreadKind, KVM_RUN};
+use vmm::syscalls::{
+    ThreadFilters, ThreadKind, KVM_GET_CLOCK, KVM_GET_IRQCHIP, KVM_GET_LAPIC, KVM_GET_MSRS,
+    KVM_GET_XSAVE, KVM_RUN,
+};
 
 /// End the child the way that kind of thread ends: vCPU and event-loop threads with exit(2)
 /// (their lists have no exit_group), the main thread with exit_group(2).
@@ -245,6 +248,45 @@ fn what_each_thread_needs_still_works() {
         0
     });
     assert_eq!(ended, End::Signal(libc::SIGSYS), "main read");
+    // SAFETY: closing our own descriptors.
+    unsafe {
+        libc::close(r);
+        libc::close(w);
+    }
+}
+
+/// A snapshot's requests: each thread reaches the kernel with the state ioctls it owns (on a
+/// pipe: ENOTTY, not a kill), and is killed for the other thread's.
+#[test]
+fn snapshot_state_requests_belong_to_their_thread() {
+    let (r, w) = pipe();
+    let reaches_kernel = |kind: ThreadKind, request: u64| {
+        run(kind, || {
+            // SAFETY: an ioctl on our pipe; the kernel rejects the request.
+            let rc = unsafe { libc::syscall(libc::SYS_ioctl, r, request, 0) };
+            i32::from(!(rc == -1 && errno() == libc::ENOTTY))
+        })
+    };
+    for request in [KVM_GET_LAPIC, KVM_GET_MSRS, KVM_GET_XSAVE] {
+        assert_eq!(reaches_kernel(ThreadKind::Vcpu, request), End::Exit(0));
+        assert_eq!(
+            reaches_kernel(ThreadKind::EventLoop, request),
+            End::Signal(libc::SIGSYS),
+            "the event loop may not read a vCPU's state ({request:#x})"
+        );
+    }
+    for request in [KVM_GET_IRQCHIP, KVM_GET_CLOCK] {
+        assert_eq!(reaches_kernel(ThreadKind::EventLoop, request), End::Exit(0));
+        assert_eq!(
+            reaches_kernel(ThreadKind::Vcpu, request),
+            End::Signal(libc::SIGSYS),
+            "a vCPU may not read the VM's state ({request:#x})"
+        );
+        assert_eq!(
+            reaches_kernel(ThreadKind::Main, request),
+            End::Signal(libc::SIGSYS)
+        );
+    }
     // SAFETY: closing our own descriptors.
     unsafe {
         libc::close(r);

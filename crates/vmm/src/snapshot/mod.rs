@@ -27,7 +27,7 @@ pub mod memory;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use kvm_bindings::{kvm_cpuid_entry2, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_MAX_CPUID_ENTRIES};
 use serde::{Deserialize, Serialize};
 
 use crate::config::VmConfig;
@@ -37,6 +37,7 @@ use crate::devices::virtio::mmio::TransportState;
 use crate::error::{Error, Result};
 use crate::kvm::state::{check_support, VcpuState, VmKvmState};
 use crate::kvm::vm::open_kvm;
+use crate::logger::{ms, since_process_start};
 
 /// Everything the state file holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +142,8 @@ pub struct Restore {
     pub state_path: PathBuf,
     pub mem_path: PathBuf,
     pub mem_file: File,
+    /// This host's KVM_GET_SUPPORTED_CPUID, as compared with the snapshot's.
+    pub host_cpuid: CpuId,
 }
 
 impl Restore {
@@ -148,6 +151,10 @@ impl Restore {
     /// created, and the error names the file and the reason.
     pub fn open(state_path: &Path, mem_path: &Path) -> Result<Restore> {
         let state = VmState::read(state_path)?;
+        tracing::debug!(
+            "state file read {} after VMM process start",
+            ms(since_process_start())
+        );
         let kvm = open_kvm()?;
         check_support(&kvm).map_err(|e| refuse(state_path, e))?;
         let here = kvm
@@ -191,6 +198,7 @@ impl Restore {
             state_path: state_path.to_path_buf(),
             mem_path: mem_path.to_path_buf(),
             mem_file,
+            host_cpuid: here,
         })
     }
 }
