@@ -970,6 +970,15 @@ static void devices_mode(void)
 		puts("devices: init failed\n");
 		return;
 	}
+	/* A device may serve available buffers whenever it likes: this one does when it sees its
+	 * activation (after DRIVER_OK). Once a notified request has completed it has seen it (the
+	 * VMM's event loop takes the activation before the later notification), so a request
+	 * that is then only made available stays unserved until something notifies. */
+	u8 st;
+	if (blk_rw(&bq, 8, 0, blk_data, 20, &st) < 0) {
+		puts("devices: disk does not answer\n");
+		return;
+	}
 	/* A write to sector 3, made available to the device but not notified. */
 	memset(blk_data, 0, 512);
 	const char *msg = "written across a snapshot by the bulkhead test guest";
