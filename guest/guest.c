@@ -269,6 +269,26 @@ static u64 cmdline_num(const char *name, u64 dflt)
 	return v ? parse_num(&v) : dflt;
 }
 
+/* The next virtio_mmio.device=SIZE@BASE:IRQ on the command line from *pp; 0 at the end. */
+static int next_device(const char **pp, u64 *base, u64 *irq)
+{
+	const char *p = cmdline_find(*pp, "virtio_mmio.device=");
+	if (!p)
+		return 0;
+	parse_num(&p); /* size, e.g. 4 of "4K" */
+	while (*p && *p != '@')
+		p++;
+	if (*p != '@')
+		return 0;
+	p++;
+	*base = parse_num(&p);
+	if (*p == ':')
+		p++;
+	*irq = parse_num(&p);
+	*pp = p;
+	return 1;
+}
+
 /* ---- MP table ---- */
 
 static int mptable_cpus(void)
@@ -945,13 +965,8 @@ static void devices_mode(void)
 {
 	u64 blk_base = 0, rng_base = 0, vsock_base = 0;
 	const char *p = cmdline;
-	while ((p = cmdline_find(p, "virtio_mmio.device="))) {
-		while (*p && *p != '@')
-			p++;
-		if (*p != '@')
-			break;
-		p++;
-		u64 base = parse_num(&p);
+	u64 base, irq;
+	while (next_device(&p, &base, &irq)) {
 		u32 id = mmio_r32(base + VIRTIO_DEVICE_ID);
 		if (id == 2 && !blk_base)
 			blk_base = base;
@@ -1081,17 +1096,8 @@ void guest_main(u64 info, u32 mode)
 
 	int blk_idx = 0;
 	const char *p = cmdline;
-	while ((p = cmdline_find(p, "virtio_mmio.device="))) {
-		parse_num(&p); /* size, e.g. 4 of "4K" */
-		while (*p && *p != '@')
-			p++;
-		if (*p != '@')
-			break;
-		p++;
-		u64 base = parse_num(&p);
-		if (*p == ':')
-			p++;
-		u64 irq = parse_num(&p);
+	u64 base, irq;
+	while (next_device(&p, &base, &irq)) {
 		if (mmio_r32(base + VIRTIO_MAGIC) != 0x74726976 || mmio_r32(base + VIRTIO_VERSION) != 2) {
 			puts("virtio: no device at ");
 			put_hex(base);

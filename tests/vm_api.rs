@@ -10,53 +10,18 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use vm_common::{guest, run, spawn, wait_file, Finished, Running, TempDir};
+use vm_common::{
+    api_op, count_vm, counts, guest, one_error_line, restore, run, snapshot, spawn, wait_file,
+    TempDir,
+};
 
 const T: Duration = Duration::from_secs(60);
-const COUNT: &str = "console=ttyS0 bulkhead_test.mode=count";
-
-fn api(args: &[&str]) -> Finished {
-    run(args, T)
-}
-
-fn api_ok(op: &str, socket: &Path) -> serde_json::Value {
-    let out = api(&["vm", op, "--api-socket", socket.to_str().unwrap()]);
-    assert!(out.status.success(), "vm {op}\n{out}");
-    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
-}
-
-fn count_vm(socket: &Path, console: &Path, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "vm",
-        "run",
-        "--kernel",
-        guest().elf.to_str().unwrap(),
-        "--cmdline",
-        COUNT,
-        "--api-socket",
-        socket.to_str().unwrap(),
-        "--console",
-        console.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    spawn(&args)
-}
 
 /// The highest count in a console file.
 fn last_count(console: &Path) -> u64 {
-    std::fs::read_to_string(console)
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            l.trim_end()
-                .strip_prefix("count ")?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
+    counts(&std::fs::read_to_string(console).unwrap())
+        .last()
+        .map_or(0, |c| c.0)
 }
 
 #[test]
@@ -72,7 +37,7 @@ fn status_pause_resume_and_shutdown_of_a_running_vm() {
     );
     wait_file(&console, "count 50 ", T).expect("the guest never counted to 50");
 
-    let s = api_ok("status", &socket);
+    let s = api_op("status", &socket);
     assert_eq!((s["v"].as_u64(), s["ok"].as_bool()), (Some(1), Some(true)));
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["restored"], false);
@@ -89,18 +54,18 @@ fn status_pause_resume_and_shutdown_of_a_running_vm() {
         .collect();
     assert_eq!(names, ["virtio-blk0", "virtio-rng"], "{s}");
 
-    assert_eq!(api_ok("pause", &socket)["state"], "paused");
-    let p1 = api_ok("status", &socket);
+    assert_eq!(api_op("pause", &socket)["state"], "paused");
+    let p1 = api_op("status", &socket);
     assert_eq!(p1["state"], "paused");
     let printed = last_count(&console);
-    let p2 = api_ok("status", &socket);
+    let p2 = api_op("status", &socket);
     // Paused: no vCPU exit, no serial byte between two status requests.
     assert_eq!(p1["vcpus"][0]["exits"], p2["vcpus"][0]["exits"]);
     assert_eq!(p1["serial"]["tx_bytes"], p2["serial"]["tx_bytes"]);
     // Pausing a paused VM is not an error.
-    assert_eq!(api_ok("pause", &socket)["state"], "paused");
+    assert_eq!(api_op("pause", &socket)["state"], "paused");
 
-    assert_eq!(api_ok("resume", &socket)["state"], "running");
+    assert_eq!(api_op("resume", &socket)["state"], "running");
     let next = printed + 20;
     wait_file(&console, &format!("count {next} "), T).expect("the count did not go on");
 
@@ -131,7 +96,7 @@ fn status_pause_resume_and_shutdown_of_a_running_vm() {
     drop(c);
 
     // Ctrl+Alt+Del: the guest reads the key codes and resets.
-    let s = api_ok("shutdown", &socket);
+    let s = api_op("shutdown", &socket);
     assert_eq!(s["action"], "ctrl-alt-del");
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
@@ -161,14 +126,17 @@ fn a_guest_that_ignores_ctrl_alt_del_is_stopped_after_the_timeout() {
     ]);
     vm.wait_for("vsock: listening on port 1234", T)
         .expect("the guest never reached its vsock listen step");
-    let out = api(&[
-        "vm",
-        "shutdown",
-        "--api-socket",
-        socket.to_str().unwrap(),
-        "--timeout",
-        "0.5",
-    ]);
+    let out = run(
+        &[
+            "vm",
+            "shutdown",
+            "--api-socket",
+            socket.to_str().unwrap(),
+            "--timeout",
+            "0.5",
+        ],
+        T,
+    );
     assert!(out.status.success(), "{out}");
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
@@ -180,38 +148,24 @@ fn a_guest_that_ignores_ctrl_alt_del_is_stopped_after_the_timeout() {
     assert!(!socket.exists() && !uds.exists());
 }
 
-fn one_error_line(out: &Finished, expect: &str) {
-    assert_eq!(out.status.code(), Some(1), "{out}");
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line\n{out}");
-    assert!(
-        lines[0].starts_with("bulkhead: ") && lines[0].contains(expect),
-        "{out}"
-    );
-}
-
 #[test]
 fn bad_api_input_fails_with_one_line_and_leaves_nothing() {
     let dir = TempDir::new("api-bad");
     let missing = dir.path("missing.sock");
-    let out = api(&["vm", "status", "--api-socket", missing.to_str().unwrap()]);
+    let out = run(
+        &["vm", "status", "--api-socket", missing.to_str().unwrap()],
+        T,
+    );
     one_error_line(&out, "missing.sock");
 
     // An --api-socket in a directory that does not exist: refused before anything starts.
     let console = dir.path("console.log");
-    let out = run(
-        &[
-            "vm",
-            "run",
-            "--kernel",
-            guest().elf.to_str().unwrap(),
-            "--api-socket",
-            "/nonexistent-bulkhead-dir/api.sock",
-            "--console",
-            console.to_str().unwrap(),
-        ],
-        T,
-    );
+    let out = count_vm(
+        Path::new("/nonexistent-bulkhead-dir/api.sock"),
+        &console,
+        &[],
+    )
+    .finish(T);
     one_error_line(
         &out,
         "api_socket: directory /nonexistent-bulkhead-dir does not exist",
@@ -220,19 +174,10 @@ fn bad_api_input_fails_with_one_line_and_leaves_nothing() {
     // A file that is not a socket is never replaced.
     let file = dir.path("not-a-socket");
     std::fs::write(&file, b"keep me").unwrap();
-    let out = run(
-        &[
-            "vm",
-            "run",
-            "--kernel",
-            guest().elf.to_str().unwrap(),
-            "--api-socket",
-            file.to_str().unwrap(),
-        ],
-        T,
-    );
+    let out = count_vm(&file, &console, &[]).finish(T);
     one_error_line(&out, "exists and is not a socket");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    assert!(!console.exists());
 
     // A restore that could never run: paused, and no socket to resume it through.
     let out = run(&["vm", "restore", "--snapshot", "s", "--mem", "m"], T);
@@ -242,16 +187,19 @@ fn bad_api_input_fails_with_one_line_and_leaves_nothing() {
     let socket = dir.path("api.sock");
     let vm = count_vm(&socket, &console, &[]);
     wait_file(&console, "count 5 ", T).expect("the guest never counted");
-    let out = api(&[
-        "vm",
-        "snapshot",
-        "--api-socket",
-        socket.to_str().unwrap(),
-        "--snapshot",
-        dir.path("s").to_str().unwrap(),
-        "--mem",
-        "/nonexistent-bulkhead-dir/m",
-    ]);
+    let out = run(
+        &[
+            "vm",
+            "snapshot",
+            "--api-socket",
+            socket.to_str().unwrap(),
+            "--snapshot",
+            dir.path("s").to_str().unwrap(),
+            "--mem",
+            "/nonexistent-bulkhead-dir/m",
+        ],
+        T,
+    );
     one_error_line(&out, "/nonexistent-bulkhead-dir/m");
     let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()
@@ -260,8 +208,8 @@ fn bad_api_input_fails_with_one_line_and_leaves_nothing() {
         .filter(|n| n.starts_with(".s") || n == "s")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(api_ok("status", &socket)["state"], "running");
-    api_ok("shutdown", &socket);
+    assert_eq!(api_op("status", &socket)["state"], "running");
+    api_op("shutdown", &socket);
     assert!(vm.finish(T).status.success());
 }
 
@@ -272,18 +220,8 @@ fn an_unjailed_vmm_snapshots_and_restores_too() {
     let (state, mem) = (dir.path("vm.state"), dir.path("vm.mem"));
     let vm = count_vm(&socket, &console, &["--no-jail", "--memory", "48"]);
     wait_file(&console, "count 30 ", T).expect("the guest never counted");
-    let out = api(&[
-        "vm",
-        "snapshot",
-        "--api-socket",
-        socket.to_str().unwrap(),
-        "--snapshot",
-        state.to_str().unwrap(),
-        "--mem",
-        mem.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out}");
-    api_ok("shutdown", &socket);
+    snapshot(&socket, &state, &mem);
+    api_op("shutdown", &socket);
     assert!(vm.finish(T).status.success());
     assert!(
         !socket.exists(),
@@ -292,23 +230,21 @@ fn an_unjailed_vmm_snapshots_and_restores_too() {
     let stopped_at = last_count(&console);
 
     let console2 = dir.path("console2.log");
-    let vm = spawn(&[
-        "vm",
-        "restore",
-        "--no-jail",
-        "--snapshot",
-        state.to_str().unwrap(),
-        "--mem",
-        mem.to_str().unwrap(),
-        "--resume",
-        "--api-socket",
-        socket.to_str().unwrap(),
-        "--console",
-        console2.to_str().unwrap(),
-    ]);
+    let vm = restore(
+        &state,
+        &mem,
+        &[
+            "--no-jail",
+            "--resume",
+            "--api-socket",
+            socket.to_str().unwrap(),
+            "--console",
+            console2.to_str().unwrap(),
+        ],
+    );
     let next = stopped_at + 10;
     wait_file(&console2, &format!("count {next} "), T).expect("the restored guest stalled");
-    api_ok("shutdown", &socket);
+    api_op("shutdown", &socket);
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
     assert!(out.stderr.contains("--no-jail"), "{out}");

@@ -5,10 +5,13 @@
 mod vm_common;
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use vm_common::{fnv1a, guest, pattern, run, shutdown_report, spawn, TempDir};
+use vm_common::{
+    assert_vsock_exchange, fnv1a, guest, pattern, run, serve_port_5000, shutdown_report, spawn,
+    TempDir,
+};
 
 const T: Duration = Duration::from_secs(60);
 const SECTOR: usize = 512;
@@ -43,17 +46,7 @@ fn elf_guest_drives_blk_rng_vsock_and_reports_boot_info() {
     let uds = dir.path("vsock.sock");
 
     // Guest-initiated connections to port 5000 land on <uds>_5000.
-    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
-    let host_side = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(T)).unwrap();
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).unwrap();
-        s.write_all(b"reply from the host test").unwrap();
-        // Keep the stream open until the guest closes its side.
-        let _ = s.read(&mut buf);
-        String::from_utf8_lossy(&buf[..n]).to_string()
-    });
+    let host_side = serve_port_5000(&uds);
 
     let uds_arg = format!("3,uds={}", uds.display());
     let mut vm = spawn(&[
@@ -208,14 +201,7 @@ fn elf_guest_drives_blk_rng_vsock_and_reports_boot_info() {
         out.line("vsock: connected"),
         "vsock: connected to host port 5000"
     );
-    assert_eq!(
-        out.line("vsock: host replied"),
-        "vsock: host replied 'reply from the host test'"
-    );
-    assert_eq!(
-        out.line("vsock: host sent"),
-        "vsock: host sent 'ping from the host test'"
-    );
+    assert_vsock_exchange(&out);
     assert!(out.stdout.contains("guest: done, shutting down via i8042"));
 
     // The socket file is gone once the VM has ended (removed by the jail's supervisor).

@@ -5,15 +5,13 @@
 
 mod vm_common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use vm_common::{
-    cgroup_dirs, connect_1234, guest, run, shutdown_report, spawn, vmm_pid, Running, TempDir,
-    BULKHEAD,
+    cgroup_dirs, connect_1234, guest, run, serve_port_5000, shutdown_report, spawn, vmm_pid,
+    Running, TempDir, BULKHEAD,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -75,15 +73,7 @@ fn jailed_vmm_has_every_layer_and_sees_nothing_of_the_host() {
     std::fs::write(&disk, &data).unwrap();
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let uds = dir.path("v.sock");
-    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
-    let host_side = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).unwrap();
-        s.write_all(b"reply from the host test").unwrap();
-        let _ = s.read(&mut buf);
-        n
-    });
+    let host_side = serve_port_5000(&uds);
     let mut vm = spawn(&[
         "vm",
         "run",
@@ -200,7 +190,11 @@ fn jailed_vmm_has_every_layer_and_sees_nothing_of_the_host() {
     connect_1234(&uds);
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
-    assert_eq!(host_side.join().unwrap(), 32, "guest -> host vsock message");
+    assert_eq!(
+        host_side.join().unwrap(),
+        "hello from the guest over vsock\n",
+        "guest -> host vsock message"
+    );
     assert!(
         out.line("blk0: read sector 0")
             .ends_with("data 'JAILED-DISK'"),

@@ -7,40 +7,19 @@
 
 mod vm_common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vm_common::{
-    connect_1234, guest, pattern, run, spawn, spawn_with_input, vmm_pid, wait_file, Finished,
-    Running, TempDir,
+    api_op, assert_vsock_exchange, connect_1234, count_vm, counts, guest, one_error_line, pattern,
+    restore, serve_port_5000, snapshot, spawn_with_input, vmm_pid, wait_file, Finished, Running,
+    TempDir,
 };
 
 const T: Duration = Duration::from_secs(60);
-const COUNT: &str = "console=ttyS0 bulkhead_test.mode=count";
 
-fn api_ok(args: &[&str]) -> serde_json::Value {
-    let out = run(args, T);
-    assert!(out.status.success(), "{args:?}\n{out}");
-    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
-}
-
-fn status(api: &Path) -> serde_json::Value {
-    api_ok(&["vm", "status", "--api-socket", api.to_str().unwrap()])
-}
-
-fn snapshot(api: &Path, state: &Path, mem: &Path) -> serde_json::Value {
-    api_ok(&[
-        "vm",
-        "snapshot",
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--snapshot",
-        state.to_str().unwrap(),
-        "--mem",
-        mem.to_str().unwrap(),
-    ])
+fn status(socket: &Path) -> serde_json::Value {
+    api_op("status", socket)
 }
 
 /// Kills the jailed VMM with SIGKILL (the supervisor survives, reports it and cleans up).
@@ -54,37 +33,6 @@ fn kill_vmm(vm: Running) -> Finished {
         "the supervisor did not report the kill\n{out}"
     );
     out
-}
-
-/// The `count N HASH` lines of a console text, in order.
-fn counts(text: &str) -> Vec<(u64, String)> {
-    text.lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            match f.as_slice() {
-                ["count", n, h] if h.starts_with("0x") => Some((n.parse().ok()?, h.to_string())),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn count_vm(dir: &TempDir, api: &Path, console: &Path) -> Running {
-    spawn(&[
-        "vm",
-        "run",
-        "--kernel",
-        guest().elf.to_str().unwrap(),
-        "--cmdline",
-        COUNT,
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--console",
-        console.to_str().unwrap(),
-        "--cgroup-parent",
-        &cgroup_parent(dir),
-    ])
 }
 
 /// A cgroup parent of the test's own, so a refused restore can be shown to create none.
@@ -102,7 +50,7 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
         dir.path("vm.mem"),
     );
     let first = dir.path("first.log");
-    let vm = count_vm(&dir, &api, &first);
+    let vm = count_vm(&api, &first, &["--cgroup-parent", &cgroup_parent(&dir)]);
     wait_file(&first, "count 200 ", T).expect("the guest never counted to 200");
 
     let report = snapshot(&api, &state, &mem);
@@ -126,19 +74,17 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
 
     // Restored, jailed, resumed at once: the count continues; Ctrl+Alt+Del ends it.
     let second = dir.path("second.log");
-    let restored = spawn(&[
-        "vm",
-        "restore",
-        "--snapshot",
-        state.to_str().unwrap(),
-        "--mem",
-        mem.to_str().unwrap(),
-        "--resume",
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--console",
-        second.to_str().unwrap(),
-    ]);
+    let restored = restore(
+        &state,
+        &mem,
+        &[
+            "--resume",
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            second.to_str().unwrap(),
+        ],
+    );
     let target = last_before + 100;
     wait_file(&second, &format!("count {target} "), T)
         .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
@@ -147,8 +93,7 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
         (s["state"].as_str(), s["restored"].as_bool()),
         (Some("running"), Some(true))
     );
-    let answer = api_ok(&["vm", "shutdown", "--api-socket", api.to_str().unwrap()]);
-    assert_eq!(answer["action"], "ctrl-alt-del");
+    assert_eq!(api_op("shutdown", &api)["action"], "ctrl-alt-del");
     let out = restored.finish(T);
     assert!(out.status.success(), "{out}");
     assert!(
@@ -172,9 +117,9 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
     // An uninterrupted run of the same guest prints the same lines.
     let third = dir.path("uninterrupted.log");
     let api2 = dir.path("api2.sock");
-    let whole = count_vm(&dir, &api2, &third);
+    let whole = count_vm(&api2, &third, &[]);
     wait_file(&third, &format!("count {last} "), T).expect("the uninterrupted run stalled");
-    api_ok(&["vm", "shutdown", "--api-socket", api2.to_str().unwrap()]);
+    api_op("shutdown", &api2);
     let out = whole.finish(T);
     assert!(out.status.success(), "{out}");
     let reference = counts(&std::fs::read_to_string(&third).unwrap());
@@ -199,34 +144,24 @@ fn every_device_survives_a_restore() {
     let sector3 = |p: &Path| std::fs::read(p).unwrap()[3 * SECTOR..4 * SECTOR].to_vec();
     let uds = dir.path("v.sock");
     let uds_arg = format!("3,uds={}", uds.display());
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        a.extend(["--api-socket", api.to_str().unwrap()].map(String::from));
-        a
-    };
-
-    let vm = spawn_with_input(
-        &args(&[
-            "vm",
-            "run",
-            "--kernel",
-            guest().elf.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 bulkhead_test.mode=devices",
-            // The second vCPU waits for a SIPI that never comes: its state is saved too.
-            "--cpus",
-            "2",
-            "--disk",
-            disk.to_str().unwrap(),
-            "--rng",
-            "--vsock",
-            &uds_arg,
-        ])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-    );
-    let mut vm = vm;
+    let mut vm = spawn_with_input(&[
+        "vm",
+        "run",
+        "--kernel",
+        guest().elf.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 bulkhead_test.mode=devices",
+        // The second vCPU waits for a SIPI that never comes: its state is saved too.
+        "--cpus",
+        "2",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--rng",
+        "--vsock",
+        &uds_arg,
+        "--api-socket",
+        api.to_str().unwrap(),
+    ]);
     vm.wait_for("blk: write queued", T)
         .expect("the guest never queued its disk write");
     snapshot(&api, &state, &mem);
@@ -236,29 +171,11 @@ fn every_device_survives_a_restore() {
     assert!(!uds.exists(), "the supervisor left the vsock socket file");
 
     // Guest-initiated vsock connections after the restore land here.
-    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
-    let host_side = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(T)).unwrap();
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).unwrap();
-        s.write_all(b"reply from the host test").unwrap();
-        let _ = s.read(&mut buf);
-        String::from_utf8_lossy(&buf[..n]).to_string()
-    });
-    let mut restored = spawn_with_input(
-        &args(&[
-            "vm",
-            "restore",
-            "--snapshot",
-            state.to_str().unwrap(),
-            "--mem",
-            mem.to_str().unwrap(),
-            "--resume",
-        ])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
+    let host_side = serve_port_5000(&uds);
+    let mut restored = restore(
+        &state,
+        &mem,
+        &["--resume", "--api-socket", api.to_str().unwrap()],
     );
     // 'w': the guest only waits; the restored device serves the queued request by itself.
     restored.send(b"w");
@@ -277,14 +194,7 @@ fn every_device_survives_a_restore() {
         out.line("vsock: transport reset"),
         "vsock: transport reset event id 0"
     );
-    assert_eq!(
-        out.line("vsock: host replied"),
-        "vsock: host replied 'reply from the host test'"
-    );
-    assert_eq!(
-        out.line("vsock: host sent"),
-        "vsock: host sent 'ping from the host test'"
-    );
+    assert_vsock_exchange(&out);
     assert!(out.stdout.contains("devices: done"), "{out}");
     assert_eq!(
         host_side.join().unwrap(),
@@ -313,22 +223,11 @@ fn take_snapshots(tag: &str) -> Snapshot {
     let disk = dir.path("disk.img");
     std::fs::write(&disk, pattern(64 << 10, 7)).unwrap();
     let console = dir.path("console.log");
-    let vm = spawn(&[
-        "vm",
-        "run",
-        "--kernel",
-        guest().elf.to_str().unwrap(),
-        "--cmdline",
-        COUNT,
-        "--memory",
-        "64",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--console",
-        console.to_str().unwrap(),
-    ]);
+    let vm = count_vm(
+        &api,
+        &console,
+        &["--memory", "64", "--disk", disk.to_str().unwrap()],
+    );
     wait_file(&console, "count 10 ", T).expect("the guest never counted");
     let s = Snapshot {
         state: dir.path("a.state"),
@@ -339,11 +238,10 @@ fn take_snapshots(tag: &str) -> Snapshot {
         dir,
     };
     snapshot(&api, &s.state, &s.mem);
-    api_ok(&["vm", "resume", "--api-socket", api.to_str().unwrap()]);
+    api_op("resume", &api);
     snapshot(&api, &s.state2, &s.mem2);
     // A paused VM cannot react to Ctrl+Alt+Del: shutdown stops it.
-    let answer = api_ok(&["vm", "shutdown", "--api-socket", api.to_str().unwrap()]);
-    assert_eq!(answer["action"], "stopped");
+    assert_eq!(api_op("shutdown", &api)["action"], "stopped");
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
     assert!(
@@ -374,14 +272,10 @@ fn refused(s: &Snapshot, state: &Path, mem: &Path, expect: &str) {
     let api = s.dir.path("restore-api.sock");
     let console = s.dir.path("restore-console.log");
     let parent = cgroup_parent(&s.dir);
-    let out = run(
+    let out = restore(
+        state,
+        mem,
         &[
-            "vm",
-            "restore",
-            "--snapshot",
-            state.to_str().unwrap(),
-            "--mem",
-            mem.to_str().unwrap(),
             "--resume",
             "--api-socket",
             api.to_str().unwrap(),
@@ -390,13 +284,9 @@ fn refused(s: &Snapshot, state: &Path, mem: &Path, expect: &str) {
             "--cgroup-parent",
             &parent,
         ],
-        T,
-    );
-    assert_eq!(out.status.code(), Some(1), "{out}");
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line\n{out}");
-    assert!(lines[0].starts_with("bulkhead: "), "{out}");
-    assert!(lines[0].contains(expect), "expected {expect:?}\n{out}");
+    )
+    .finish(T);
+    one_error_line(&out, expect);
     assert!(out.stdout.is_empty(), "the guest ran\n{out}");
     assert!(
         !api.exists() && !console.exists(),
@@ -468,18 +358,16 @@ fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
     // The intact snapshot restores (so the refusals above were about the damage alone).
     let console = s.dir.path("ok.log");
     let api = s.dir.path("ok.sock");
-    let vm = spawn(&[
-        "vm",
-        "restore",
-        "--snapshot",
-        s.state.to_str().unwrap(),
-        "--mem",
-        s.mem.to_str().unwrap(),
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--console",
-        console.to_str().unwrap(),
-    ]);
+    let vm = restore(
+        &s.state,
+        &s.mem,
+        &[
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            console.to_str().unwrap(),
+        ],
+    );
     // Restored paused (no --resume): running only once resumed.
     let mut tries = 0;
     while !api.exists() && tries < 3000 {
@@ -488,13 +376,13 @@ fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
     }
     let st = status(&api);
     assert_eq!(st["state"], "paused", "{st}");
-    api_ok(&["vm", "resume", "--api-socket", api.to_str().unwrap()]);
+    api_op("resume", &api);
     let seen = wait_file(&console, "count ", T).expect("the restored guest did not count");
     assert!(
         !seen.contains("count 1 "),
         "the guest started over:\n{seen}"
     );
-    api_ok(&["vm", "shutdown", "--api-socket", api.to_str().unwrap()]);
+    api_op("shutdown", &api);
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -339,4 +339,119 @@ pub fn wait_file(path: &Path, needle: &str, timeout: Duration) -> Option<String>
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Answers the test guest's connection to host port 5000 (`<uds>_5000`): reads its line,
+/// replies, and returns what it sent once it closes.
+pub fn serve_port_5000(uds: &Path) -> std::thread::JoinHandle<String> {
+    let listener = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(b"reply from the host test").unwrap();
+        // Keep the stream open until the guest closes its side.
+        let _ = s.read(&mut buf);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    })
+}
+
+/// The test guest's counting mode.
+pub const COUNT: &str = "console=ttyS0 bulkhead_test.mode=count";
+
+/// `bulkhead vm run` of the counting guest with an API socket and a console file.
+pub fn count_vm(socket: &Path, console: &Path, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "vm",
+        "run",
+        "--kernel",
+        guest().elf.to_str().unwrap(),
+        "--cmdline",
+        COUNT,
+        "--api-socket",
+        socket.to_str().unwrap(),
+        "--console",
+        console.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// `bulkhead vm restore --snapshot STATE --mem MEM` plus `extra`.
+pub fn restore(state: &Path, mem: &Path, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "vm",
+        "restore",
+        "--snapshot",
+        state.to_str().unwrap(),
+        "--mem",
+        mem.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    spawn_with_input(&args)
+}
+
+/// A `bulkhead` command that must succeed and print one JSON answer (the API clients).
+pub fn api_ok(args: &[&str]) -> serde_json::Value {
+    let out = run(args, Duration::from_secs(60));
+    assert!(out.status.success(), "{args:?}\n{out}");
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
+}
+
+/// `bulkhead vm OP --api-socket SOCKET` (status, pause, resume, shutdown).
+pub fn api_op(op: &str, socket: &Path) -> serde_json::Value {
+    api_ok(&["vm", op, "--api-socket", socket.to_str().unwrap()])
+}
+
+/// `bulkhead vm snapshot` of the VM at `socket` into `state` and `mem`.
+pub fn snapshot(socket: &Path, state: &Path, mem: &Path) -> serde_json::Value {
+    api_ok(&[
+        "vm",
+        "snapshot",
+        "--api-socket",
+        socket.to_str().unwrap(),
+        "--snapshot",
+        state.to_str().unwrap(),
+        "--mem",
+        mem.to_str().unwrap(),
+    ])
+}
+
+/// A failure of bad input: exit 1 and exactly one line `bulkhead: ...` containing `expect`.
+pub fn one_error_line(out: &Finished, expect: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line\n{out}");
+    assert!(
+        lines[0].starts_with("bulkhead: ") && lines[0].contains(expect),
+        "expected {expect:?}\n{out}"
+    );
+}
+
+/// The `count N HASH` lines of a console text, in order.
+pub fn counts(text: &str) -> Vec<(u64, String)> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            match f.as_slice() {
+                ["count", n, h] if h.starts_with("0x") => Some((n.parse().ok()?, h.to_string())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The test guest's report of both vsock directions (host port 5000 answered by
+/// [`serve_port_5000`], port 1234 by [`connect_1234`]).
+pub fn assert_vsock_exchange(out: &Finished) {
+    assert_eq!(
+        out.line("vsock: host replied"),
+        "vsock: host replied 'reply from the host test'"
+    );
+    assert_eq!(
+        out.line("vsock: host sent"),
+        "vsock: host sent 'ping from the host test'"
+    );
 }

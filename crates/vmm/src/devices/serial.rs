@@ -46,9 +46,11 @@ impl SerialEvents for SerialCounters {
     fn in_buffer_empty(&self) {}
 }
 
-/// The UART's registers and receive FIFO, as a snapshot saves them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SerialSnapshot {
+/// How a snapshot saves the UART: vm-superio's own state (registers and receive FIFO), given
+/// serde's derive here (as a "remote" definition: the fields are vm-superio's).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "SerialState")]
+pub struct SerialStateDef {
     pub baud_divisor_low: u8,
     pub baud_divisor_high: u8,
     pub interrupt_enable: u8,
@@ -79,19 +81,7 @@ impl Serial {
 
     /// Puts the UART in the state a snapshot saved (an interrupt it had pending is raised
     /// again); the output stays.
-    pub fn load(&mut self, s: &SerialSnapshot) -> Result<(), String> {
-        let state = SerialState {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer.clone(),
-        };
+    pub fn load(&mut self, state: &SerialState) -> Result<(), String> {
         let irq = self
             .uart
             .interrupt_evt()
@@ -99,25 +89,13 @@ impl Serial {
             .try_clone()
             .map_err(|e| format!("serial: eventfd dup: {e}"))?;
         let out = std::mem::replace(self.uart.writer_mut(), Box::new(std::io::sink()));
-        self.uart = Uart::from_state(&state, IrqLine(irq), self.counters.clone(), out)
+        self.uart = Uart::from_state(state, IrqLine(irq), self.counters.clone(), out)
             .map_err(|e| format!("serial: {e:?}"))?;
         Ok(())
     }
 
-    pub fn save(&self) -> SerialSnapshot {
-        let s = self.uart.state();
-        SerialSnapshot {
-            baud_divisor_low: s.baud_divisor_low,
-            baud_divisor_high: s.baud_divisor_high,
-            interrupt_enable: s.interrupt_enable,
-            interrupt_identification: s.interrupt_identification,
-            line_control: s.line_control,
-            line_status: s.line_status,
-            modem_control: s.modem_control,
-            modem_status: s.modem_status,
-            scratch: s.scratch,
-            in_buffer: s.in_buffer,
-        }
+    pub fn save(&self) -> SerialState {
+        self.uart.state()
     }
 
     pub fn counters(&self) -> &SerialCounters {

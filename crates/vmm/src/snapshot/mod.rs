@@ -29,10 +29,11 @@ use std::path::{Path, PathBuf};
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_MAX_CPUID_ENTRIES};
 use serde::{Deserialize, Serialize};
+use vm_superio::serial::SerialState;
 
 use crate::config::VmConfig;
 use crate::devices::i8042::I8042Snapshot;
-use crate::devices::serial::SerialSnapshot;
+use crate::devices::serial::SerialStateDef;
 use crate::devices::virtio::mmio::TransportState;
 use crate::error::{Error, Result};
 use crate::kvm::state::{check_support, VcpuState, VmKvmState};
@@ -53,7 +54,8 @@ pub struct VmState {
     pub host_cpuid: Vec<kvm_cpuid_entry2>,
     pub kvm: VmKvmState,
     pub vcpus: Vec<VcpuState>,
-    pub serial: SerialSnapshot,
+    #[serde(with = "SerialStateDef")]
+    pub serial: SerialState,
     pub i8042: I8042Snapshot,
     pub virtio: Vec<TransportState>,
 }
