@@ -151,7 +151,7 @@ pub struct Vm {
     mailbox: Arc<Mailbox>,
     machine: Arc<Machine>,
     api: BoundSocket,
-    _vm: Arc<VmFd>,
+    vm_fd: Arc<VmFd>,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
 }
@@ -365,7 +365,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
         mailbox,
         machine,
         api,
-        _vm: vm,
+        vm_fd: vm,
         _kvm: kvm,
         _mem: mem,
     })
@@ -529,7 +529,7 @@ impl Vm {
         );
         // The VM-wide state first (interrupt controllers, PIT, clock), then each vCPU, then
         // the devices, whose restored interrupts must land in the restored irqchip.
-        state.kvm.restore(&vm._vm)?;
+        state.kvm.restore(&vm.vm_fd)?;
         if vm.vcpus.len() != state.vcpus.len() {
             return Err(Error::Snapshot("vCPU count differs from the config".into()));
         }
