@@ -14,11 +14,17 @@
 //! - `memory`: the guest physical address map, RAM and the e820 view.
 //! - `boot::{loader, params, paging, gdt, mptable}`: kernel/initrd loading, zero page or PVH
 //!   start info, identity page tables, boot GDT, MP table for SMP.
-//! - `kvm::{vm, vcpu, cpuid}`: /dev/kvm, the VM fd (memory slots, in-kernel irqchip, PIT,
-//!   irqfd, ioeventfd) and the vCPU threads with their exit handling.
+//! - `kvm::{vm, vcpu, cpuid, pause, state}`: /dev/kvm, the VM fd (memory slots, in-kernel
+//!   irqchip, PIT, irqfd, ioeventfd), the vCPU threads with their exit handling, pausing them,
+//!   and the KVM state a snapshot saves (vCPU registers... and the VM's irqchip, PIT, clock).
 //! - `devices::{serial, i8042, boot_timer}` on the port-I/O bus, `devices::virtio::{mmio,
 //!   queue, blk, net, vsock, rng}` on the MMIO bus.
-//! - `event_loop`: the device thread (epoll via event-manager); `vm`: wiring and running.
+//! - `event_loop`: the device thread (epoll via event-manager); `vm`: wiring and running, from
+//!   a config or from a snapshot.
+//! - `api::{server, client}`: the control socket (JSON lines); `control`: what its requests do
+//!   to a running VM (pause, resume, status, snapshot, shutdown); `snapshot::{format, memory}`:
+//!   the state file (framing, checksum, version) and the memory file, and the checks before a
+//!   restore.
 //! - `syscalls`: what each kind of thread may call once jailed (allow lists as data, compiled
 //!   by the `seccomp` crate); `jailed`: a VM whose VMM runs inside the `jail` crate's
 //!   confinement, the default of `bulkhead vm run`.
@@ -46,7 +52,10 @@
 //! waits for the end and stops the vCPUs. A device's state sits behind one mutex shared by the
 //! vCPUs and the event loop. Three kinds of threads, because each gets its own seccomp filter
 //! when jailed: the event loop runs on a thread of its own so that the thread that kicks vCPUs
-//! (tgkill) and ends the process is not the one that parses guest-controlled queues.
+//! (tgkill) and ends the process is not the one that parses guest-controlled queues. The API
+//! socket is served by the event loop too (one thread parses untrusted input either way); a
+//! pause it asks for is kicked by the main thread, and each paused vCPU saves its own state on
+//! its own thread, so each kind of thread keeps to its own KVM requests.
 
 pub mod api;
 pub mod boot;

@@ -61,7 +61,7 @@ pub fn check_support(kvm: &Kvm) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The MSRs to save on this host: KVM's list plus [`EXTRA_MSRS`].
+/// The MSRs to save on this host: KVM's list plus the MTRRs it does not list.
 pub fn msrs_to_save(kvm: &Kvm) -> Result<Vec<u32>> {
     let list = kvm
         .get_msr_index_list()
