@@ -346,6 +346,18 @@ fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
     std::fs::rename(&s.disk, &moved).unwrap();
     refused(&s, &s.state, &s.mem, s.disk.to_str().unwrap());
     std::fs::rename(&moved, &s.disk).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.disk)
+        .unwrap();
+    f.set_len((64 << 10) + 512).unwrap();
+    refused(
+        &s,
+        &s.state,
+        &s.mem,
+        "was 65536 when the snapshot was taken",
+    );
+    f.set_len(64 << 10).unwrap();
     let mut st = vmm::snapshot::VmState::read(&s.state).unwrap();
     st.config.net.push("tap=bh-gone0".parse().unwrap());
     st.write(&bad).unwrap();

@@ -259,6 +259,14 @@ impl VmConfig {
         Ok(())
     }
 
+    /// The size of each disk file (config order), as a snapshot records them.
+    pub fn disk_sizes(&self) -> Vec<u64> {
+        self.disks
+            .iter()
+            .map(|d| std::fs::metadata(&d.path).map_or(0, |m| m.len()))
+            .collect()
+    }
+
     /// Checks the devices' host side and the control socket (also before a restore, where
     /// the kernel and boot settings no longer matter).
     pub fn validate_devices(&self) -> Result<()> {

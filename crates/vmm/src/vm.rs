@@ -371,15 +371,6 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     })
 }
 
-/// The capacity (bytes) of each disk, as its device sees it.
-fn disk_sizes(config: &VmConfig) -> Vec<u64> {
-    config
-        .disks
-        .iter()
-        .map(|d| std::fs::metadata(&d.path).map_or(0, |m| m.len()))
-        .collect()
-}
-
 impl Vm {
     /// Builds the VM described by `config`.
     pub fn new(config: &VmConfig) -> Result<Vm> {
@@ -457,7 +448,7 @@ impl Vm {
             mem,
             devices,
             vsock_index,
-            disk_bytes: disk_sizes(config),
+            disk_bytes: config.disk_sizes(),
             cpuids: cpuids.clone(),
             host_cpuid: supported,
             start_paused: false,
@@ -495,15 +486,7 @@ impl Vm {
         let mem = memory_file::map(&r.mem_file, state.memory_bytes)
             .map_err(|e| Error::Snapshot(format!("memory file {}: {e}", r.mem_path.display())))?;
         let (devices, vsock_index) = make_devices(&config)?;
-        let disk_bytes = disk_sizes(&config);
-        for ((d, now), then) in config.disks.iter().zip(&disk_bytes).zip(&state.disk_bytes) {
-            if now != then {
-                return Err(Error::Snapshot(format!(
-                    "disk {}: {now} bytes now, {then} when the snapshot was taken",
-                    d.path.display()
-                )));
-            }
-        }
+        let disk_bytes = config.disk_sizes();
         let host_cpuid = r.host_cpuid.clone();
         let cpuids = state
             .vcpus

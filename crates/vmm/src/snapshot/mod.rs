@@ -187,6 +187,22 @@ impl Restore {
         memory::check(&mem_file, &state.id, state.memory_bytes)
             .map_err(|e| Error::Snapshot(format!("memory file {}: {e}", mem_path.display())))?;
         state.config.validate_devices()?;
+        let disks = &state.config.disks;
+        for ((d, now), then) in disks
+            .iter()
+            .zip(state.config.disk_sizes())
+            .zip(&state.disk_bytes)
+        {
+            if now != *then {
+                return Err(refuse(
+                    state_path,
+                    format!(
+                        "disk {} is {now} bytes, it was {then} when the snapshot was taken",
+                        d.path.display()
+                    ),
+                ));
+            }
+        }
         for (i, n) in state.config.net.iter().enumerate() {
             if !Path::new("/sys/class/net").join(&n.tap).exists() {
                 return Err(Error::config(
