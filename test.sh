@@ -6,4 +6,7 @@ cd "$(dirname "$0")"
 ./scripts/deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The Linux guest kernel the VM tests boot: built once (about 10 minutes on 2 cores), then
+# taken from its cache under /var/cache/bulkhead/kernel.
+guest/build-kernel.sh >/dev/null
 cargo test --workspace
