@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build everything in release mode and run the side-by-side benchmarks.
-# Extra arguments go to the harness: --rounds N --burst N --vm-rounds N --only LIST
+# Extra arguments go to the harness: --rounds N --burst N --vm-rounds N --linux-rounds N
+# --only LIST
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh

@@ -263,3 +263,122 @@ fn a_console_that_cannot_be_created_leaves_no_socket() {
     );
     assert!(!uds.exists(), "vsock socket left behind");
 }
+
+/// A minimal ELF64 kernel: one PT_LOAD at 1 MiB holding the headers and `code`, entered in
+/// 64-bit mode at the code.
+fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    const BASE: u64 = 0x10_0000;
+    const HEADERS: u64 = 64 + 56;
+    let total = HEADERS + code.len() as u64;
+    let mut e = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // e_entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    e.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        e.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize..
+    }
+    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for word in [0, BASE, BASE, total, total, 0x1000] {
+        e.extend_from_slice(&word.to_le_bytes());
+    }
+    e.extend_from_slice(code);
+    e
+}
+
+/// A kernel that resets the machine through the i8042 without printing anything and
+/// without touching its disk: the VMM exits 0 and names the likely missing options.
+#[test]
+fn silent_kernel_that_ignores_its_disk_gets_hints() {
+    let dir = TempDir::new("silent-reset");
+    let kernel = dir.path("reset.elf");
+    // mov al, 0xfe; out 0x64, al; cli; hlt
+    std::fs::write(&kernel, tiny_elf(&[0xb0, 0xfe, 0xe6, 0x64, 0xfa, 0xf4])).unwrap();
+    let disk = dir.path("disk.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let out = run(
+        &[
+            "vm",
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            disk.to_str().unwrap(),
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(
+        out.stderr.contains(
+            "the guest printed nothing on the serial console before it shut down: is \
+             CONFIG_SERIAL_8250_CONSOLE set and console=ttyS0 on the command line?"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("virtio-blk0 at 0xd0001000 was never set up by the guest")
+            && out.stderr.contains("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES"),
+        "{out}"
+    );
+}
+
+/// A kernel that halts forever without printing: the VMM keeps it running (a guest may be
+/// quiet on purpose) but says on stderr, after its silence limit, what is probably missing.
+#[test]
+fn silent_kernel_that_keeps_running_gets_a_warning() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = TempDir::new("silent-halt");
+    let kernel = dir.path("halt.elf");
+    // cli; hlt; jmp back to hlt
+    std::fs::write(&kernel, tiny_elf(&[0xfa, 0xf4, 0xeb, 0xfd])).unwrap();
+    let mut child = Command::new(BULKHEAD)
+        .args(["vm", "run", "--kernel", kernel.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _guard = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The VMM warns after 30 s of silence; the limit here only bounds a broken VMM.
+    let expected = "the guest printed nothing on the serial console in its first 30 s: is \
+                    CONFIG_SERIAL_8250_CONSOLE set and console=ttyS0 on the command line?";
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        if line.contains("level=warning") && line.contains(expected) {
+            return;
+        }
+        seen.push(line);
+    }
+    panic!(
+        "no silence warning from the VMM; stderr so far:\n{}",
+        seen.join("\n")
+    );
+}

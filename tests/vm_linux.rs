@@ -1,111 +1,196 @@
-//! Boots a real Linux guest (a kernel from guest/build-kernel.sh plus a busybox initramfs
-//! whose init writes the boot-timer port and reboots) and checks the VMM reports the boot
-//! time and exits 0.
+//! Boots the project's Linux guest kernel (guest/build-kernel.sh, from its cache) on the
+//! builtin VMM with a busybox initramfs, on whatever KVM this machine has: hardware, or the
+//! software-emulating KVM of the development machines (where the VMM adds its kernel
+//! parameters and instruction fallbacks). A boot costs 15-40 s on the emulating KVM, so each
+//! boot checks several things: one vCPU with the init's marker, the boot-timer report and a
+//! virtio-blk disk the guest reads and writes with `dd`; then two vCPUs.
 //!
-//! Runs only where KVM is hardware-backed (`vmx` or `svm` in /proc/cpuinfo) and a kernel was
-//! built: on the software (nested) KVM of the development machines Linux does not boot, so
-//! the test prints why it skips and returns.
+//! The kernel must exist: `./test.sh` builds it (cached by its inputs) before `cargo test`.
+//! Without it the tests fail and say how to build it; they never skip.
 
 mod vm_common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
-use vm_common::{run, shutdown_report, TempDir};
+use vm_common::{pattern, run, shutdown_report, TempDir};
 
-fn hardware_virtualization() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| {
-            c.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
-        .unwrap_or(false)
+/// Runs one of the guest/ scripts with bash; its stdout, or a panic with its stderr.
+fn guest_script(name: &str, args: &[&Path]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guest")
+        .join(name);
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run guest/{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "guest/{name} failed (scripts/deps.sh installs what it needs): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The cached kernel for the current guest/ inputs, or `$BULKHEAD_GUEST_KERNEL`.
 fn kernel() -> PathBuf {
-    std::env::var_os("BULKHEAD_GUEST_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/out/linux/bzImage"))
+    if let Some(k) = std::env::var_os("BULKHEAD_GUEST_KERNEL") {
+        return PathBuf::from(k);
+    }
+    let dir = guest_script("build-kernel.sh", &[Path::new("--print-path")]);
+    let vmlinux = PathBuf::from(dir).join("vmlinux");
+    assert!(
+        vmlinux.exists(),
+        "no guest kernel at {}: build it with `guest/build-kernel.sh` (about 10 minutes \
+         on 2 cores; ./test.sh runs it), or set BULKHEAD_GUEST_KERNEL",
+        vmlinux.display()
+    );
+    vmlinux
 }
 
-/// A newc cpio archive entry.
-fn cpio_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8], ino: u32) {
-    let header = format!(
-        "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-        0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
-    );
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    out.resize(out.len().next_multiple_of(4), 0);
-    out.extend_from_slice(data);
-    out.resize(out.len().next_multiple_of(4), 0);
+/// Whether this host's KVM emulates guest kernel code (the VMM's own rule).
+fn emulating_kvm() -> bool {
+    let hw = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    Path::new("/sys/module/kvm_pvm").exists() || !hw
 }
 
-fn initramfs(busybox: &Path) -> Vec<u8> {
-    let init = b"#!/bin/busybox sh\n\
-/bin/busybox mkdir -p /proc /dev\n\
-/bin/busybox mount -t proc proc /proc\n\
-/bin/busybox mount -t devtmpfs dev /dev\n\
-/bin/busybox devmem 0xd0000000 8 123\n\
-echo linux-guest: init ran on $(/bin/busybox uname -r)\n\
-/bin/busybox reboot -f\n";
-    let mut out = Vec::new();
-    cpio_entry(&mut out, "bin", 0o040755, b"", 1);
-    cpio_entry(
-        &mut out,
-        "bin/busybox",
-        0o100755,
-        &std::fs::read(busybox).unwrap(),
-        2,
-    );
-    cpio_entry(&mut out, "init", 0o100755, init, 3);
-    cpio_entry(&mut out, "TRAILER!!!", 0, b"", 4);
-    out
+/// An uncompressed initramfs (guest/build-initramfs.sh: busybox, `/dev/console`) with
+/// `script` as `/init`.
+fn initramfs(dir: &TempDir, script: &str) -> PathBuf {
+    let init = dir.path("init");
+    std::fs::write(&init, script).unwrap();
+    let cpio = dir.path("initramfs.cpio");
+    guest_script("build-initramfs.sh", &[&cpio, &init]);
+    cpio
+}
+
+/// Reports, reads sector 0 of the disk and writes sector 1 with `dd`, and reboots. It first
+/// keeps kernel messages off the console, so none lands in the middle of its lines.
+const DISK_INIT: &str = "#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+echo 1 > /proc/sys/kernel/printk
+$bb mount -t devtmpfs dev /dev
+$bb devmem 0xd0000000 8 123
+echo \"linux-guest: init ran on $($bb uname -r) with $($bb nproc) cpus\"
+echo \"linux-guest: disk sector 0: $($bb dd if=/dev/vda bs=512 count=1 2>/dev/null | $bb head -c 24)\"
+echo 'written by the guest' | $bb dd of=/dev/vda bs=512 seek=1 conv=notrunc,fsync 2>/dev/null
+echo \"linux-guest: disk write status $?\"
+$bb reboot -f
+";
+
+/// Reports the CPUs user space sees and reboots; `exec` so that the VM ends even if a
+/// process dies (init's death panics the kernel, and `panic=1` reboots it).
+const SMP_INIT: &str = "#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+echo 1 > /proc/sys/kernel/printk
+echo \"linux-guest: init sees $($bb nproc) cpus\"
+exec $bb reboot -f
+";
+
+fn boot(kernel: &Path, initrd: &Path, extra: &[&str]) -> vm_common::Finished {
+    let mut args = vec![
+        "--debug",
+        "vm",
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--memory",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    run(&args, Duration::from_secs(300))
 }
 
 #[test]
-fn linux_guest_boots_writes_boot_timer_and_reboots() {
-    if !hardware_virtualization() {
-        eprintln!(
-            "SKIPPED linux_guest_boots_writes_boot_timer_and_reboots: /proc/cpuinfo shows neither \
-             vmx nor svm; on a software (nested) KVM Linux guests do not boot (see docs/vm.md)"
-        );
-        return;
-    }
+fn linux_boots_reports_and_uses_a_virtio_disk() {
     let kernel = kernel();
-    if !kernel.exists() {
-        eprintln!(
-            "SKIPPED linux_guest_boots_writes_boot_timer_and_reboots: no guest kernel at {} \
-             (build it with guest/build-kernel.sh or set BULKHEAD_GUEST_KERNEL)",
-            kernel.display()
-        );
-        return;
-    }
-    let busybox = Path::new("/bin/busybox");
-    assert!(busybox.exists(), "install busybox-static for the initramfs");
     let dir = TempDir::new("vm-linux");
-    let initrd = dir.path("initramfs.cpio");
-    std::fs::write(&initrd, initramfs(busybox)).unwrap();
-    let out = run(
-        &[
-            "vm",
-            "run",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 reboot=k panic=1 pci=off rdinit=/init",
-            "--cpus",
-            "2",
-            "--memory",
-            "256",
-        ],
-        Duration::from_secs(120),
-    );
+    let initrd = initramfs(&dir, DISK_INIT);
+    // Sector 0 carries a marker the guest must read back; the rest is a pattern that must
+    // survive except where the guest writes (sector 1).
+    let disk = dir.path("disk.img");
+    let mut image = pattern(64 << 10, 0x11_6e_c5);
+    let marker = format!("host-marker-{:012x}", std::process::id());
+    image[..24].copy_from_slice(&marker.as_bytes()[..24]);
+    std::fs::write(&disk, &image).unwrap();
+
+    let out = boot(&kernel, &initrd, &["--disk", disk.to_str().unwrap()]);
     assert!(out.status.success(), "{out}");
-    assert!(out.stdout.contains("linux-guest: init ran on"), "{out}");
-    eprintln!("{}", shutdown_report(&out));
+    assert!(
+        out.stdout.contains("linux-guest: init ran on 6.1.") && out.stdout.contains("with 1 cpus"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("linux-guest: disk sector 0: {}", &marker[..24])),
+        "the guest did not read the host's marker from /dev/vda\n{out}"
+    );
+    assert!(
+        out.stdout.contains("linux-guest: disk write status 0"),
+        "{out}"
+    );
+    let report = shutdown_report(&out);
+    assert!(report.contains("(i8042 reset)"), "{report}");
+
+    let after = std::fs::read(&disk).unwrap();
+    let written = b"written by the guest\n";
+    assert_eq!(
+        &after[512..512 + written.len()],
+        written,
+        "guest write missing"
+    );
+    assert_eq!(&after[..512], &image[..512], "sector 0 changed");
+    assert_eq!(
+        &after[512 + written.len()..],
+        &image[512 + written.len()..],
+        "bytes the guest did not write changed"
+    );
+
+    if emulating_kvm() {
+        // The kernel's int3 self-test and fwait on task exit reach the VMM's fallbacks.
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("emulation fallbacks: int3 -> #BP "))
+            .unwrap_or_else(|| panic!("no fallback counts with --debug\n{out}"));
+        assert!(!line.contains("int3 -> #BP 0,"), "{line}");
+        assert!(out.stderr.contains("pvm.syscall_fixup=1"), "{out}");
+    }
+    eprintln!("{report}");
+}
+
+/// Two vCPUs: the kernel starts the second one (INIT-SIPI through the in-kernel LAPIC, the MP
+/// table's processor entries) and runs init. On the emulating KVM, user space on more than one
+/// vCPU is not reliable (processes sometimes read zeroes where their TLS was just written,
+/// "segfault at 0" in the first TLS access; the same kernel and initramfs never show it with
+/// one vCPU or under QEMU), so there the test checks the kernel's side and a clean end; on
+/// hardware KVM also the CPU count user space sees.
+#[test]
+fn linux_brings_up_two_vcpus() {
+    let kernel = kernel();
+    let dir = TempDir::new("vm-linux-smp");
+    let initrd = initramfs(&dir, SMP_INIT);
+    let out = boot(&kernel, &initrd, &["--cpus", "2"]);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout.contains("smp: Brought up 1 node, 2 CPUs"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("Run /init as init process"), "{out}");
+    if !emulating_kvm() {
+        assert!(
+            out.stdout.contains("linux-guest: init sees 2 cpus"),
+            "{out}"
+        );
+    }
 }

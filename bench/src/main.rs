@@ -1,13 +1,16 @@
 //! bulkhead's side-by-side benchmarks: bulkhead vs crun and runc (container
 //! lifecycle, with and without podman's seccomp profile, a burst of 50, the
-//! kernel floor), and bulkhead's VMM vs QEMU microvm. Runtimes alternate
+//! kernel floor), bulkhead's VMM vs QEMU microvm (the test guest, and the Linux guest
+//! kernel against QEMU's TCG). Runtimes alternate
 //! within each round so machine noise hits them alike; the report gives
 //! medians, p90 and ratios to crun, as a Markdown table and an SVG chart.
 //!
-//! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--only LIST] [--out DIR]`
-//! where LIST is a comma list of lifecycle,seccomp,hardened,burst,vmm,snapshot,strace.
+//! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N]
+//! [--only LIST] [--out DIR]` where LIST is a comma list of
+//! lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,strace.
 
 mod floor;
+mod linux;
 mod proc;
 mod snapshot;
 mod stats;
@@ -27,6 +30,7 @@ struct Opts {
     rounds: usize,
     burst: usize,
     vm_rounds: usize,
+    linux_rounds: usize,
     only: Vec<String>,
     out: PathBuf,
 }
@@ -36,6 +40,7 @@ fn parse_args() -> Opts {
         rounds: 30,
         burst: 50,
         vm_rounds: 10,
+        linux_rounds: 3,
         only: vec![],
         out: PathBuf::from("bench/results"),
     };
@@ -61,6 +66,11 @@ fn parse_args() -> Opts {
                     .parse()
                     .unwrap_or_else(|_| die("--vm-rounds: not a number"))
             }
+            "--linux-rounds" => {
+                o.linux_rounds = val()
+                    .parse()
+                    .unwrap_or_else(|_| die("--linux-rounds: not a number"))
+            }
             "--only" => o.only = val().split(',').map(String::from).collect(),
             "--out" => o.out = PathBuf::from(val()),
             "--floor-once" => {
@@ -68,7 +78,7 @@ fn parse_args() -> Opts {
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
             "-h" | "--help" => {
-                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,strace] [--out DIR]");
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,strace] [--out DIR]");
                 std::process::exit(0);
             }
             _ => die(&format!("unknown argument {a}")),
@@ -830,6 +840,16 @@ fn main() {
                 let _ = writeln!(report, "\n### Snapshot and restore\n\nskipped: the test guest did not build (gcc/binutils missing?)");
             }
         }
+    }
+    if want(&o, "linux") {
+        linux::table(
+            o.linux_rounds,
+            &repo,
+            &bulkhead,
+            &work,
+            &mut report,
+            &mut charts,
+        );
     }
     if want(&o, "strace") {
         let bh = strace_counts(&runtimes[0], &bundle);

@@ -28,6 +28,9 @@
 //! - `syscalls`: what each kind of thread may call once jailed (allow lists as data, compiled
 //!   by the `seccomp` crate); `jailed`: a VM whose VMM runs inside the `jail` crate's
 //!   confinement, the default of `bulkhead vm run`.
+//! - `kvm::emulation`: what a host whose KVM emulates guest kernel code needs (detection,
+//!   kernel parameters, fallbacks for instructions its emulator rejects); `guest_hints`:
+//!   the likely cause when a guest stays silent or leaves a device unused.
 //!
 //! rust-vmm crates used, and why:
 //! - `kvm-ioctls` / `kvm-bindings`: safe wrappers for every KVM ioctl; no hand-written
@@ -64,6 +67,7 @@ pub mod control;
 pub mod devices;
 pub mod error;
 pub mod event_loop;
+pub mod guest_hints;
 pub mod jailed;
 pub mod kvm;
 pub mod logger;

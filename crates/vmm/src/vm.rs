@@ -31,7 +31,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use crate::api::server::ApiServer;
 use crate::boot::gdt::{boot_gdt, CODE32, CODE64};
 use crate::boot::loader::{load_initrd, load_kernel, EntryMode, KernelFormat};
-use crate::boot::params::{write_boot_params, write_cmdline, write_pvh_start_info};
+use crate::boot::params::{
+    compose_cmdline, write_boot_params, write_cmdline, write_pvh_start_info,
+};
 use crate::boot::{mptable, paging};
 use crate::config::VmConfig;
 use crate::control::{Machine, Mailbox, Wake};
@@ -47,7 +49,9 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::Bus;
 use crate::error::{Error, Result};
 use crate::event_loop::{ConsoleInput, ShutdownWatcher, VirtioSubscriber};
+use crate::guest_hints;
 use crate::kvm::cpuid::vcpu_cpuid;
+use crate::kvm::emulation::{Fallbacks, HostKvm};
 use crate::kvm::pause::Gate;
 use crate::kvm::state::{check_support, msrs_to_save};
 use crate::kvm::vcpu::{BootEntry, Vcpu};
@@ -144,6 +148,10 @@ pub struct Vm {
     virtio: Vec<VirtioSlot>,
     serial: Arc<Mutex<Serial>>,
     console_input: bool,
+    /// Symptoms of a guest kernel that lacks a console or a device driver (a booted VM only:
+    /// a restored guest was past that point when it was saved).
+    hints: Option<Arc<Mutex<guest_hints::Watch>>>,
+    fallbacks: Arc<Fallbacks>,
     shutdown: Arc<ShutdownSignal>,
     stop: Arc<AtomicBool>,
     boot_time: BootTime,
@@ -324,6 +332,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     let gate = Arc::new(Gate::new(cpuids, msrs_to_save(&kvm)?, start_paused));
     let pio = Arc::new(pio);
     let mmio = Arc::new(mmio);
+    let fallbacks = Arc::new(Fallbacks::default());
     let mut vcpus = Vec::new();
     for id in 0..config.cpus {
         vcpus.push(Vcpu::new(
@@ -334,6 +343,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
             shutdown.clone(),
             stop.clone(),
             gate.clone(),
+            fallbacks.clone(),
         )?);
     }
 
@@ -358,6 +368,8 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
         virtio,
         serial,
         console_input: config.console.is_none(),
+        hints: None,
+        fallbacks,
         shutdown,
         stop,
         boot_time,
@@ -398,13 +410,22 @@ impl Vm {
         };
 
         let (devices, vsock_index) = make_devices(config)?;
-        let mut cmdline = config.cmdline.trim().to_string();
         let device_count = devices.len() + usize::from(vsock_index.is_some());
-        for i in 0..device_count {
-            let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
-            let irq = VIRTIO_FIRST_IRQ + i as u32;
-            cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{irq}"));
+        let device_params: Vec<String> = (0..device_count)
+            .map(|i| {
+                let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
+                let irq = VIRTIO_FIRST_IRQ + i as u32;
+                format!("virtio_mmio.device=4K@{base:#x}:{irq}")
+            })
+            .collect();
+        let host = HostKvm::detect();
+        if host == HostKvm::Emulating {
+            tracing::info!(
+                "host KVM emulates guest kernel code: adding {:?} to the kernel command line",
+                host.cmdline_additions().join(" ")
+            );
         }
+        let cmdline = compose_cmdline(&config.cmdline, host.cmdline_additions(), &device_params);
         write_cmdline(&mem, &cmdline, kernel.setup_header.map(|h| h.cmdline_size))?;
         match kernel.mode {
             EntryMode::Linux64 => {
@@ -441,7 +462,7 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
         let cpuids: Vec<CpuId> = (0..config.cpus)
-            .map(|id| vcpu_cpuid(&supported, id, config.cpus))
+            .map(|id| vcpu_cpuid(&supported, id, config.cpus, host))
             .collect();
         let parts = Parts {
             kvm,
@@ -464,6 +485,24 @@ impl Vm {
         for (vcpu, cpuid) in vm.vcpus.iter().zip(&cpuids) {
             vcpu.configure(cpuid, (vcpu.id == 0).then_some(&boot))?;
         }
+        let counters = vm
+            .serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shared_counters();
+        let mut hints = guest_hints::Watch::new(counters, &cmdline);
+        for (i, slot) in vm.virtio.iter().enumerate() {
+            let name = slot
+                .transport
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .device()
+                .name()
+                .to_string();
+            let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_SIZE;
+            hints.device(&name, base, slot.transport.clone());
+        }
+        vm.hints = Some(Arc::new(Mutex::new(hints)));
         vm.attach_console(config)?;
         Ok(vm)
     }
@@ -624,16 +663,24 @@ impl Vm {
             })
         };
         let shutdown = self.shutdown.clone();
+        let hints = self.hints.clone();
+        if let Some(h) = &hints {
+            h.lock().unwrap_or_else(|e| e.into_inner()).start();
+        }
         let event_loop = start(
             "vmm-events".into(),
             ThreadKind::EventLoop,
             Box::new(move || {
                 while !shutdown.is_signalled() {
-                    if let Err(e) = em.run() {
+                    // Wakes at least every second to notice a guest that never prints.
+                    if let Err(e) = em.run_with_timeout(1000) {
                         shutdown.signal(Err(Error::Sys {
                             call: "epoll_wait (event loop)",
                             source: std::io::Error::other(format!("{e:?}")),
                         }));
+                    }
+                    if let Some(h) = &hints {
+                        h.lock().unwrap_or_else(|e| e.into_inner()).tick();
                     }
                 }
             }),
@@ -706,7 +753,14 @@ impl Vm {
             .shutdown
             .take()
             .unwrap_or(Err(Error::Boot("VM stopped without a reason".into())));
+        let (int3, fwait) = self.fallbacks.counts();
+        if int3 + fwait > 0 {
+            tracing::info!("{}", self.fallbacks);
+        }
         let reason = outcome?;
+        if let Some(h) = &self.hints {
+            h.lock().unwrap_or_else(|e| e.into_inner()).at_shutdown();
+        }
         let boot_timer = *self.boot_time.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!(
             "guest shut down ({reason}) {} after VMM process start",

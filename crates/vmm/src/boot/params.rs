@@ -28,6 +28,38 @@ pub struct InitrdPlacement {
     pub size: u64,
 }
 
+/// The command line the guest gets: the configured one, then `host` parameters (those it
+/// does not already set by name, so a configured value wins), then `devices` (the
+/// `virtio_mmio.device=` entries). Both go before a `--`, after which words belong to init.
+pub fn compose_cmdline(configured: &str, host: &[&str], devices: &[String]) -> String {
+    let configured = configured.trim();
+    let (kernel, init) = if configured == "--" {
+        ("", Some(""))
+    } else if let Some(rest) = configured.strip_prefix("-- ") {
+        ("", Some(rest))
+    } else if let Some(i) = configured.find(" -- ") {
+        (&configured[..i], Some(&configured[i + 4..]))
+    } else if let Some(k) = configured.strip_suffix(" --") {
+        (k, Some(""))
+    } else {
+        (configured, None)
+    };
+    let name = |p: &str| p.split('=').next().unwrap_or("").to_string();
+    let set: Vec<String> = kernel.split_whitespace().map(name).collect();
+    let mut words: Vec<&str> = vec![kernel];
+    words.extend(host.iter().filter(|p| !set.contains(&name(p))).copied());
+    words.extend(devices.iter().map(String::as_str));
+    if let Some(init) = init {
+        words.push("--");
+        words.push(init);
+    }
+    words
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Writes the NUL-terminated command line; `limit` is the kernel's maximum length (from the
 /// bzImage header) when known.
 pub fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str, limit: Option<u32>) -> Result<()> {
@@ -155,6 +187,27 @@ mod tests {
         mem.read_slice(&mut buf, GuestAddress(CMDLINE_START))
             .unwrap();
         assert_eq!(&buf, b"console=ttyS0\0");
+    }
+
+    #[test]
+    fn cmdline_host_parameters_and_devices() {
+        let dev = vec!["virtio_mmio.device=4K@0xd0001000:5".to_string()];
+        assert_eq!(
+            compose_cmdline(" console=ttyS0 ", &["noxsave", "clearcpuid=1"], &dev),
+            "console=ttyS0 noxsave clearcpuid=1 virtio_mmio.device=4K@0xd0001000:5"
+        );
+        // A parameter the configured line sets by name keeps its configured value.
+        assert_eq!(
+            compose_cmdline("clearcpuid=2 quiet", &["noxsave", "clearcpuid=1"], &[]),
+            "clearcpuid=2 quiet noxsave"
+        );
+        // Everything after `--` is init's, so additions go before it.
+        assert_eq!(
+            compose_cmdline("console=ttyS0 -- single x", &["noxsave"], &dev),
+            "console=ttyS0 noxsave virtio_mmio.device=4K@0xd0001000:5 -- single x"
+        );
+        assert_eq!(compose_cmdline("-- a", &["noxsave"], &[]), "noxsave -- a");
+        assert_eq!(compose_cmdline("", &[], &[]), "");
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl Serial {
         &self.counters
     }
 
+    /// The byte counters, shared: the VMM's hints watch whether the guest ever printed.
+    pub fn shared_counters(&self) -> Arc<SerialCounters> {
+        self.counters.clone()
+    }
+
     /// Feeds host input to the guest; returns how many bytes the FIFO took.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)

@@ -6,7 +6,8 @@
 //! halt) end the VM with status 0, failures (entry failure, internal/emulation error,
 //! unexpected exception) end it with an error naming the exit and the registers, and anything
 //! else is logged once per kind and the vCPU continues. A pause (`pause::Gate`) parks the
-//! thread after an EINTR from KVM_RUN.
+//! thread after an EINTR from KVM_RUN. An emulation failure on an instruction `emulation`
+//! knows how to complete (software-emulating KVM hosts) continues.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use crate::boot::gdt::{segment_from_entry, CODE_INDEX, DATA_INDEX, TSS_INDEX};
 use crate::boot::loader::EntryMode;
 use crate::devices::Bus;
 use crate::error::{Error, Result};
+use crate::kvm::emulation::{self, Fallbacks};
 use crate::kvm::pause::Gate;
 use crate::logger::{ms, since_process_start};
 use crate::memory::{BOOT_STACK_POINTER, GDT_START, IDT_START, PVH_INFO_START, ZERO_PAGE_START};
@@ -73,6 +75,7 @@ pub struct Vcpu {
     shutdown: Arc<ShutdownSignal>,
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
+    fallbacks: Arc<Fallbacks>,
 }
 
 impl Vcpu {
@@ -84,6 +87,7 @@ impl Vcpu {
         shutdown: Arc<ShutdownSignal>,
         stop: Arc<AtomicBool>,
         gate: Arc<Gate>,
+        fallbacks: Arc<Fallbacks>,
     ) -> Result<Self> {
         let fd = vm
             .create_vcpu(u64::from(id))
@@ -96,6 +100,7 @@ impl Vcpu {
             shutdown,
             stop,
             gate,
+            fallbacks,
         })
     }
 
@@ -315,20 +320,12 @@ impl Vcpu {
                     break;
                 }
                 Ok(VcpuExit::InternalError) => {
-                    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so KVM filled the
-                    // `internal` member of the exit union; reading a u32 from it is valid.
-                    let suberror =
-                        unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    let what = match suberror {
-                        1 => "emulation failure",
-                        2 => "simultaneous exceptions",
-                        3 => "delivery event",
-                        _ => "unknown",
-                    };
-                    self.fail(format!(
-                        "KVM_EXIT_INTERNAL_ERROR (suberror {suberror}: {what})"
-                    ));
-                    break;
+                    // Instructions a software-emulating KVM rejects are completed here where
+                    // the CPU's behaviour is known; anything else ends the VM.
+                    if let Err(reason) = emulation::recover(&mut self.fd, &self.fallbacks) {
+                        self.fail(reason);
+                        break;
+                    }
                 }
                 Ok(VcpuExit::Exception) => {
                     self.fail("KVM_EXIT_EXCEPTION".into());

@@ -132,6 +132,8 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     active: bool,
+    /// The driver set DRIVER_OK at least once (a later reset does not clear it).
+    ever_active: bool,
     /// Written when the device becomes active, so the event loop registers its host fds.
     activate_evt: EventFd,
     /// Queue notifications the event loop handled (the API's status counters).
@@ -163,6 +165,7 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             active: false,
+            ever_active: false,
             activate_evt,
             notifications: 0,
         }
@@ -265,6 +268,11 @@ impl MmioTransport {
         self.active
     }
 
+    /// Whether a guest driver ever brought the device up (DRIVER_OK with valid queues).
+    pub fn ever_active(&self) -> bool {
+        self.ever_active
+    }
+
     pub fn interrupt(&self) -> &Arc<Interrupt> {
         &self.interrupt
     }
@@ -365,6 +373,7 @@ impl MmioTransport {
         match self.device.activate(activation) {
             Ok(()) => {
                 self.active = true;
+                self.ever_active = true;
                 let _ = self.activate_evt.write(1);
             }
             Err(e) => {
