@@ -54,7 +54,7 @@ use crate::kvm::cpuid::vcpu_cpuid;
 use crate::kvm::emulation::{Fallbacks, HostKvm};
 use crate::kvm::pause::Gate;
 use crate::kvm::state::{check_support, msrs_to_save};
-use crate::kvm::vcpu::{BootEntry, Vcpu};
+use crate::kvm::vcpu::{BootEntry, Vcpu, VcpuShared};
 use crate::kvm::vm::{create_vm, open_kvm, register_memory};
 use crate::logger::{ms, since_process_start};
 use crate::memory::{
@@ -330,21 +330,18 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
 
     // vCPUs.
     let gate = Arc::new(Gate::new(cpuids, msrs_to_save(&kvm)?, start_paused));
-    let pio = Arc::new(pio);
-    let mmio = Arc::new(mmio);
     let fallbacks = Arc::new(Fallbacks::default());
+    let shared = VcpuShared {
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        shutdown: shutdown.clone(),
+        stop: stop.clone(),
+        gate: gate.clone(),
+        fallbacks: fallbacks.clone(),
+    };
     let mut vcpus = Vec::new();
     for id in 0..config.cpus {
-        vcpus.push(Vcpu::new(
-            &vm,
-            id,
-            pio.clone(),
-            mmio.clone(),
-            shutdown.clone(),
-            stop.clone(),
-            gate.clone(),
-            fallbacks.clone(),
-        )?);
+        vcpus.push(Vcpu::new(&vm, id, shared.clone())?);
     }
 
     let machine = Arc::new(Machine {

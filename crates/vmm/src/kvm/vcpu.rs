@@ -67,41 +67,30 @@ pub struct BootEntry {
     pub gdt: [u64; 5],
 }
 
+/// What every vCPU thread of a VM shares: the buses its exits reach, how the VM ends, the
+/// pause gate and the emulation fallbacks' counters.
+#[derive(Clone)]
+pub struct VcpuShared {
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub shutdown: Arc<ShutdownSignal>,
+    pub stop: Arc<AtomicBool>,
+    pub gate: Arc<Gate>,
+    pub fallbacks: Arc<Fallbacks>,
+}
+
 pub struct Vcpu {
     pub id: u8,
     fd: VcpuFd,
-    pio: Arc<Bus>,
-    mmio: Arc<Bus>,
-    shutdown: Arc<ShutdownSignal>,
-    stop: Arc<AtomicBool>,
-    gate: Arc<Gate>,
-    fallbacks: Arc<Fallbacks>,
+    shared: VcpuShared,
 }
 
 impl Vcpu {
-    pub fn new(
-        vm: &VmFd,
-        id: u8,
-        pio: Arc<Bus>,
-        mmio: Arc<Bus>,
-        shutdown: Arc<ShutdownSignal>,
-        stop: Arc<AtomicBool>,
-        gate: Arc<Gate>,
-        fallbacks: Arc<Fallbacks>,
-    ) -> Result<Self> {
+    pub fn new(vm: &VmFd, id: u8, shared: VcpuShared) -> Result<Self> {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
-        Ok(Vcpu {
-            id,
-            fd,
-            pio,
-            mmio,
-            shutdown,
-            stop,
-            gate,
-            fallbacks,
-        })
+        Ok(Vcpu { id, fd, shared })
     }
 
     /// The KVM vCPU, for restoring a snapshot's state before it first runs.
@@ -249,7 +238,7 @@ impl Vcpu {
 
     fn fail(&self, reason: String) {
         let registers = self.registers();
-        self.shutdown.signal(Err(Error::VcpuExit {
+        self.shared.shutdown.signal(Err(Error::VcpuExit {
             vcpu: u64::from(self.id),
             reason,
             registers,
@@ -261,7 +250,7 @@ impl Vcpu {
     pub fn run(mut self) {
         let mut reported: HashSet<String> = HashSet::new();
         let mut first = true;
-        while !self.stop.load(Ordering::Acquire) {
+        while !self.shared.stop.load(Ordering::Acquire) {
             if first {
                 first = false;
                 tracing::debug!(
@@ -271,45 +260,47 @@ impl Vcpu {
                 );
             }
             // A requested pause: this KVM_RUN only completes the last exit and returns EINTR.
-            if self.gate.pause_requested() {
+            if self.shared.gate.pause_requested() {
                 self.fd.set_kvm_immediate_exit(1);
             }
             let exit = self.fd.run();
-            self.gate.exited(self.id);
+            self.shared.gate.exited(self.id);
             match exit {
                 Ok(VcpuExit::IoIn(port, data)) => {
-                    if !self.pio.read(u64::from(port), data) {
+                    if !self.shared.pio.read(u64::from(port), data) {
                         data.fill(0xff);
                         tracing::trace!("vcpu{}: read from unclaimed port {port:#x}", self.id);
                     }
                 }
                 Ok(VcpuExit::IoOut(port, data)) => {
-                    if !self.pio.write(u64::from(port), data) {
+                    if !self.shared.pio.write(u64::from(port), data) {
                         tracing::trace!("vcpu{}: write to unclaimed port {port:#x}", self.id);
                     }
                 }
                 Ok(VcpuExit::MmioRead(addr, data)) => {
-                    if !self.mmio.read(addr, data) {
+                    if !self.shared.mmio.read(addr, data) {
                         data.fill(0xff);
                         tracing::debug!("vcpu{}: read from unclaimed MMIO {addr:#x}", self.id);
                     }
                 }
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    if !self.mmio.write(addr, data) {
+                    if !self.shared.mmio.write(addr, data) {
                         tracing::debug!("vcpu{}: write to unclaimed MMIO {addr:#x}", self.id);
                     }
                 }
                 Ok(VcpuExit::Hlt) => {
-                    self.shutdown.signal(Ok(ShutdownReason::Halt));
+                    self.shared.shutdown.signal(Ok(ShutdownReason::Halt));
                     break;
                 }
                 Ok(VcpuExit::Shutdown) => {
                     tracing::info!("vcpu{}: guest triple fault / shutdown", self.id);
-                    self.shutdown.signal(Ok(ShutdownReason::TripleFault));
+                    self.shared.shutdown.signal(Ok(ShutdownReason::TripleFault));
                     break;
                 }
                 Ok(VcpuExit::SystemEvent(kind, _)) => {
-                    self.shutdown.signal(Ok(ShutdownReason::SystemEvent(kind)));
+                    self.shared
+                        .shutdown
+                        .signal(Ok(ShutdownReason::SystemEvent(kind)));
                     break;
                 }
                 Ok(VcpuExit::FailEntry(reason, cpu)) => {
@@ -322,7 +313,7 @@ impl Vcpu {
                 Ok(VcpuExit::InternalError) => {
                     // Instructions a software-emulating KVM rejects are completed here where
                     // the CPU's behaviour is known; anything else ends the VM.
-                    if let Err(reason) = emulation::recover(&mut self.fd, &self.fallbacks) {
+                    if let Err(reason) = emulation::recover(&mut self.fd, &self.shared.fallbacks) {
                         self.fail(reason);
                         break;
                     }
@@ -347,7 +338,7 @@ impl Vcpu {
                     // Interrupted by the kick signal, or asked to retry: re-check the flag.
                     libc::EINTR | libc::EAGAIN => {
                         self.fd.set_kvm_immediate_exit(0);
-                        self.gate.park_if_requested(self.id, &self.fd);
+                        self.shared.gate.park_if_requested(self.id, &self.fd);
                     }
                     _ => {
                         self.fail(format!("KVM_RUN failed: {e}"));
