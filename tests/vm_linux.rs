@@ -71,7 +71,9 @@ fn initramfs(dir: &TempDir, script: &str) -> PathBuf {
 }
 
 /// Reports, reads sector 0 of the disk and writes sector 1 with `dd`, and reboots. It first
-/// keeps kernel messages off the console, so none lands in the middle of its lines.
+/// keeps kernel messages off the console, so none lands in the middle of its lines. The
+/// sector's first bytes are also dumped in hex (with dd's own report), so that a failed read
+/// shows what the guest got.
 const DISK_INIT: &str = "#!/bin/busybox sh
 bb=/bin/busybox
 $bb mount -t proc proc /proc
@@ -80,6 +82,7 @@ $bb mount -t devtmpfs dev /dev
 $bb devmem 0xd0000000 8 123
 echo \"linux-guest: init ran on $($bb uname -r) with $($bb nproc) cpus\"
 echo \"linux-guest: disk sector 0: $($bb dd if=/dev/vda bs=512 count=1 2>/dev/null | $bb head -c 24)\"
+$bb dd if=/dev/vda bs=512 count=1 2>&1 | $bb hexdump -C | $bb head -3
 echo 'written by the guest' | $bb dd of=/dev/vda bs=512 seek=1 conv=notrunc,fsync 2>/dev/null
 echo \"linux-guest: disk write status $?\"
 $bb reboot -f
