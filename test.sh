@@ -9,4 +9,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The Linux guest kernel the VM tests boot: built once (about 10 minutes on 2 cores), then
 # taken from its cache under /var/cache/bulkhead/kernel.
 guest/build-kernel.sh >/dev/null
+# The VM-backed container tests put a static bulkhead in the guest as its /init
+# (tests/vm_containers.rs).
+./scripts/build.sh
 cargo test --workspace

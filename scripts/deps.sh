@@ -5,6 +5,8 @@ set -eu
 PKGS="busybox-static gcc libc6-dev binutils iproute2 util-linux libseccomp-dev crun runc podman containerd qemu-system-x86 strace"
 # The guest kernel (guest/build-kernel.sh): Debian's kernel source and what building it needs.
 PKGS="$PKGS linux-source-6.1 build-essential flex bison bc libelf-dev cpio patch xz-utils"
+# VM-backed containers: mkfs.ext4 -d makes their disks (cpio, above, their guest images).
+PKGS="$PKGS e2fsprogs"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use container::exec::ExecOptions;
 use container::Runtime;
+use vmruntime::host::lifecycle::VmRuntime;
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
@@ -65,7 +66,7 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-pub fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
+pub fn exec(rt: &Runtime, vm: &VmRuntime, a: ExecArgs) -> Result<i32> {
     let process = match &a.process {
         Some(path) => {
             if !a.command.is_empty() {
@@ -130,6 +131,11 @@ pub fn exec(rt: &Runtime, a: ExecArgs) -> Result<i32> {
         pid_file: a.pid_file,
         preserve_fds: a.preserve_fds,
         cgroup: a.cgroup,
+        console_fd: None,
+        stdio: None,
     };
+    if vm.is_vm(&a.id) {
+        return crate::vm_cmds::exec(vm, &a.id, &opts);
+    }
     Ok(rt.exec(&a.id, &opts)?)
 }

@@ -10,6 +10,7 @@ mod oci_cmds;
 mod probe_cmd;
 mod sandbox;
 mod vm;
+mod vm_cmds;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,10 @@ struct Cli {
     /// Use systemd to manage cgroups (not supported: bulkhead drives cgroupfs).
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
+    /// Run the containers `create` and `run` make in a micro-VM (as the config
+    /// annotation run.bulkhead.vm=true does).
+    #[arg(long, global = true)]
+    vm: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +90,8 @@ enum Command {
     /// Micro-VM commands.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// The guest agent: PID 1 of a bulkhead micro-VM (the guest image's /init).
+    Agent,
 }
 
 /// An error that ends the process with a specific exit code (the message is
@@ -104,6 +111,9 @@ impl std::fmt::Display for ExitWith {
 impl std::error::Error for ExitWith {}
 
 pub fn main() -> i32 {
+    if vm_cmds::started_as_guest_init() {
+        return report(vm_cmds::agent(), false);
+    }
     let cli = Cli::parse();
     let format = log::Format::choose(
         cli.log.as_deref(),
@@ -118,37 +128,49 @@ pub fn main() -> i32 {
         return 1;
     }
     let rt = container::Runtime::new(&cli.root);
+    let vm = vm_cmds::runtime(&cli.root);
     let res = if cli.systemd_cgroup {
         Err(anyhow::anyhow!("--systemd-cgroup: the systemd cgroup driver is not supported; bulkhead manages cgroupfs directly"))
     } else {
         match cli.command {
-            Command::Create(a) => oci_cmds::create(&rt, a),
-            Command::Start(a) => oci_cmds::start(&rt, a),
-            Command::Run(a) => oci_cmds::run(&rt, a),
-            Command::Exec(a) => exec_cmd::exec(&rt, a),
+            Command::Create(a) => oci_cmds::create(&rt, &vm, a, cli.vm),
+            Command::Start(a) => oci_cmds::start(&rt, &vm, a),
+            Command::Run(a) => oci_cmds::run(&rt, &vm, a, cli.vm),
+            Command::Exec(a) => exec_cmd::exec(&rt, &vm, a),
             Command::State(a) => oci_cmds::state(&rt, a),
-            Command::Kill(a) => oci_cmds::kill(&rt, a),
+            Command::Kill(a) => oci_cmds::kill(&rt, &vm, a),
             Command::Delete(a) => oci_cmds::delete(&rt, a),
             Command::List(a) => oci_cmds::list(&rt, a),
             Command::Spec(a) => oci_cmds::spec(a),
             Command::Features => features::print(),
             Command::Pause(a) => oci_cmds::pause(&rt, a, true),
             Command::Resume(a) => oci_cmds::pause(&rt, a, false),
+            Command::Update(a) if vm.is_vm(&a.id) => Err(anyhow::anyhow!(
+                "update: container {:?} runs in a VM; its limits cannot be changed after create",
+                a.id
+            )),
             Command::Update(a) => cgroup_cmds::update(&rt, a),
             Command::Events(a) => cgroup_cmds::events(&rt, a),
+            Command::Ps(a) if vm.is_vm(&a.id) => vm_cmds::ps(&vm, &a),
             Command::Ps(a) => cgroup_cmds::ps(&rt, a),
             Command::Sandbox(a) => sandbox::sandbox(&rt, a),
             Command::Inspect(a) => sandbox::inspect(&rt, a),
             Command::Probe(a) => probe_cmd::probe(a),
             Command::Vm(cmd) => vm::main(cmd),
+            Command::Agent => vm_cmds::agent(),
         }
     };
+    report(res, cli.log.is_some())
+}
+
+/// Print an error (and log it, when logging to a file) and give the exit code.
+fn report(res: anyhow::Result<i32>, logged: bool) -> i32 {
     match res {
         Ok(code) => code,
         Err(e) => {
             let text = format!("{e:#}");
             // The log file (if any) gets the error for engines; the terminal always does.
-            if cli.log.is_some() {
+            if logged {
                 tracing::error!("{text}");
             }
             eprintln!("bulkhead: {text}");

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use container::{CreateOptions, Runtime};
+use vmruntime::host::lifecycle::VmRuntime;
 
 #[derive(Args, Debug)]
 pub struct IdArg {
@@ -47,6 +48,7 @@ impl CreateArgs {
             console_fd: None,
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
+            stdio: None,
         }
     }
 }
@@ -106,18 +108,30 @@ pub struct SpecArgs {
     pub seccomp_profile: Option<String>,
 }
 
-pub fn create(rt: &Runtime, a: CreateArgs) -> Result<i32> {
-    rt.create(&a.id, &a.options())?;
+pub fn create(rt: &Runtime, vm: &VmRuntime, a: CreateArgs, force_vm: bool) -> Result<i32> {
+    let opts = a.options();
+    if crate::vm_cmds::wants_vm(&opts, force_vm)? {
+        return crate::vm_cmds::create(vm, &a.id, &opts);
+    }
+    rt.create(&a.id, &opts)?;
     Ok(0)
 }
 
-pub fn start(rt: &Runtime, a: IdArg) -> Result<i32> {
-    rt.start(&a.id)?;
+pub fn start(rt: &Runtime, vm: &VmRuntime, a: IdArg) -> Result<i32> {
+    if vm.is_vm(&a.id) {
+        vm.start(&a.id)?;
+    } else {
+        rt.start(&a.id)?;
+    }
     Ok(0)
 }
 
-pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
-    Ok(rt.run(&a.create.id, &a.create.options(), a.detach)?)
+pub fn run(rt: &Runtime, vm: &VmRuntime, a: RunArgs, force_vm: bool) -> Result<i32> {
+    let opts = a.create.options();
+    if crate::vm_cmds::wants_vm(&opts, force_vm)? {
+        return crate::vm_cmds::run(vm, &a.create.id, &opts, a.detach);
+    }
+    Ok(rt.run(&a.create.id, &opts, a.detach)?)
 }
 
 pub fn state(rt: &Runtime, a: IdArg) -> Result<i32> {
@@ -126,9 +140,13 @@ pub fn state(rt: &Runtime, a: IdArg) -> Result<i32> {
     Ok(0)
 }
 
-pub fn kill(rt: &Runtime, a: KillArgs) -> Result<i32> {
+pub fn kill(rt: &Runtime, vm: &VmRuntime, a: KillArgs) -> Result<i32> {
     let sig = container::parse_signal(&a.signal)?;
-    rt.kill(&a.id, sig, a.all)?;
+    if vm.is_vm(&a.id) {
+        vm.kill(&a.id, sig, a.all)?;
+    } else {
+        rt.kill(&a.id, sig, a.all)?;
+    }
     Ok(0)
 }
 

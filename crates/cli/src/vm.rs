@@ -25,6 +25,9 @@ pub enum VmCommand {
     Shutdown(ShutdownArgs),
     /// Pause a running VM and write a snapshot of it (it stays paused until resumed).
     Snapshot(SnapshotArgs),
+    /// The guest image VM-backed containers boot.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +77,13 @@ pub struct RestoreArgs {
     pub console: Option<PathBuf>,
     #[command(flatten)]
     pub jail: JailArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build (or find cached) the guest image: a kernel and an initramfs whose /init is a
+    /// static bulkhead; it becomes the default image.
+    Build(crate::vm_cmds::ImageBuildArgs),
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +251,7 @@ impl RunArgs {
 pub fn main(cmd: VmCommand) -> anyhow::Result<i32> {
     vmm::logger::mark_process_start();
     match cmd {
+        VmCommand::Image(ImageCommand::Build(a)) => crate::vm_cmds::image_build(a),
         VmCommand::Run(args) => {
             let confinement = args.jail.confinement()?;
             let config = args.into_config()?;

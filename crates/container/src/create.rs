@@ -52,6 +52,10 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Pass fds 3..3+N to the container (runc's --preserve-fds).
     pub preserve_fds: u32,
+    /// The container's stdin, stdout and stderr, when they are not the runtime's own
+    /// (a library caller relaying the container's stdio itself, such as the VM agent).
+    /// Descriptors above 2, kept open by the caller during create.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// Undo a partial create that failed (returned an error): the process, the
@@ -380,6 +384,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         lsm: &prep.lsm,
         no_pivot: opts.no_pivot,
         preserve_fds: preserve,
+        stdio: opts.stdio,
         console,
         listener,
         chan: chan_child,

@@ -25,6 +25,12 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// A sub-cgroup of the container's (cgroup v2) to run the process in.
     pub cgroup: Option<String>,
+    /// An already connected console socket (kept open by the caller), used instead of
+    /// `console_socket`.
+    pub console_fd: Option<std::os::fd::RawFd>,
+    /// The process's stdin, stdout and stderr when they are not the runtime's own
+    /// (descriptors above 2, kept open by the caller until the process runs).
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 const CONFIG_COPY: &str = "config.json";
@@ -62,7 +68,29 @@ impl Runtime {
         res
     }
 
+    /// Start `opts.process` in container `id` and return its pid once it runs, without
+    /// waiting for it (for library callers that hold its stdio, such as the VM agent; the
+    /// process is their child to reap).
+    pub fn exec_spawn(&self, id: &str, opts: &ExecOptions) -> Result<i32> {
+        let opts = ExecOptions {
+            detach: true,
+            ..opts.clone()
+        };
+        Ok(self.spawn(id, &opts)?.0)
+    }
+
     fn exec_inner(&self, id: &str, opts: &ExecOptions) -> Result<i32> {
+        let (child, master) = self.spawn(id, opts)?;
+        if opts.detach {
+            return Ok(0);
+        }
+        let status = foreground::wait(child, master)?;
+        Ok(crate::exit_code(status))
+    }
+
+    /// Everything of exec up to the running process: its pid, and the pty master when
+    /// this process relays the terminal.
+    fn spawn(&self, id: &str, opts: &ExecOptions) -> Result<(i32, Option<OwnedFd>)> {
         let sd = StateDir::open(&self.root, id, false)?;
         let saved = sd.load()?;
         let status = saved.status();
@@ -99,7 +127,7 @@ impl Runtime {
                 seccomp::check_listener_path(std::path::Path::new(path))?;
             }
         }
-        if p.terminal && opts.detach && opts.console_socket.is_none() {
+        if p.terminal && opts.detach && opts.console_socket.is_none() && opts.console_fd.is_none() {
             return Err(msg(
                 "exec --tty --detach needs --console-socket (nothing would hold the terminal)",
             ));
@@ -139,6 +167,14 @@ impl Runtime {
         // The terminal: the engine's console socket, or ours to relay.
         let (console_sock, relay) = match (p.terminal, &opts.console_socket) {
             (false, _) => (None, None),
+            (true, _) if opts.console_fd.is_some() => {
+                // SAFETY: the caller keeps this descriptor open during exec.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(opts.console_fd.unwrap()) };
+                let fd = fd
+                    .try_clone_to_owned()
+                    .ctx(|| "dup the console socket".into())?;
+                (Some(fd), None)
+            }
             (true, Some(path)) => (Some(console::connect(path)?), None),
             (true, None) => {
                 let (ours, theirs) = console::relay_pair()?;
@@ -291,11 +327,7 @@ impl Runtime {
             ));
         }
         drop(sd); // release the state lock: a long exec must not block delete
-        if opts.detach {
-            return Ok(0);
-        }
-        let status = foreground::wait(child, master)?;
-        Ok(crate::exit_code(status))
+        Ok((child, master))
     }
 }
 
@@ -326,6 +358,9 @@ fn exec_child(
     // Until the handoff we die with the runtime: a killed exec leaves no
     // half-made process in the container.
     sync::die_with_runtime(chan);
+    if let Some(fds) = opts.stdio {
+        sys::dup_stdio(fds)?;
+    }
     for (t, fd) in &joins {
         namespaces::join_fd(*t, fd.as_fd())?;
     }

@@ -38,6 +38,8 @@ pub struct InitCtx<'a> {
     pub lsm: &'a Lsm,
     pub no_pivot: bool,
     pub preserve_fds: u32,
+    /// Descriptors to make the init's stdin, stdout and stderr.
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
     pub console: Option<OwnedFd>,
     pub listener: OwnedFd,
     pub chan: Channel,
@@ -89,6 +91,9 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     // /proc/PID/exe (the runtime binary) or ptrace us (CVE-2019-5736).
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Some(fds) = ctx.stdio {
+        sys::dup_stdio(fds)?;
+    }
     let spec = ctx.spec;
     let linux = spec.linux();
     let plan = ctx.plan;

@@ -297,6 +297,18 @@ pub fn umount_detach(target: &std::path::Path) -> io::Result<()> {
     check(ret as libc::c_long).map(|_| ())
 }
 
+/// Make `fds` this process's stdin, stdout and stderr (dup2 clears close-on-exec).
+pub fn dup_stdio(fds: [RawFd; 3]) -> crate::Result<()> {
+    use crate::error::Context;
+    for (target, fd) in fds.into_iter().enumerate() {
+        // SAFETY: dup2 of descriptors the caller keeps open onto the standard ones.
+        if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
+            return Err(io::Error::last_os_error()).ctx(|| format!("dup fd {fd} to {target}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,47 @@
+//! The host side of VM-backed containers, behind the OCI commands.
+//!
+//! A VM-backed container has the same state directory as any container
+//! (`container::state`), plus `vm.json` (which marks it) and the monitor's sockets and
+//! logs. Its `pid` is the monitor's ([`monitor`]); `state`, `list`, `delete`, `pause`
+//! and `resume` are the container library's own (they act on the pid and the host cgroup,
+//! which holds the monitor and the hypervisor); `create`, `start`, `kill`, `exec`, `ps`
+//! and `run` are here ([`lifecycle`]).
+
+pub mod backend;
+pub mod control;
+pub mod lifecycle;
+pub mod monitor;
+pub mod plan;
+pub mod relay;
+pub mod signals;
+
+use std::path::Path;
+
+/// Files in a VM-backed container's state directory.
+pub mod files {
+    /// Marks the container as VM-backed and records its VM ([`super::lifecycle::VmInfo`]).
+    pub const INFO: &str = "vm.json";
+    /// The monitor's control socket.
+    pub const CONTROL: &str = "control.sock";
+    /// The agent's transport socket (QEMU's chardev; the builtin VMM's vsock uds).
+    pub const AGENT: &str = "agent.sock";
+    /// The guest's serial console.
+    pub const CONSOLE_LOG: &str = "console.log";
+    /// The hypervisor's own output.
+    pub const HYPERVISOR_LOG: &str = "hypervisor.log";
+}
+
+/// The last `n` non-empty lines of a log file, joined for a one-line error.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "(empty)".into();
+    }
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}

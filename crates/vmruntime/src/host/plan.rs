@@ -1,0 +1,370 @@
+//! From an OCI config to a VM: which backend, image, memory and CPUs (annotations
+//! `run.bulkhead.vm.*`), and the config as the guest gets it. Everything here is checked
+//! before anything exists on the host, so a config a VM cannot run fails `create` with one
+//! line naming the field.
+//!
+//! What changes on the way into the guest:
+//! - bind mounts of host **files** travel with the create request (the guest cannot see the
+//!   host's files); an **empty** host directory becomes a tmpfs (podman's /dev/shm);
+//!   other host directories cannot be shared (no virtio-fs): refused;
+//! - a network namespace joined by `path` (an engine's network) becomes a new, private
+//!   network namespace in the guest, with only `lo`: the VM has no network device yet
+//!   (warned); joining other namespaces by path is refused (they are the host's);
+//! - hooks (they would run on the host against a process in the guest) and a seccomp
+//!   `listenerPath` (a host socket) are refused.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{msg, Result};
+use crate::host::backend::Backend;
+use crate::image::GuestImage;
+use crate::protocol::{annotations as ann, BindFile};
+
+/// Guest RAM when the config sets no memory limit.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+/// Guest RAM above the container's memory limit, for the guest kernel and the agent.
+const MEMORY_HEADROOM_MIB: u64 = 64;
+/// How long the guest may take to say hello; generous because an emulating KVM takes
+/// ~14 s to boot and CI machines are shared.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest bind-mounted host file copied into the guest.
+const MAX_BIND_FILE: u64 = 1 << 20;
+
+/// A container's VM, decided.
+#[derive(Debug, Clone)]
+pub struct VmPlan {
+    pub backend: Backend,
+    pub image: GuestImage,
+    pub memory_mib: u64,
+    pub cpus: u8,
+    pub boot_timeout: Duration,
+    pub disk_max: u64,
+    /// The host directory that becomes the root filesystem disk.
+    pub rootfs: PathBuf,
+    /// The config for the guest.
+    pub spec: oci::Spec,
+    pub bind_files: Vec<BindFile>,
+    /// Messages for the log (what was adapted).
+    pub warnings: Vec<String>,
+}
+
+/// Settings a caller gives beside the config (`sandbox --vm` flags); annotations win.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub backend: Option<Backend>,
+    pub image: Option<PathBuf>,
+}
+
+fn get<'a>(a: &'a BTreeMap<String, String>, k: &str) -> Option<&'a str> {
+    a.get(k).map(String::as_str)
+}
+
+fn parse_num(a: &BTreeMap<String, String>, k: &str, min: u64, max: u64) -> Result<Option<u64>> {
+    let Some(v) = get(a, k) else { return Ok(None) };
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| msg(format!("annotation {k}={v:?}: not a number")))?;
+    if !(min..=max).contains(&n) {
+        return Err(msg(format!(
+            "annotation {k}={n}: out of range {min}..={max}"
+        )));
+    }
+    Ok(Some(n))
+}
+
+fn parse_duration(a: &BTreeMap<String, String>, k: &str) -> Result<Option<Duration>> {
+    let Some(v) = get(a, k) else { return Ok(None) };
+    let t = v.trim();
+    let secs = t.strip_suffix('s').unwrap_or(t);
+    let n: f64 = secs
+        .parse()
+        .ok()
+        .filter(|n: &f64| *n > 0.0 && n.is_finite())
+        .ok_or_else(|| {
+            msg(format!(
+                "annotation {k}={v:?}: expected seconds, e.g. 30 or 2.5s"
+            ))
+        })?;
+    Ok(Some(Duration::from_secs_f64(n)))
+}
+
+fn host_memory_mib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kib| kib / 1024)
+}
+
+/// Decide the VM for `spec` (already validated by oci::validate); `rootfs` is the bundle's
+/// root directory. `cache` is where images live.
+pub fn plan(spec: &oci::Spec, rootfs: &Path, over: &Overrides, cache: &Path) -> Result<VmPlan> {
+    let a = &spec.annotations;
+    for k in a.keys() {
+        if k.starts_with("run.bulkhead.vm") && !ann::ALL.contains(&k.as_str()) {
+            return Err(msg(format!(
+                "annotation {k}: unknown (known: {})",
+                ann::ALL.join(", ")
+            )));
+        }
+    }
+    let backend = match get(a, ann::BACKEND) {
+        Some(b) => Backend::parse(b)?,
+        None => over.backend.unwrap_or_else(Backend::host_default),
+    };
+    backend.check()?;
+    let image_dir = get(a, ann::IMAGE).map(PathBuf::from).or(over.image.clone());
+    let image = GuestImage::resolve(image_dir.as_deref(), cache)?;
+    let limit_mib = spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .and_then(|r| r.memory.as_ref())
+        .and_then(|m| m.limit)
+        .filter(|l| *l > 0)
+        .map(|l| (l as u64).div_ceil(1 << 20));
+    let host_mib = host_memory_mib();
+    let memory_mib = match parse_num(a, ann::MEMORY, 64, host_mib)? {
+        Some(m) => m,
+        None => limit_mib
+            .map(|l| (l + MEMORY_HEADROOM_MIB).max(DEFAULT_MEMORY_MIB))
+            .unwrap_or(DEFAULT_MEMORY_MIB)
+            .min(host_mib),
+    };
+    let cpus = parse_num(a, ann::CPUS, 1, 32)?.unwrap_or(1) as u8;
+    let boot_timeout = parse_duration(a, ann::BOOT_TIMEOUT)?.unwrap_or(DEFAULT_BOOT_TIMEOUT);
+    let disk_max = parse_num(a, ann::DISK_MAX, 1, 1 << 20)?
+        .map(|m| m << 20)
+        .unwrap_or(crate::disk::DEFAULT_MAX_BYTES);
+    let mut warnings = Vec::new();
+    let (spec, bind_files) = guest_spec(spec, &mut warnings)?;
+    Ok(VmPlan {
+        backend,
+        image,
+        memory_mib,
+        cpus,
+        boot_timeout,
+        disk_max,
+        rootfs: rootfs.to_path_buf(),
+        spec,
+        bind_files,
+        warnings,
+    })
+}
+
+fn is_bind(m: &oci::Mount) -> bool {
+    m.typ.as_deref() == Some("bind") || m.options.iter().any(|o| o == "bind" || o == "rbind")
+}
+
+/// The config as the guest gets it, and the host files it needs (see the module notes).
+pub fn guest_spec(
+    spec: &oci::Spec,
+    warnings: &mut Vec<String>,
+) -> Result<(oci::Spec, Vec<BindFile>)> {
+    let mut spec = spec.clone();
+    if let Some(h) = &spec.hooks {
+        let any = [
+            &h.prestart,
+            &h.create_runtime,
+            &h.create_container,
+            &h.start_container,
+            &h.poststart,
+            &h.poststop,
+        ]
+        .iter()
+        .any(|v| !v.is_empty());
+        if any {
+            return Err(msg(
+                "hooks: not supported in a VM-backed container (they would run on the host, the container in the guest)",
+            ));
+        }
+    }
+    if let Some(linux) = spec.linux.as_mut() {
+        for (i, ns) in linux.namespaces.iter_mut().enumerate() {
+            let Some(path) = &ns.path else { continue };
+            if ns.typ == oci::NamespaceType::Network {
+                warnings.push(format!(
+                    "linux.namespaces[{i}]: the network namespace {path} is the host's; the container gets a private one in the VM (loopback only)"
+                ));
+                ns.path = None;
+            } else {
+                return Err(msg(format!(
+                    "linux.namespaces[{i}]: joining the host's {} namespace {path} is not possible from inside a VM",
+                    ns.typ.proc_name()
+                )));
+            }
+        }
+        if linux
+            .seccomp
+            .as_ref()
+            .is_some_and(|s| s.listener_path.is_some())
+        {
+            return Err(msg(
+                "linux.seccomp.listenerPath: a host socket cannot receive notifications from inside a VM",
+            ));
+        }
+    }
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for (i, m) in spec.mounts.iter_mut().enumerate() {
+        if !is_bind(m) {
+            continue;
+        }
+        let src = m.source.clone().unwrap_or_default();
+        let meta = fs::metadata(&src).map_err(|e| {
+            msg(format!(
+                "mounts[{i}] ({}): source {src}: {e}",
+                m.destination
+            ))
+        })?;
+        if meta.is_file() {
+            if meta.len() > MAX_BIND_FILE {
+                return Err(msg(format!(
+                    "mounts[{i}] ({}): {src} is {} bytes; host files bound into a VM are copied, up to {MAX_BIND_FILE} bytes",
+                    m.destination,
+                    meta.len()
+                )));
+            }
+            let bytes = fs::read(&src)
+                .map_err(|e| msg(format!("mounts[{i}] ({}): read {src}: {e}", m.destination)))?;
+            total += bytes.len() as u64;
+            files.push(BindFile::new(i, meta.permissions().mode() & 0o7777, &bytes));
+        } else if meta.is_dir() {
+            let empty = fs::read_dir(&src)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(msg(format!(
+                    "mounts[{i}] ({}): the host directory {src} cannot be shared with a VM-backed container (no shared filesystem yet; only files and empty directories)",
+                    m.destination
+                )));
+            }
+            // An empty directory shared for writing (podman's /dev/shm): a fresh tmpfs.
+            m.typ = Some("tmpfs".into());
+            m.source = Some("tmpfs".into());
+            m.options.retain(|o| {
+                matches!(
+                    o.as_str(),
+                    "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "relatime" | "noatime"
+                )
+            });
+            m.options
+                .push(format!("mode={:o}", meta.permissions().mode() & 0o7777));
+        } else {
+            return Err(msg(format!(
+                "mounts[{i}] ({}): {src} is neither a file nor a directory; it cannot be shared with a VM",
+                m.destination
+            )));
+        }
+    }
+    if total > 4 * MAX_BIND_FILE {
+        return Err(msg(format!(
+            "mounts: {total} bytes of host files bound into the container; a VM takes at most {}",
+            4 * MAX_BIND_FILE
+        )));
+    }
+    Ok((spec, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> oci::Spec {
+        oci::default_spec(None)
+    }
+
+    #[test]
+    fn files_travel_empty_dirs_become_tmpfs_others_are_refused() {
+        let dir = std::env::temp_dir().join(format!("bh-plan-{}", std::process::id()));
+        fs::create_dir_all(dir.join("empty")).unwrap();
+        fs::create_dir_all(dir.join("full")).unwrap();
+        fs::write(dir.join("full/x"), "x").unwrap();
+        fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        fs::set_permissions(dir.join("empty"), fs::Permissions::from_mode(0o1777)).unwrap();
+        let bind = |src: &Path, dst: &str| oci::Mount {
+            destination: dst.into(),
+            typ: Some("bind".into()),
+            source: Some(src.display().to_string()),
+            options: vec!["rbind".into(), "rw".into(), "nosuid".into()],
+            ..Default::default()
+        };
+        let mut s = base();
+        let n = s.mounts.len();
+        s.mounts.push(bind(&dir.join("hosts"), "/etc/hosts"));
+        s.mounts.push(bind(&dir.join("empty"), "/dev/shm"));
+        let mut w = Vec::new();
+        let (g, files) = guest_spec(&s, &mut w).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].mount, n);
+        assert_eq!(files[0].bytes().unwrap(), b"127.0.0.1 localhost\n");
+        let shm = &g.mounts[n + 1];
+        assert_eq!(shm.typ.as_deref(), Some("tmpfs"));
+        assert_eq!(shm.options, ["rw", "nosuid", "mode=1777"]);
+        // A directory with content cannot be shared.
+        s.mounts.push(bind(&dir.join("full"), "/data"));
+        let e = guest_spec(&s, &mut w).unwrap_err().to_string();
+        assert!(e.contains("/data") && e.contains("cannot be shared"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn host_namespaces_hooks_and_listeners() {
+        let mut s = base();
+        let linux = s.linux.as_mut().unwrap();
+        linux.namespaces.push(oci::Namespace {
+            typ: oci::NamespaceType::Network,
+            path: Some("/run/netns/x".into()),
+        });
+        let mut w = Vec::new();
+        let (g, _) = guest_spec(&s, &mut w).unwrap();
+        assert!(g.linux.unwrap().namespaces.iter().all(|n| n.path.is_none()));
+        assert_eq!(w.len(), 1, "{w:?}");
+        let mut s2 = base();
+        s2.linux.as_mut().unwrap().namespaces.push(oci::Namespace {
+            typ: oci::NamespaceType::Ipc,
+            path: Some("/proc/1/ns/ipc".into()),
+        });
+        let e = guest_spec(&s2, &mut w).unwrap_err().to_string();
+        assert!(e.contains("ipc namespace"), "{e}");
+        let mut s3 = base();
+        s3.hooks = Some(oci::Hooks {
+            poststop: vec![oci::Hook {
+                path: "/bin/true".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(guest_spec(&s3, &mut w)
+            .unwrap_err()
+            .to_string()
+            .contains("hooks"));
+    }
+
+    #[test]
+    fn annotations_are_checked() {
+        let mut a = BTreeMap::new();
+        a.insert(ann::MEMORY.to_string(), "12x".to_string());
+        assert!(parse_num(&a, ann::MEMORY, 64, 1024).is_err());
+        a.insert(ann::MEMORY.to_string(), "32".to_string());
+        assert!(parse_num(&a, ann::MEMORY, 64, 1024)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+        a.insert(ann::BOOT_TIMEOUT.to_string(), "2.5s".to_string());
+        assert_eq!(
+            parse_duration(&a, ann::BOOT_TIMEOUT).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        a.insert(ann::BOOT_TIMEOUT.to_string(), "-1".to_string());
+        assert!(parse_duration(&a, ann::BOOT_TIMEOUT).is_err());
+    }
+}
