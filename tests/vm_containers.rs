@@ -22,19 +22,27 @@ use std::time::{Duration, Instant};
 
 use common::{alive, bin, cgroup_dirs_named, fails, ok, output, unique, Bundle, Rt};
 
+/// The static bulkhead the guest runs as /init: $BULKHEAD_AGENT, or scripts/build.sh's.
+fn static_bulkhead() -> PathBuf {
+    let agent = std::env::var_os("BULKHEAD_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-gnu/release/bulkhead")
+        });
+    assert!(
+        agent.is_file(),
+        "{} is missing: the guest needs a static bulkhead; build it with scripts/build.sh (./test.sh does)",
+        agent.display()
+    );
+    agent
+}
+
 /// The guest image for these tests, built (or found cached) once per test binary.
 fn image() -> &'static PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let agent = std::env::var_os("BULKHEAD_AGENT").map(PathBuf::from).unwrap_or_else(|| {
-            root.join("target/x86_64-unknown-linux-gnu/release/bulkhead")
-        });
-        assert!(
-            agent.is_file(),
-            "{} is missing: the guest needs a static bulkhead; build it with scripts/build.sh (./test.sh does)",
-            agent.display()
-        );
+        let agent = static_bulkhead();
         let out = output(
             Command::new(bin())
                 .args(["vm", "image", "build", "--agent"])
@@ -125,7 +133,7 @@ fn oci_lifecycle_exec_ps_kill_in_a_qemu_vm() {
         .arg(&id)
         .stdin(Stdio::null())
         .stdout(fs::File::create(&stdout).unwrap())
-        .stderr(Stdio::inherit())
+        .stderr(fs::File::create(rt.root.join("create.err")).unwrap())
         .status()
         .unwrap();
     assert!(st.success(), "create failed: {st}");
@@ -201,7 +209,9 @@ fn oci_lifecycle_exec_ps_kill_in_a_qemu_vm() {
     ok(&rt.run(&["kill", &id, "TERM"]));
     assert!(gone(monitor), "the monitor did not exit");
     assert_eq!(rt.status(&id), "stopped");
-    assert!(fs::read_to_string(&stdout).unwrap().contains("got-term"));
+    let out = fs::read_to_string(&stdout).unwrap();
+    let err = fs::read_to_string(rt.root.join("create.err")).unwrap();
+    assert!(out.contains("got-term"), "stdout: {out:?}, stderr: {err:?}");
     assert!(gone(relay), "the exec relay outlived the container");
     assert!(gone(hv[0]), "the hypervisor outlived the container");
     // A stopped container: exec and kill are refused; delete cleans everything.
@@ -239,8 +249,8 @@ fn run_passes_stdio_exit_codes_and_signals_through_a_qemu_vm() {
     assert_nothing_left(&rt, &id, &[]);
 
     // An init killed by a signal in the guest: 128 + N, as for any container. Without a
-    // pid namespace it is not a pid 1 (which would ignore the signal). The root is
-    // read-only here (no overlay): writes to it fail.
+    // pid namespace it is not a pid 1 (which would ignore the signal). root.readonly
+    // holds in the guest too: writes to the root fail.
     let mut b = vm_bundle(
         "vmsig",
         "touch /x 2>/dev/null && exit 9; kill -USR1 $$; sleep 5",
@@ -510,4 +520,54 @@ fn builtin_vmm_runs_a_container() {
     assert_eq!(code, 6, "stdout: {out}\nstderr: {err}");
     assert_eq!(out, "in Linux on bulkhead.backend=builtin\n");
     assert_nothing_left(&rt, &id, &[]);
+}
+
+#[test]
+fn sandbox_vm_runs_the_command_on_its_own_kernel() {
+    let dir = std::env::temp_dir().join(unique("bh-sbvm"));
+    let rootfs = dir.join("rootfs");
+    common::busybox_rootfs(&rootfs);
+    // The static bulkhead inside, to inspect the sandbox from within.
+    let agent = static_bulkhead();
+    fs::copy(&agent, rootfs.join("bin/bulkhead")).unwrap();
+    let sandbox = |args: &[&str]| {
+        output(
+            Command::new(bin())
+                .args(["sandbox", "--vm", "--vm-backend", "qemu", "--vm-image"])
+                .arg(image())
+                .args(args),
+        )
+    };
+    let r = rootfs.to_str().unwrap();
+    let o = sandbox(&[
+        "--rootfs",
+        r,
+        "--memory",
+        "200m",
+        "--",
+        "/bin/bulkhead",
+        "inspect",
+        "--self",
+        "--format",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(report["vm"]["in_force"], true, "{report}");
+    assert_eq!(report["vm"]["status"], "own kernel");
+    // The container recipe holds inside the guest too.
+    assert_eq!(report["seccomp"]["in_force"], true, "{report}");
+    assert_eq!(report["no_new_privs"]["in_force"], true);
+    assert_eq!(report["root"]["in_force"], true);
+    // Exit codes as `sandbox`: the command's own; 124 on timeout; 125 for setup.
+    let o = sandbox(&["--rootfs", r, "--", "sh", "-c", "exit 4"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    let o = sandbox(&["--rootfs", r, "--timeout", "1", "--", "sleep", "100"]);
+    assert_eq!(o.status.code(), Some(124), "{o:?}");
+    let o = sandbox(&["--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--vm needs --rootfs"),
+        "{o:?}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
 }

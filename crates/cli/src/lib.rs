@@ -44,6 +44,14 @@ struct Cli {
     /// annotation run.bulkhead.vm=true does).
     #[arg(long, global = true)]
     vm: bool,
+    /// Hypervisor of those VMs: builtin or qemu (default: builtin where KVM is
+    /// hardware-backed, else qemu; the annotation run.bulkhead.vm.backend wins).
+    #[arg(long = "vm-backend", global = true, value_name = "builtin|qemu")]
+    vm_backend: Option<String>,
+    /// Guest image directory (default: the one `vm image build` made last; the annotation
+    /// run.bulkhead.vm.image wins).
+    #[arg(long = "vm-image", global = true, value_name = "DIR")]
+    vm_image: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,13 +137,17 @@ pub fn main() -> i32 {
     }
     let rt = container::Runtime::new(&cli.root);
     let vm = vm_cmds::runtime(&cli.root);
+    let over = match vm_cmds::overrides(cli.vm_backend.as_deref(), cli.vm_image.clone()) {
+        Ok(o) => o,
+        Err(e) => return report(Err(e), cli.log.is_some()),
+    };
     let res = if cli.systemd_cgroup {
         Err(anyhow::anyhow!("--systemd-cgroup: the systemd cgroup driver is not supported; bulkhead manages cgroupfs directly"))
     } else {
         match cli.command {
-            Command::Create(a) => oci_cmds::create(&rt, &vm, a, cli.vm),
+            Command::Create(a) => oci_cmds::create(&rt, &vm, &over, a, cli.vm),
             Command::Start(a) => oci_cmds::start(&rt, &vm, a),
-            Command::Run(a) => oci_cmds::run(&rt, &vm, a, cli.vm),
+            Command::Run(a) => oci_cmds::run(&rt, &vm, &over, a, cli.vm),
             Command::Exec(a) => exec_cmd::exec(&rt, &vm, a),
             Command::State(a) => oci_cmds::state(&rt, a),
             Command::Kill(a) => oci_cmds::kill(&rt, &vm, a),
@@ -153,6 +165,7 @@ pub fn main() -> i32 {
             Command::Events(a) => cgroup_cmds::events(&rt, a),
             Command::Ps(a) if vm.is_vm(&a.id) => vm_cmds::ps(&vm, &a),
             Command::Ps(a) => cgroup_cmds::ps(&rt, a),
+            Command::Sandbox(a) if cli.vm => sandbox::vm::sandbox(&rt, &vm, &over, a),
             Command::Sandbox(a) => sandbox::sandbox(&rt, a),
             Command::Inspect(a) => sandbox::inspect(&rt, a),
             Command::Probe(a) => probe_cmd::probe(a),

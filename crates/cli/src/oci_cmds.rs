@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use container::{CreateOptions, Runtime};
 use vmruntime::host::lifecycle::VmRuntime;
+use vmruntime::host::plan::Overrides;
 
 #[derive(Args, Debug)]
 pub struct IdArg {
@@ -108,10 +109,17 @@ pub struct SpecArgs {
     pub seccomp_profile: Option<String>,
 }
 
-pub fn create(rt: &Runtime, vm: &VmRuntime, a: CreateArgs, force_vm: bool) -> Result<i32> {
+pub fn create(
+    rt: &Runtime,
+    vm: &VmRuntime,
+    over: &Overrides,
+    a: CreateArgs,
+    force_vm: bool,
+) -> Result<i32> {
     let opts = a.options();
-    if crate::vm_cmds::wants_vm(&opts, force_vm)? {
-        return crate::vm_cmds::create(vm, &a.id, &opts);
+    if VmRuntime::wants_vm(&opts, force_vm)? {
+        vm.create(&a.id, &opts, over)?;
+        return Ok(0);
     }
     rt.create(&a.id, &opts)?;
     Ok(0)
@@ -126,10 +134,16 @@ pub fn start(rt: &Runtime, vm: &VmRuntime, a: IdArg) -> Result<i32> {
     Ok(0)
 }
 
-pub fn run(rt: &Runtime, vm: &VmRuntime, a: RunArgs, force_vm: bool) -> Result<i32> {
+pub fn run(
+    rt: &Runtime,
+    vm: &VmRuntime,
+    over: &Overrides,
+    a: RunArgs,
+    force_vm: bool,
+) -> Result<i32> {
     let opts = a.create.options();
-    if crate::vm_cmds::wants_vm(&opts, force_vm)? {
-        return crate::vm_cmds::run(vm, &a.create.id, &opts, a.detach);
+    if VmRuntime::wants_vm(&opts, force_vm)? {
+        return Ok(vm.run(&a.create.id, &opts, over, a.detach)?);
     }
     Ok(rt.run(&a.create.id, &opts, a.detach)?)
 }

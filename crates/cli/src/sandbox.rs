@@ -87,6 +87,7 @@ use container::{CreateOptions, Runtime};
 use oci::{Mount, NamespaceType, Spec};
 
 mod reaper;
+pub mod vm;
 
 /// How long a command that handles SIGINT/SIGTERM gets to exit.
 const SIGNAL_GRACE: Duration = Duration::from_secs(2);
@@ -1351,7 +1352,7 @@ pub(crate) fn table(r: &::inspect::Report, container: Option<&(String, oci::Stat
     row(
         "vm",
         &vm.status,
-        "same kernel as the host".into(),
+        vm.kernel.clone(),
         if vm.machine_is_vm {
             format!(
                 "the machine is a VM ({})",

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use container::exec::ExecOptions;
-use container::CreateOptions;
+use vmruntime::host::backend::Backend;
 use vmruntime::host::lifecycle::VmRuntime;
 use vmruntime::host::plan::Overrides;
 
@@ -18,17 +18,12 @@ pub fn runtime(root: &std::path::Path) -> VmRuntime {
     VmRuntime::new(root, vmruntime::image::DEFAULT_CACHE)
 }
 
-pub fn wants_vm(opts: &CreateOptions, force: bool) -> Result<bool> {
-    Ok(VmRuntime::wants_vm(opts, force)?)
-}
-
-pub fn create(vm: &VmRuntime, id: &str, opts: &CreateOptions) -> Result<i32> {
-    vm.create(id, opts, &Overrides::default())?;
-    Ok(0)
-}
-
-pub fn run(vm: &VmRuntime, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
-    Ok(vm.run(id, opts, &Overrides::default(), detach)?)
+/// The global `--vm-backend` and `--vm-image` flags.
+pub fn overrides(backend: Option<&str>, image: Option<PathBuf>) -> Result<Overrides> {
+    Ok(Overrides {
+        backend: backend.map(Backend::parse).transpose()?,
+        image,
+    })
 }
 
 pub fn exec(vm: &VmRuntime, id: &str, opts: &ExecOptions) -> Result<i32> {

@@ -9,8 +9,11 @@
 //!
 //! Every process visible in this kernel's /proc runs on this kernel, so a
 //! VM boundary cannot stand between the inspector and the process it looks
-//! at: the layer is never "in force" for another process. The evidence says
-//! what the machine itself is. (A machine that is a VM reports so for the
+//! at. The layer is in force when this kernel itself was booted by bulkhead
+//! for one workload — a VM-backed container or `sandbox --vm`: its command
+//! line carries the agent's `bulkhead.transport=` parameter (a process cannot
+//! change the command line its kernel booted with). Otherwise the evidence
+//! says what the machine itself is. (A machine that is a VM reports so for the
 //! host and for every container on it alike; a nested hypervisor may hide
 //! itself entirely — absence of evidence is not proof of bare metal.)
 
@@ -20,6 +23,8 @@ use serde::Serialize;
 pub struct Layer {
     pub status: String,
     pub in_force: bool,
+    /// The kernel the process runs on, as seen from the host.
+    pub kernel: String,
     /// The machine shows signs of running under a hypervisor.
     pub machine_is_vm: bool,
     /// The hypervisor's name or signature, when it tells.
@@ -83,6 +88,21 @@ fn read(p: &str) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+/// The backend of the bulkhead micro-VM this kernel was booted in, from its command line.
+pub fn bulkhead_guest(cmdline: &str) -> Option<String> {
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    if !words.iter().any(|w| w.starts_with("bulkhead.transport=")) {
+        return None;
+    }
+    Some(
+        words
+            .iter()
+            .find_map(|w| w.strip_prefix("bulkhead.backend="))
+            .unwrap_or("unnamed")
+            .to_string(),
+    )
 }
 
 pub fn inspect() -> Layer {
@@ -149,9 +169,24 @@ pub fn inspect() -> Layer {
         hypervisor.get_or_insert(t);
     }
     let machine_is_vm = bit || hypervisor.is_some();
+    let guest = read("/proc/cmdline").and_then(|c| bulkhead_guest(&c));
+    if let Some(b) = &guest {
+        evidence.push(format!(
+            "/proc/cmdline: bulkhead.transport= (booted by bulkhead for this workload, backend {b})"
+        ));
+    }
     Layer {
-        status: "host".into(),
-        in_force: false,
+        status: if guest.is_some() {
+            "own kernel"
+        } else {
+            "host"
+        }
+        .into(),
+        in_force: guest.is_some(),
+        kernel: match &guest {
+            Some(b) => format!("own kernel: a bulkhead micro-VM ({b})"),
+            None => "same kernel as the host".into(),
+        },
         machine_is_vm,
         hypervisor,
         evidence,
@@ -181,6 +216,20 @@ mod tests {
         assert_eq!(bit, flag);
         let l = inspect();
         assert_eq!(l.machine_is_vm, bit || l.hypervisor.is_some());
+        // The tests run on a host, not in a guest bulkhead booted.
         assert!(!l.in_force);
+        assert_eq!(l.kernel, "same kernel as the host");
+    }
+
+    #[test]
+    fn bulkhead_guests_are_recognised_by_their_command_line() {
+        let c = "console=ttyS0 quiet bulkhead.transport=port:bulkhead.agent bulkhead.backend=qemu";
+        assert_eq!(bulkhead_guest(c).as_deref(), Some("qemu"));
+        assert_eq!(
+            bulkhead_guest("bulkhead.transport=vsock:1024").as_deref(),
+            Some("unnamed")
+        );
+        assert_eq!(bulkhead_guest("console=ttyS0 root=/dev/vda"), None);
+        assert_eq!(bulkhead_guest("bulkhead.backend=qemu"), None);
     }
 }

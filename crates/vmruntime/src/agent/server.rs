@@ -254,7 +254,10 @@ impl Server {
             .map(|(n, _)| *n)
             .collect();
         for n in done {
-            let p = self.procs.remove(&n).expect("listed");
+            // The init's end takes every other process along (below).
+            let Some(p) = self.procs.remove(&n) else {
+                continue;
+            };
             if n == 0 {
                 // The others end with the container; the host hears of them first, since
                 // the init's exit ends the VM.
@@ -429,7 +432,7 @@ impl Server {
             .root
             .as_mut()
             .ok_or_else(|| msg("create: the config has no root"))?;
-        let rootfs = mount_rootfs(&self.layout.work, disk, root.readonly)?;
+        let rootfs = mount_rootfs(&self.layout.work, disk)?;
         root.path = rootfs.display().to_string();
         write_bind_files(&self.layout.work, files, &mut spec)?;
         let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);
@@ -649,9 +652,11 @@ impl Stdio {
     }
 }
 
-/// Mount the root filesystem disk read-only at `<work>/disk`; unless the container's root
-/// is read-only, stack an overlay with a tmpfs upper layer on it at `<work>/rootfs`.
-fn mount_rootfs(work: &Path, disk: &RootfsDisk, readonly: bool) -> Result<PathBuf> {
+/// Mount the root filesystem disk read-only at `<work>/disk` and stack an overlay with a
+/// tmpfs upper layer on it at `<work>/rootfs`: the container library creates mount points
+/// in the root (even one the config wants read-only, which it remounts read-only after),
+/// and a writable root's writes stay in guest memory; the disk is never written.
+fn mount_rootfs(work: &Path, disk: &RootfsDisk) -> Result<PathBuf> {
     use container::sys::mount;
     let lower = work.join("disk");
     fs::create_dir_all(&lower).ctx(|| format!("mkdir {}", lower.display()))?;
@@ -663,9 +668,6 @@ fn mount_rootfs(work: &Path, disk: &RootfsDisk, readonly: bool) -> Result<PathBu
         None,
     )
     .ctx(|| format!("mount {} ({}) read-only", disk.device, disk.fstype))?;
-    if readonly {
-        return Ok(lower);
-    }
     let rw = work.join("rw");
     let top = work.join("rootfs");
     for d in [&rw, &top] {

@@ -45,3 +45,49 @@ pub fn tail(path: &Path, n: usize) -> String {
     }
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
+
+/// What a guest's console says about why it stopped, in one line: the agent's own error
+/// lines or a panic (with the line after it, the message), else its last lines.
+pub fn console_summary(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut picked = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("bulkhead agent:") || l.contains("Kernel panic") {
+            picked.push(*l);
+        } else if l.contains("panicked at") {
+            picked.push(*l);
+            if let Some(next) = lines.get(i + 1) {
+                picked.push(next);
+            }
+        }
+    }
+    if picked.is_empty() {
+        return tail(path, 3);
+    }
+    picked[picked.len().saturating_sub(4)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_summaries_pick_the_cause() {
+        let dir = std::env::temp_dir().join(format!("bh-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console.log");
+        std::fs::write(&log, "boot\nthread 'main' (1) panicked at x.rs:1:2:\nthe reason\n[ 1.0] Kernel panic - not syncing: Attempted to kill init!\n[ 1.0] Call Trace:\n[ 1.0]  ? panic+0x1\n").unwrap();
+        let s = console_summary(&log);
+        assert_eq!(s, "thread 'main' (1) panicked at x.rs:1:2: | the reason | [ 1.0] Kernel panic - not syncing: Attempted to kill init!");
+        std::fs::write(&log, "a\n\nb\nc\nd\n").unwrap();
+        assert_eq!(console_summary(&log), "b | c | d");
+        assert_eq!(console_summary(&dir.join("none")), "(empty)");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

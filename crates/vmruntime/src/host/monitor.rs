@@ -31,7 +31,7 @@ use crate::host::backend::{self, Backend, VmDesc};
 use crate::host::plan::VmPlan;
 use crate::host::relay::{host_pty, Relay};
 use crate::host::signals::Signals;
-use crate::host::{files, tail};
+use crate::host::{console_summary, files, tail};
 use crate::protocol::{self, Frame, RootfsDisk, Stream, ToAgent, ToHost};
 
 /// How long the VM may take to power off after the container exited.
@@ -712,7 +712,7 @@ impl Monitor {
             Ok(Some(st)) => format!(" ({st})"),
             _ => String::new(),
         };
-        let log = tail(&self.dir.join(files::CONSOLE_LOG), 3);
+        let log = console_summary(&self.dir.join(files::CONSOLE_LOG));
         let line = format!(
             "bulkhead: VM of container {:?} ended before the container did: {why}{status}; backend {}; console: {log}\n",
             self.id,
@@ -778,7 +778,7 @@ impl MonitorStart {
                 "killed".into()
             }
         };
-        let console = tail(&self.dir.join(files::CONSOLE_LOG), 3);
+        let console = console_summary(&self.dir.join(files::CONSOLE_LOG));
         let hv = tail(&self.dir.join(files::HYPERVISOR_LOG), 2);
         msg(format!(
             "{why} (backend {}, hypervisor {status}); console: {console}; hypervisor: {hv}",
