@@ -1,19 +1,21 @@
 //! bulkhead's side-by-side benchmarks: bulkhead vs crun and runc (container
 //! lifecycle, with and without podman's seccomp profile, a burst of 50, the
 //! kernel floor), bulkhead's VMM vs QEMU microvm (the test guest, and the Linux guest
-//! kernel against QEMU's TCG). Runtimes alternate
+//! kernel against QEMU's TCG), and containers in micro-VMs (each backend) vs the same
+//! bundle as a plain container. Runtimes alternate
 //! within each round so machine noise hits them alike; the report gives
 //! medians, p90 and ratios to crun, as a Markdown table and an SVG chart.
 //!
 //! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N]
 //! [--only LIST] [--out DIR]` where LIST is a comma list of
-//! lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,strace.
+//! lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace.
 
 mod floor;
 mod linux;
 mod proc;
 mod snapshot;
 mod stats;
+mod vmc;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,7 +80,7 @@ fn parse_args() -> Opts {
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
             "-h" | "--help" => {
-                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,strace] [--out DIR]");
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace] [--out DIR]");
                 std::process::exit(0);
             }
             _ => die(&format!("unknown argument {a}")),
@@ -850,6 +852,11 @@ fn main() {
             &mut report,
             &mut charts,
         );
+    }
+    if want(&o, "vmcontainer") {
+        let b = work.join("bundle-vm");
+        make_bundle(&b, Config::Runc, &bulkhead);
+        vmc::table(&bulkhead, &b, o.vm_rounds, &mut report, &mut charts);
     }
     if want(&o, "strace") {
         let bh = strace_counts(&runtimes[0], &bundle);

@@ -156,7 +156,13 @@ impl VmRuntime {
                 ))
             }
         };
+        let t = std::time::Instant::now();
         let disk = crate::disk::rootfs_disk(&rootfs, &self.cache, plan.disk_max)?;
+        tracing::debug!(
+            "vm {id}: disk ready in {} ms: {}",
+            t.elapsed().as_millis(),
+            disk.display()
+        );
 
         let sd = StateDir::create(&self.root, id)?;
         let mut guard = Guard {
