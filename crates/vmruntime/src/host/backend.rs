@@ -113,13 +113,13 @@ pub struct VmDesc {
     pub disk: PathBuf,
     pub memory_mib: u64,
     pub cpus: u8,
-    /// The socket the transport reaches the host by: for QEMU the chardev connects to it,
-    /// for the builtin VMM it is the vsock `uds` (the agent's connection arrives at
-    /// `<socket>_1024`).
+    /// The builtin VMM's vsock `uds`: the agent's connection arrives at `<socket>_1024`.
+    /// (QEMU gets its end of a socket pair instead, as descriptor [`AGENT_FD`].)
     pub socket: PathBuf,
-    /// The guest's serial console goes here.
-    pub console_log: PathBuf,
 }
+
+/// The descriptor number of the agent's socket in QEMU (`-chardev socket,fd=3`).
+pub const AGENT_FD: i32 = 3;
 
 /// The kernel command line for `backend`. `reboot=`: how the agent's reboot(2) ends the VM
 /// (see agent::boot::power_off). On an emulating KVM the builtin VMM also needs the
@@ -162,9 +162,7 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                 .arg("--disk")
                 .arg(format!("{},ro", vm.disk.display()))
                 .arg("--vsock")
-                .arg(format!("{GUEST_CID},uds={}", vm.socket.display()))
-                .arg("--console")
-                .arg(&vm.console_log);
+                .arg(format!("{GUEST_CID},uds={}", vm.socket.display()));
             c
         }
         Backend::Qemu => {
@@ -186,12 +184,7 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                 .arg("-initrd")
                 .arg(&vm.initramfs)
                 .args(["-append", &cmdline])
-                .arg("-chardev")
-                .arg(format!(
-                    "file,id=console,path={}",
-                    qemu_escape(&vm.console_log)
-                ))
-                .args(["-serial", "chardev:console"])
+                .args(["-serial", "stdio"])
                 .arg("-drive")
                 .arg(format!(
                     "id=rootfs,file={},format=raw,if=none,readonly=on",
@@ -200,7 +193,7 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                 .args(["-device", "virtio-blk-device,drive=rootfs"])
                 .args(["-device", "virtio-serial-device"])
                 .arg("-chardev")
-                .arg(format!("socket,id=agent,path={}", qemu_escape(&vm.socket)))
+                .arg(format!("socket,id=agent,fd={AGENT_FD}"))
                 .args([
                     "-device",
                     &format!("virtserialport,chardev=agent,name={PORT_NAME}"),
@@ -217,19 +210,41 @@ fn qemu_escape(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
 }
 
-/// Start the hypervisor. It dies with its parent (the monitor), so a monitor killed by
-/// SIGKILL takes its VM along; its own output goes to `log`.
-pub fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
-    let out = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .ctx(|| format!("open {}", log.display()))?;
-    let err = out.try_clone().ctx(|| "dup".into())?;
-    cmd.stdout(out).stderr(err);
-    // SAFETY: prctl with integer arguments, async-signal-safe, between fork and exec.
+/// Start the hypervisor: the guest's serial console (the hypervisor's stdout) goes to
+/// `console`, its own messages (stderr) to `log`, and `agent` (QEMU's end of the agent
+/// socket) becomes its descriptor [`AGENT_FD`]. It dies with its parent (the monitor), so a
+/// monitor killed by SIGKILL takes its VM along. No path is opened for it but the ones on
+/// its command line, and descriptors carry its output: this is where a jail wraps it.
+pub fn spawn(
+    mut cmd: Command,
+    console: &Path,
+    log: &Path,
+    agent: Option<std::os::fd::OwnedFd>,
+) -> Result<Child> {
+    let open = |p: &Path| {
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ctx(|| format!("open {}", p.display()))
+    };
+    cmd.stdout(open(console)?).stderr(open(log)?);
+    let agent_raw = agent.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: dup2 and prctl with integer arguments, async-signal-safe, between fork and
+    // exec; dup2 clears close-on-exec on the new descriptor.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(fd) = agent_raw {
+                // dup2 onto itself would keep close-on-exec set.
+                let r = if fd == AGENT_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, AGENT_FD)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -237,7 +252,9 @@ pub fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
         });
     }
     let what = format!("{:?}", cmd.get_program());
-    cmd.spawn().ctx(|| format!("start the hypervisor {what}"))
+    let child = cmd.spawn().ctx(|| format!("start the hypervisor {what}"))?;
+    drop(agent);
+    Ok(child)
 }
 
 #[cfg(test)]
@@ -252,7 +269,6 @@ mod tests {
             memory_mib: 256,
             cpus: 1,
             socket: "/run/x/agent.sock".into(),
-            console_log: "/run/x/console.log".into(),
         }
     }
 
@@ -272,6 +288,7 @@ mod tests {
             "{joined}"
         );
         assert!(joined.contains("virtserialport,chardev=agent,name=bulkhead.agent"));
+        assert!(joined.contains("socket,id=agent,fd=3"), "{joined}");
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert!(append.contains("reboot=t"));
         assert!(append.contains("bulkhead.transport=port:bulkhead.agent"));

@@ -199,20 +199,31 @@ impl Monitor {
             _ => (Relay::stdio(0, true)?, None),
         };
 
-        // The agent's connection arrives here (QEMU's chardev connects at start; the
-        // builtin VMM forwards the guest's vsock connection to <socket>_<port>).
+        // QEMU gets its end of a socket pair; the builtin VMM forwards the guest's vsock
+        // connection to <socket>_<port>, where we listen.
         let socket = a.dir.join(files::AGENT);
-        let listen_path = match plan.backend {
-            Backend::Qemu => socket.clone(),
-            Backend::Builtin => PathBuf::from(format!(
-                "{}_{}",
-                socket.display(),
-                crate::agent::transport::VSOCK_PORT
-            )),
+        let (agent_ours, agent_theirs, listener_path) = match plan.backend {
+            Backend::Qemu => {
+                let (ours, theirs) = container::console::relay_pair()?;
+                (Some(ours), Some(theirs), None)
+            }
+            Backend::Builtin => (
+                None,
+                None,
+                Some(PathBuf::from(format!(
+                    "{}_{}",
+                    socket.display(),
+                    crate::agent::transport::VSOCK_PORT
+                ))),
+            ),
         };
-        let _ = std::fs::remove_file(&listen_path);
-        let agent_listener =
-            UnixListener::bind(&listen_path).ctx(|| format!("bind {}", listen_path.display()))?;
+        let agent_listener = match &listener_path {
+            Some(p) => {
+                let _ = std::fs::remove_file(p);
+                Some(UnixListener::bind(p).ctx(|| format!("bind {}", p.display()))?)
+            }
+            None => None,
+        };
         let desc = VmDesc {
             kernel: plan.image.kernel(),
             initramfs: plan.image.initramfs(),
@@ -220,11 +231,15 @@ impl Monitor {
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
             socket,
-            console_log: a.dir.join(files::CONSOLE_LOG),
         };
         let started = Instant::now();
         let cmd = backend::command(plan.backend, &desc)?;
-        let mut child = backend::spawn(cmd, &a.dir.join(files::HYPERVISOR_LOG))?;
+        let mut child = backend::spawn(
+            cmd,
+            &a.dir.join(files::CONSOLE_LOG),
+            &a.dir.join(files::HYPERVISOR_LOG),
+            agent_theirs,
+        )?;
         let child_fd = match Pid::from_raw(child.id() as i32)
             .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
         {
@@ -243,10 +258,16 @@ impl Monitor {
             timeout: plan.boot_timeout,
         };
         let deadline = started + plan.boot_timeout;
-        let stream = m.accept(&agent_listener, deadline)?;
+        let stream: OwnedFd = match (agent_ours, &agent_listener) {
+            (Some(fd), _) => fd,
+            (None, Some(l)) => m.accept(l, deadline)?.into(),
+            (None, None) => unreachable!("one transport per backend"),
+        };
         drop(agent_listener);
-        let _ = std::fs::remove_file(&listen_path);
-        let mut agent = Conn::new(stream.into())?;
+        if let Some(p) = &listener_path {
+            let _ = std::fs::remove_file(p);
+        }
+        let mut agent = Conn::new(stream)?;
         let hello = m.recv(&mut agent, deadline, "say hello")?;
         match protocol::parse::<ToHost>(&hello)? {
             ToHost::Hello {
