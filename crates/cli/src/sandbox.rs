@@ -684,16 +684,17 @@ fn check_mount_point(dst: &str, want_dir: bool, writable: &[String]) -> Result<(
 // sandbox: running it
 
 pub fn sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
-    match run_sandbox(rt, a) {
-        Ok(code) => Ok(code),
-        // The command's own exit codes pass through: the sandbox's
-        // failures get 125 (as `podman run`), so they can be told apart.
-        Err(e) => Err(crate::ExitWith {
-            code: EXIT_SETUP_FAILED,
-            message: format!("sandbox: {}", format!("{e:#}").replace('\n', " ")),
-        }
-        .into()),
+    run_sandbox(rt, a).map_err(setup_failed)
+}
+
+/// The command's own exit codes pass through: the sandbox's failures get 125 (as
+/// `podman run`), so they can be told apart.
+fn setup_failed(e: anyhow::Error) -> anyhow::Error {
+    crate::ExitWith {
+        code: EXIT_SETUP_FAILED,
+        message: format!("sandbox: {}", format!("{e:#}").replace('\n', " ")),
     }
+    .into()
 }
 
 fn run_sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
@@ -874,9 +875,22 @@ fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
     }
     let master = console.and_then(container::console::Receiver::master);
     rt.start(id)?;
-    let (status, ending, killed) = wait(rt, id, created.pid, plan.timeout, master)?;
+    let code = wait_code(rt, id, created.pid, plan.timeout, master)?;
     guard.reaped = true;
     drop(guard);
+    Ok(code)
+}
+
+/// [`wait`], then the sandbox's exit code: 124 on timeout, 128+N when we killed it for
+/// signal N, else the command's own.
+fn wait_code(
+    rt: &Runtime,
+    id: &str,
+    pid: i32,
+    timeout: Option<Duration>,
+    master: Option<std::os::fd::OwnedFd>,
+) -> Result<i32> {
+    let (status, ending, killed) = wait(rt, id, pid, timeout, master)?;
     Ok(match ending {
         Some(Ending::Timeout) => EXIT_TIMEOUT,
         Some(Ending::Signal(n)) if killed => 128 + n,

@@ -39,10 +39,11 @@ pub fn send_fd(sock: &impl AsFd, name: &str, fd: &impl AsFd) -> std::io::Result<
     Ok(())
 }
 
-/// Create the pty inside the container (after pivot_root, so /dev/ptmx is the
-/// container's), hand the master to the console socket, and return the slave.
-pub fn setup(console_socket: OwnedFd, size: Option<ConsoleSize>) -> Result<(OwnedFd, String)> {
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).ctx(|| "open /dev/ptmx".into())?;
+/// A new pty from this process's /dev/ptmx: (master, slave, the slave's name), the window
+/// size set to `size` when given. Both descriptors are close-on-exec.
+pub fn open_pty(size: Option<ConsoleSize>) -> Result<(OwnedFd, OwnedFd, String)> {
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+        .ctx(|| "open /dev/ptmx".into())?;
     grantpt(&master).ctx(|| "grantpt".into())?;
     unlockpt(&master).ctx(|| "unlockpt".into())?;
     let name = ptsname(&master, Vec::new()).ctx(|| "ptsname".into())?;
@@ -62,6 +63,13 @@ pub fn setup(console_socket: OwnedFd, size: Option<ConsoleSize>) -> Result<(Owne
         };
         rustix::termios::tcsetwinsize(&master, ws).ctx(|| "set process.consoleSize".into())?;
     }
+    Ok((master, slave, name))
+}
+
+/// Create the pty inside the container (after pivot_root, so /dev/ptmx is the
+/// container's), hand the master to the console socket, and return the slave.
+pub fn setup(console_socket: OwnedFd, size: Option<ConsoleSize>) -> Result<(OwnedFd, String)> {
+    let (master, slave, name) = open_pty(size)?;
     send_fd(&console_socket, &name, &master)
         .ctx(|| "send the pty master to the console socket".into())?;
     Ok((slave, name))

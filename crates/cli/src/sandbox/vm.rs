@@ -15,17 +15,10 @@ use container::{CreateOptions, Runtime};
 use vmruntime::host::lifecycle::VmRuntime;
 use vmruntime::host::plan::Overrides;
 
-use super::{plan, wait, ContainerGuard, Ending, SandboxArgs, EXIT_SETUP_FAILED, EXIT_TIMEOUT};
+use super::{plan, setup_failed, wait_code, ContainerGuard, SandboxArgs};
 
 pub fn sandbox(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result<i32> {
-    match run(rt, vm, over, a) {
-        Ok(code) => Ok(code),
-        Err(e) => Err(crate::ExitWith {
-            code: EXIT_SETUP_FAILED,
-            message: format!("sandbox: {}", format!("{e:#}").replace('\n', " ")),
-        }
-        .into()),
-    }
+    run(rt, vm, over, a).map_err(setup_failed)
 }
 
 fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result<i32> {
@@ -38,13 +31,23 @@ fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result
     }
     let old_mask = container::block_forwarded_signals();
     let res = (|| {
+        // With a terminal, the host side of the VM's pty comes to us, as for `sandbox`.
+        let console = plan
+            .spec
+            .process
+            .as_ref()
+            .is_some_and(|p| p.terminal)
+            .then(container::console::Receiver::new)
+            .transpose()?;
         let opts = CreateOptions {
             bundle: rootfs,
             spec: Some(plan.spec.clone()),
+            console_fd: console.as_ref().map(|c| c.console_fd()),
             ..Default::default()
         };
         let id = plan.id.as_str();
         let pid = vm.create(id, &opts, over)?;
+        let master = console.and_then(container::console::Receiver::master);
         let mut guard = ContainerGuard {
             rt,
             id,
@@ -52,14 +55,10 @@ fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result
             reaped: false,
         };
         vm.start(id)?;
-        let (status, ending, killed) = wait(rt, id, pid, plan.timeout, None)?;
+        let code = wait_code(rt, id, pid, plan.timeout, master)?;
         guard.reaped = true;
         drop(guard);
-        Ok(match ending {
-            Some(Ending::Timeout) => EXIT_TIMEOUT,
-            Some(Ending::Signal(n)) if killed => 128 + n,
-            _ => container::exit_code(status),
-        })
+        Ok(code)
     })();
     container::foreground::restore_signals(&old_mask);
     res

@@ -31,15 +31,20 @@ pub mod files {
     pub const HYPERVISOR_LOG: &str = "hypervisor.log";
 }
 
-/// The last `n` non-empty lines of a log file, joined for a one-line error.
-pub fn tail(path: &Path, n: usize) -> String {
+/// The non-empty lines of a log file (none if it cannot be read).
+fn log_lines(path: &Path) -> Vec<String> {
     let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text
+    String::from_utf8_lossy(&text)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .collect();
+        .map(String::from)
+        .collect()
+}
+
+/// The last `n` non-empty lines of a log file, joined for a one-line error.
+pub fn tail(path: &Path, n: usize) -> String {
+    let lines = log_lines(path);
     if lines.is_empty() {
         return "(empty)".into();
     }
@@ -49,19 +54,13 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// What a guest's console says about why it stopped, in one line: the agent's own error
 /// lines or a panic (with the line after it, the message), else its last lines.
 pub fn console_summary(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let mut picked = Vec::new();
+    let lines = log_lines(path);
+    let mut picked: Vec<&str> = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         if l.contains("bulkhead agent:") || l.contains("Kernel panic") {
-            picked.push(*l);
+            picked.push(l);
         } else if l.contains("panicked at") {
-            picked.push(*l);
+            picked.push(l);
             if let Some(next) = lines.get(i + 1) {
                 picked.push(next);
             }

@@ -94,30 +94,10 @@ impl Relay {
 /// console socket, the slave (raw, so the guest's line discipline is the only one) stays
 /// with the relay. `size`: the initial window size.
 pub fn host_pty(size: Option<oci::ConsoleSize>) -> Result<(OwnedFd, OwnedFd)> {
-    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-        .ctx(|| "open /dev/ptmx".into())?;
-    grantpt(&master).ctx(|| "grantpt".into())?;
-    unlockpt(&master).ctx(|| "unlockpt".into())?;
-    let name = ptsname(&master, Vec::new()).ctx(|| "ptsname".into())?;
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .ctx(|| format!("open {name:?}"))?;
+    let (master, slave, _) = container::console::open_pty(size)?;
     let mut t = rustix::termios::tcgetattr(&slave).ctx(|| "tcgetattr".into())?;
     t.make_raw();
     rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t)
         .ctx(|| "make the host pty raw".into())?;
-    if let Some(sz) = size {
-        let ws = rustix::termios::Winsize {
-            ws_row: sz.height,
-            ws_col: sz.width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        rustix::termios::tcsetwinsize(&master, ws).ctx(|| "set the window size".into())?;
-    }
     Ok((master, slave))
 }
