@@ -149,11 +149,28 @@ fn oci_lifecycle_exec_ps_kill_in_a_qemu_vm() {
         "{}",
         cmdline(hv[0])
     );
-    // The monitor and the hypervisor are in the container's cgroup on the host.
+    // QEMU runs jailed, in a cgroup of its own inside the container's: an unprivileged
+    // uid, no capabilities, no_new_privs, a seccomp filter, an empty root.
     let cg = fs::read_to_string(format!("/proc/{}/cgroup", hv[0])).unwrap();
     assert!(
-        cg.contains(&id),
-        "hypervisor not in the container's cgroup:\n{cg}"
+        cg.lines().any(|l| l.contains(&format!("{id}/vm-"))),
+        "hypervisor not in a cgroup inside the container's:\n{cg}"
+    );
+    let status = fs::read_to_string(format!("/proc/{}/status", hv[0])).unwrap();
+    for want in [
+        "Uid:\t77777",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(
+            status.contains(want),
+            "{want:?} not in the hypervisor's status:\n{status}"
+        );
+    }
+    assert!(
+        !Path::new(&format!("/proc/{}/root/etc/passwd", hv[0])).exists(),
+        "the hypervisor sees the host's files"
     );
     assert_eq!(fs::read_to_string(&stdout).unwrap(), "", "ran before start");
     // The guest init waits before execve: `ps` (guest pids) shows the runtime's clone.

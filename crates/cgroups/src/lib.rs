@@ -775,7 +775,31 @@ fn hugetlb(d: &Dir, h: &oci::HugepageLimit, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// Remove cgroup directory `p` and the cgroups nested in it, deepest first (as runc does:
+/// a container's processes may have made sub-cgroups, and a VM-backed container's
+/// hypervisor runs in one whose owner may have been killed before removing it). A cgroup
+/// whose processes are still exiting is busy for a moment: retried.
 fn rmdir_retry(p: &Path) -> Result<()> {
+    let mut nested = Vec::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    nested.push(e.path());
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    nested.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in &nested {
+        rmdir_one(d)?;
+    }
+    rmdir_one(p)
+}
+
+fn rmdir_one(p: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match fs::remove_dir(p) {
@@ -883,6 +907,22 @@ mod tests {
     fn bad_paths() {
         for p in ["/a/../b", "a/./b", "..", "/"] {
             assert!(Cgroup::resolve(&hybrid(), Some(p), "x").is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn destroy_removes_nested_cgroups() {
+        let h = Hierarchies::detect().unwrap();
+        let name = format!("bh-nested-{}", std::process::id());
+        let mut cg = Cgroup::resolve(&h, Some(&format!("/{name}")), &name).unwrap();
+        cg.create().unwrap();
+        for d in &cg.dirs {
+            fs::create_dir_all(d.path.join("a/b")).unwrap();
+            fs::create_dir_all(d.path.join("c")).unwrap();
+        }
+        cg.destroy().unwrap();
+        for d in &cg.dirs {
+            assert!(!d.path.exists(), "{} left", d.path.display());
         }
     }
 }

@@ -8,7 +8,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct CgroupPlan {
     /// Parent cgroup: absolute from each hierarchy's root, or relative to the supervisor's own
-    /// cgroup (runc's cgroupfs rule).
+    /// cgroup (runc's cgroupfs rule); empty: the supervisor's own cgroup (a VM-backed
+    /// container's monitor puts its hypervisor's jail inside the container's cgroup).
     pub parent: String,
     /// memory limit in bytes (swap capped at the same value where the host accounts swap).
     pub memory: Option<i64>,
@@ -67,10 +68,15 @@ pub(crate) fn create(name: &str, plan: &CgroupPlan) -> Result<cgroups::Cgroup> {
         )));
     }
     let parent = plan.parent.trim_end_matches('/');
+    let path = if plan.parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    };
     let res = plan.resources();
     cgroups::validate::resources(&res)?;
     let hier = cgroups::Hierarchies::detect()?;
-    let mut cg = cgroups::Cgroup::resolve(&hier, Some(&format!("{parent}/{name}")), name)?;
+    let mut cg = cgroups::Cgroup::resolve(&hier, Some(&path), name)?;
     let wanted = plan.controllers();
     cg.dirs
         .retain(|d| d.v2 || d.controllers.iter().any(|c| wanted.contains(&c.as_str())));
@@ -114,5 +120,43 @@ mod tests {
         assert!(p.controllers().is_empty());
         let e = create("a/b", &p).unwrap_err().to_string();
         assert!(e.contains("one non-empty path component"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_parent_is_the_callers_own_cgroup() {
+        let p = CgroupPlan {
+            parent: String::new(),
+            memory: Some(64 << 20),
+            pids: None,
+            cpu_quota: None,
+        };
+        let name = format!("bh-jail-own-{}", std::process::id());
+        let cg = create(&name, &p).unwrap();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let memory = own
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                ctrls
+                    .split(',')
+                    .any(|c| c == "memory")
+                    .then(|| path.to_string())
+            })
+            .or_else(|| {
+                own.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(String::from))
+            })
+            .unwrap();
+        let dir = cg
+            .dirs
+            .iter()
+            .find(|d| d.v2 || d.has("memory"))
+            .unwrap()
+            .path
+            .clone();
+        let res = dir.ends_with(format!("{}/{name}", memory.trim_start_matches('/')));
+        cg.destroy().unwrap();
+        assert!(res, "{} is not under {memory}", dir.display());
     }
 }

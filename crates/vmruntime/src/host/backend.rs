@@ -210,51 +210,233 @@ fn qemu_escape(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
 }
 
-/// Start the hypervisor: the guest's serial console (the hypervisor's stdout) goes to
-/// `console`, its own messages (stderr) to `log`, and `agent` (QEMU's end of the agent
-/// socket) becomes its descriptor [`AGENT_FD`]. It dies with its parent (the monitor), so a
-/// monitor killed by SIGKILL takes its VM along. No path is opened for it but the ones on
-/// its command line, and descriptors carry its output: this is where a jail wraps it.
-pub fn spawn(
-    mut cmd: Command,
-    console: &Path,
-    log: &Path,
-    agent: Option<std::os::fd::OwnedFd>,
-) -> Result<Child> {
-    let open = |p: &Path| {
-        std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ctx(|| format!("open {}", p.display()))
-    };
-    cmd.stdout(open(console)?).stderr(open(log)?);
-    let agent_raw = agent.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    // SAFETY: dup2 and prctl with integer arguments, async-signal-safe, between fork and
-    // exec; dup2 clears close-on-exec on the new descriptor.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = agent_raw {
-                // dup2 onto itself would keep close-on-exec set.
-                let r = if fd == AGENT_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, AGENT_FD)
-                };
-                if r < 0 {
+/// A running hypervisor, the monitor's child.
+pub enum Hypervisor {
+    /// `bulkhead vm run`, which jails the builtin VMM itself (its supervisor is this child).
+    Process(Child),
+    /// QEMU in a jail the monitor supervises (the child is QEMU, confined).
+    Jailed(Box<jail::Running>),
+}
+
+impl Hypervisor {
+    pub fn pid(&self) -> i32 {
+        match self {
+            Hypervisor::Process(c) => c.id() as i32,
+            Hypervisor::Jailed(r) => r.pid(),
+        }
+    }
+
+    /// Kill it (it is not reaped yet, so the pid is still this process).
+    pub fn kill(&self) {
+        // SAFETY: kill(2) of our own unreaped child.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+    }
+
+    /// Wait for it to end (kill it first to make that immediate); how it ended, in words.
+    pub fn finish(self) -> String {
+        match self {
+            Hypervisor::Process(mut c) => match c.wait() {
+                Ok(st) => st.to_string(),
+                Err(e) => e.to_string(),
+            },
+            // Its cgroup is removed when the jail's handle goes.
+            Hypervisor::Jailed(r) => match r.wait() {
+                Ok(jail::Exit::Code(c)) => format!("exit status: {c}"),
+                Ok(jail::Exit::Killed(n)) | Ok(jail::Exit::Stopped(n)) => {
+                    format!("killed by signal {n}")
+                }
+                Err(e) => e.to_string(),
+            },
+        }
+    }
+}
+
+/// Descriptors the hypervisor gets: the guest's serial console is its stdout, its own
+/// messages go to its stderr, and QEMU's end of the agent socket is [`AGENT_FD`].
+pub struct HvIo {
+    pub console: PathBuf,
+    pub log: PathBuf,
+    pub agent: Option<std::os::fd::OwnedFd>,
+}
+
+fn append(p: &Path) -> Result<std::fs::File> {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(p)
+        .ctx(|| format!("open {}", p.display()))
+}
+
+/// Start the hypervisor, jailed. It dies with its parent (the monitor), so a monitor killed
+/// by SIGKILL takes its VM along. This is the one place a hypervisor starts:
+/// - the builtin VMM: `bulkhead vm run` jails the VMM itself (namespaces, empty root,
+///   unprivileged uid, per-thread seccomp filters) in a cgroup inside the caller's, which
+///   is the container's (`--cgroup-parent ""`);
+/// - QEMU: [`jail_qemu`] confines it the same way before it execs.
+pub fn spawn(backend: Backend, vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
+    match backend {
+        Backend::Builtin => {
+            let mut cmd = command(backend, vm)?;
+            cmd.arg("--cgroup-parent").arg("");
+            cmd.stdout(append(&io.console)?).stderr(append(&io.log)?);
+            // SAFETY: prctl with integer arguments, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .ctx(|| "start the builtin VMM (bulkhead vm run)".into())?;
+            Ok(Hypervisor::Process(child))
+        }
+        Backend::Qemu => jail_qemu(vm, io),
+    }
+}
+
+/// QEMU's memory beyond guest RAM: its translation cache (bounded at 64 MiB, see
+/// [`command`]), code and heap; generous, since the cgroup's OOM killer ends the VM.
+const QEMU_OVERHEAD_MIB: u64 = 256;
+/// Tasks of a QEMU process: the main loop, vCPU threads, RCU and call_rcu threads, and
+/// its block I/O thread pool (up to 64 workers).
+const QEMU_PIDS: i64 = 128;
+
+/// Run QEMU confined: the jail crate's namespaces, an empty read-only root holding only
+/// read-only binds of /usr (QEMU, its libraries and firmware), /lib and /lib64 (the loader's
+/// path) and the
+/// image and disk, the unprivileged uid, no capabilities, no_new_privs, a cgroup of its own
+/// inside the monitor's (the container's) with a memory and a pids limit; plus QEMU's own
+/// seccomp sandbox. The console, log and agent socket arrive as descriptors.
+///
+/// With KVM acceleration QEMU opens /dev/kvm by path, which the jail's root (no device
+/// nodes) cannot give it: on hardware-KVM hosts a `qemu` VM runs unjailed (logged), which is
+/// why the builtin VMM is the default there.
+fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let mut cmd = command(Backend::Qemu, vm)?;
+    cmd.args([
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    ]);
+    let program = find_program(QEMU).ok_or_else(|| msg(format!("{QEMU} not found")))?;
+    if hardware_kvm() {
+        tracing::warn!("qemu with KVM: the jail has no /dev/kvm, so QEMU runs unjailed");
+        cmd.stdout(append(&io.console)?).stderr(append(&io.log)?);
+        let agent_raw = io.agent.as_ref().map(|a| a.as_raw_fd());
+        // SAFETY: dup2/fcntl/prctl with integer arguments between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = agent_raw {
+                    inherit_as(fd, AGENT_FD)?;
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().ctx(|| format!("start {QEMU}"))?;
+        return Ok(Hypervisor::Process(child));
     }
-    let what = format!("{:?}", cmd.get_program());
-    let child = cmd.spawn().ctx(|| format!("start the hypervisor {what}"))?;
-    drop(agent);
-    Ok(child)
+    let cstr = |s: &std::ffi::OsStr| {
+        CString::new(s.as_encoded_bytes()).map_err(|_| msg("NUL in an argument"))
+    };
+    let mut argv = vec![cstr(program.as_os_str())?];
+    for a in cmd.get_args() {
+        argv.push(cstr(a)?);
+    }
+    let envp: Vec<CString> = Vec::new();
+    let console = append(&io.console)?;
+    let log = append(&io.log)?;
+    let agent: OwnedFd = io.agent.ok_or_else(|| msg("QEMU needs the agent socket"))?;
+    // The loader's path (/lib64/ld-linux...) leads through /lib64 and /lib, symlinks into
+    // /usr on merged-/usr systems: binds follow them.
+    let mut binds = vec![PathBuf::from("/usr")];
+    for d in ["/lib", "/lib64"] {
+        if Path::new(d).exists() {
+            binds.push(d.into());
+        }
+    }
+    for f in [&vm.kernel, &vm.initramfs, &vm.disk] {
+        if !binds.iter().any(|b| f.starts_with(b)) {
+            binds.push(f.clone());
+        }
+    }
+    let keep = [console.as_raw_fd(), log.as_raw_fd(), agent.as_raw_fd()];
+    let id: String = (0..6).map(|_| format!("{:02x}", rand_byte())).collect();
+    let j = jail::Jail {
+        name: format!("vm-{id}"),
+        uid: jail::DEFAULT_ID,
+        gid: jail::DEFAULT_ID,
+        cgroup: Some(jail::CgroupPlan {
+            parent: String::new(),
+            memory: Some(((vm.memory_mib + QEMU_OVERHEAD_MIB) << 20) as i64),
+            pids: Some(QEMU_PIDS),
+            cpu_quota: None,
+        }),
+        rlimits: Vec::new(),
+        keep_fds: keep.to_vec(),
+        ro_binds: binds,
+    };
+    let prepared = j
+        .prepare()
+        .map_err(|e| msg(format!("jail for QEMU: {e}")))?;
+    let mut running = prepared
+        .spawn(move |inside| {
+            // stdin: nothing (the monitor's own is the container's stdin).
+            let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+            inherit_as(null.as_raw_fd(), 0).map_err(|e| format!("/dev/null to 0: {e}"))?;
+            drop(null);
+            let [c, l, a] = keep;
+            for (fd, to) in [(c, 1), (l, 2), (a, AGENT_FD)] {
+                inherit_as(fd, to).map_err(|e| format!("descriptor {fd} to {to}: {e}"))?;
+            }
+            // Opened here, where the host's files are still reachable (the jail closed
+            // what the monitor had open but the descriptors it keeps).
+            let prog = rustix::fs::open(
+                &program,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| format!("open {}: {e}", program.display()))?;
+            match inside.exec(&prog, &argv, &envp, &[], None) {
+                Ok(never) => match never {},
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .map_err(|e| msg(format!("jail for QEMU: {e}")))?;
+    drop((console, log, agent));
+    running
+        .wait_ready()
+        .map_err(|e| msg(format!("jail for QEMU: {e}")))?;
+    Ok(Hypervisor::Jailed(Box::new(running)))
+}
+
+/// Make `fd` descriptor `to` without close-on-exec (dup2 onto itself would keep it set).
+fn inherit_as(fd: i32, to: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl/dup2 on descriptor numbers; errors are reported.
+    let r = unsafe {
+        if fd == to {
+            libc::fcntl(fd, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, to)
+        }
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn rand_byte() -> u8 {
+    let mut b = [0u8; 1];
+    // SAFETY: getrandom(2) into a one-byte buffer we own.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, 0) };
+    b[0]
 }
 
 #[cfg(test)]

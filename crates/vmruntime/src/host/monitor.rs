@@ -18,7 +18,6 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
@@ -125,7 +124,7 @@ struct Monitor {
     /// The host pty slave of a terminal: window size changes arrive as SIGWINCH.
     tty: Option<OwnedFd>,
     signals: Signals,
-    child: Child,
+    child: Option<backend::Hypervisor>,
     child_fd: OwnedFd,
     guest_pid: i32,
     backend: Backend,
@@ -233,25 +232,24 @@ impl Monitor {
             socket,
         };
         let started = Instant::now();
-        let cmd = backend::command(plan.backend, &desc)?;
-        let mut child = backend::spawn(
-            cmd,
-            &a.dir.join(files::CONSOLE_LOG),
-            &a.dir.join(files::HYPERVISOR_LOG),
-            agent_theirs,
-        )?;
-        let child_fd = match Pid::from_raw(child.id() as i32)
+        let io = backend::HvIo {
+            console: a.dir.join(files::CONSOLE_LOG),
+            log: a.dir.join(files::HYPERVISOR_LOG),
+            agent: agent_theirs,
+        };
+        let child = backend::spawn(plan.backend, &desc, io)?;
+        let child_fd = match Pid::from_raw(child.pid())
             .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
         {
             Some(fd) => fd,
             None => {
-                let _ = child.kill();
-                let _ = child.wait();
+                child.kill();
+                child.finish();
                 return Err(msg("pidfd_open of the hypervisor failed"));
             }
         };
         let mut m = MonitorStart {
-            child,
+            child: Some(child),
             child_fd,
             dir: a.dir.clone(),
             backend: plan.backend,
@@ -311,8 +309,7 @@ impl Monitor {
         let guest_pid = match protocol::parse::<ToHost>(&reply)? {
             ToHost::Ok { id: 0, pid, .. } => pid.unwrap_or(0),
             ToHost::Error { id: 0, message } => {
-                let _ = m.child.kill();
-                let _ = m.child.wait();
+                m.stop();
                 return Err(msg(message));
             }
             other => return Err(m.fail(format!("unexpected answer to create: {other:?}"))),
@@ -729,9 +726,13 @@ impl Monitor {
     /// The VM ended (or the agent broke) before the init's exit: say so on the container's
     /// stderr and stop with [`VM_LOST_CODE`].
     fn lost(&mut self, why: &str) -> i32 {
-        let status = match self.child.try_wait() {
-            Ok(Some(st)) => format!(" ({st})"),
-            _ => String::new(),
+        let status = if exited(&self.child_fd) {
+            self.child
+                .take()
+                .map(|c| format!(" ({})", c.finish()))
+                .unwrap_or_default()
+        } else {
+            String::new()
         };
         let log = console_summary(&self.dir.join(files::CONSOLE_LOG));
         let line = format!(
@@ -752,18 +753,20 @@ impl Monitor {
             let _ = c.conn.flush_blocking(Some(deadline));
         }
         let grace = Instant::now() + POWER_OFF_GRACE;
-        loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+        if let Some(child) = self.child.take() {
+            loop {
+                let left = grace.saturating_duration_since(Instant::now());
+                if exited(&self.child_fd) {
+                    break;
+                }
+                if left.is_zero() {
+                    child.kill();
+                    break;
+                }
+                let mut fds = [PollFd::new(&self.child_fd, PollFlags::IN)];
+                let _ = poll(&mut fds, Some(&timespec(left)));
             }
-            let left = grace.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            let mut fds = [PollFd::new(&self.child_fd, PollFlags::IN)];
-            let _ = poll(&mut fds, Some(&timespec(left)));
+            child.finish();
         }
         for f in [files::CONTROL, files::AGENT] {
             let _ = std::fs::remove_file(self.dir.join(f));
@@ -781,23 +784,38 @@ fn with_id(m: ToHost, id: u64) -> ToHost {
 
 /// The hypervisor and what the startup phase needs to report its failures.
 struct MonitorStart {
-    child: Child,
+    child: Option<backend::Hypervisor>,
     child_fd: OwnedFd,
     dir: PathBuf,
     backend: Backend,
     timeout: Duration,
 }
 
+/// Has the process behind the pidfd `fd` exited (without waiting)?
+fn exited(fd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    matches!(poll(&mut fds, Some(&timespec(Duration::ZERO))), Ok(n) if n > 0)
+}
+
 impl MonitorStart {
+    /// Kill the hypervisor (if it still runs) and reap it; how it ended.
+    fn stop(&mut self) -> String {
+        match self.child.take() {
+            Some(c) => {
+                c.kill();
+                c.finish()
+            }
+            None => String::new(),
+        }
+    }
+
     /// Stop the hypervisor and phrase why, with the end of its logs.
     fn fail(&mut self, why: String) -> Error {
-        let status = match self.child.try_wait() {
-            Ok(Some(st)) => format!("exited ({st})"),
-            _ => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                "killed".into()
-            }
+        let status = if exited(&self.child_fd) {
+            format!("exited ({})", self.stop())
+        } else {
+            self.stop();
+            "killed".into()
         };
         let console = console_summary(&self.dir.join(files::CONSOLE_LOG));
         let hv = tail(&self.dir.join(files::HYPERVISOR_LOG), 2);
