@@ -27,8 +27,6 @@ pub struct Layout {
     pub work: PathBuf,
     /// The container library's state root.
     pub state_root: PathBuf,
-    /// Running as PID 1: reap orphans.
-    pub pid1: bool,
 }
 
 impl Layout {
@@ -36,7 +34,6 @@ impl Layout {
         Layout {
             work: PathBuf::from("/run/bulkhead-agent"),
             state_root: PathBuf::from("/run/bulkhead"),
-            pid1: true,
         }
     }
 }
@@ -99,11 +96,8 @@ fn sigchld_fd() -> Result<OwnedFd> {
 
 impl Server {
     pub fn new(fd: OwnedFd, layout: Layout) -> Result<Server> {
-        let sigchld = if layout.pid1 {
-            Some(sigchld_fd()?)
-        } else {
-            None
-        };
+        // As PID 1 the agent reaps every orphan of the guest.
+        let sigchld = Some(sigchld_fd()?);
         Ok(Server {
             conn: Conn::new(fd)?,
             rt: container::Runtime::new(&layout.state_root),

@@ -101,9 +101,18 @@ impl VmRuntime {
         let ann = match &opts.spec {
             Some(s) => s.annotations.clone(),
             None => {
-                let bundle = fs::canonicalize(&opts.bundle)
-                    .ctx(|| format!("bundle {}", opts.bundle.display()))?;
-                oci::Spec::load(&bundle)?.annotations
+                // Every plain container's create comes through here: a config without our
+                // annotation's name is not parsed twice.
+                let path = opts.bundle.join("config.json");
+                let Ok(text) = fs::read(&path) else {
+                    return Ok(false); // create reports the missing config
+                };
+                let key = crate::protocol::annotations::VM.as_bytes();
+                if !text.windows(key.len()).any(|w| w == key) {
+                    return Ok(false);
+                }
+                let spec: oci::Spec = oci::from_json(&text, &path.display().to_string())?;
+                spec.annotations
             }
         };
         Ok(crate::protocol::wants_vm(&ann))
