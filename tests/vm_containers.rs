@@ -221,6 +221,12 @@ fn oci_lifecycle_exec_ps_kill_in_a_qemu_vm() {
     assert!(alive(relay));
     let table = ok(&rt.run(&["ps", &id]));
     assert!(table.contains("sleep 1000"), "{table}");
+    // pause freezes the whole VM (its host cgroup); resume thaws it and it answers again.
+    ok(&rt.run(&["pause", &id]));
+    assert_eq!(rt.status(&id), "paused");
+    ok(&rt.run(&["resume", &id]));
+    assert_eq!(rt.status(&id), "running");
+    assert!(ok(&rt.run(&["ps", &id])).contains("sleep 1000"));
 
     // kill: the monitor passes TERM to the init in the guest, which exits 42.
     ok(&rt.run(&["kill", &id, "TERM"]));
