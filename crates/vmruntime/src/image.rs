@@ -260,7 +260,28 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Gues
     res?;
     set_default(&opts.cache, &dir)?;
     progress(&format!("built: {}", dir.display()));
+    trim(&images, &dir);
     GuestImage::open(&dir)
+}
+
+/// How many images the cache keeps (the newest; each is a kernel and an agent, ~30 MB).
+const KEEP_IMAGES: usize = 4;
+
+/// Remove all but the [`KEEP_IMAGES`] newest images, never `keep`. A VM booted from a
+/// removed image is unaffected: its kernel and initramfs were read at boot.
+fn trim(images: &Path, keep: &Path) {
+    let Ok(rd) = fs::read_dir(images) else { return };
+    let mut all: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, p) in all.into_iter().skip(KEEP_IMAGES) {
+        if p != keep {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
 }
 
 fn agent_version(agent: &Path) -> String {
@@ -383,6 +404,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bulkhead vm image build"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_images() {
+        let dir = std::env::temp_dir().join(format!("bh-image-trim-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("k");
+        fs::write(&kernel, b"kernel").unwrap();
+        let mut last = None;
+        for i in 0..KEEP_IMAGES + 2 {
+            let agent = dir.join(format!("agent-{i}"));
+            fs::write(&agent, format!("agent {i}")).unwrap();
+            let opts = BuildOptions {
+                kernel: kernel.clone(),
+                agent,
+                cache: dir.join("cache"),
+            };
+            last = Some(build(&opts, &mut |_| {}).unwrap().dir);
+        }
+        let left = fs::read_dir(dir.join("cache/images")).unwrap().count();
+        assert_eq!(left, KEEP_IMAGES);
+        assert!(last.unwrap().is_dir(), "the newest image was removed");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
