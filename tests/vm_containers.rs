@@ -397,6 +397,44 @@ fn bad_input_fails_create_with_one_line_and_leaves_nothing() {
     );
 }
 
+#[test]
+fn a_create_killed_while_the_vm_boots_leaves_what_delete_removes() {
+    let rt = Rt::new();
+    fs::create_dir_all(&rt.root).unwrap();
+    let b = vm_bundle("vmkill", "true", "qemu");
+    let id = unique("vmkill");
+    rt.track(&id);
+    let mut create = rt
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(&b.dir)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the monitor has started the hypervisor.
+    let end = Instant::now() + Duration::from_secs(60);
+    let (monitor, hv) = loop {
+        let found = children(create.id() as i64)
+            .into_iter()
+            .find_map(|m| children(m).first().map(|h| (m, *h)));
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(Instant::now() < end, "no hypervisor started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    create.kill().unwrap();
+    create.wait().unwrap();
+    assert!(gone(monitor), "the monitor outlived its create");
+    assert!(gone(hv), "the hypervisor outlived its create");
+    assert_eq!(rt.status(&id), "stopped");
+    ok(&rt.run(&["delete", &id]));
+    assert_nothing_left(&rt, &id, &[monitor, hv]);
+}
+
 /// QEMU processes started from this test binary's state roots.
 fn qemu_count() -> usize {
     let me = format!("bh-root-{}-", std::process::id());

@@ -204,7 +204,27 @@ impl VmRuntime {
         let linux = spec.linux();
         let hier = cgroups::Hierarchies::detect()?;
         let mut cg = cgroups::Cgroup::resolve(&hier, linux.cgroups_path.as_deref(), id)?;
-        cg.create()?;
+        cg.plan_create();
+        // The record of what this create makes, before any of it exists: a create killed
+        // at any later point leaves a container `delete` removes completely (the monitor
+        // joins the cgroup first thing, and dies with this process until it is created).
+        let mut saved = Saved {
+            id: id.to_string(),
+            status: oci::Status::Creating,
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.display().to_string(),
+            rootfs: rootfs.display().to_string(),
+            created: rfc3339(SystemTime::now()),
+            annotations: spec.annotations.clone(),
+            cgroup: Some(cg.saved()),
+            hooks: None,
+            private_pid_ns: true,
+            notify_socket: None,
+            pid_file: opts.pid_file.clone(),
+        };
+        sd.save(&saved)?;
+        cg.create_planned()?;
         guard.cgroup = Some(cg.clone());
         cg.apply(&host_resources(&spec))?;
 
@@ -219,6 +239,7 @@ impl VmRuntime {
             console,
             report: report_w,
         };
+        let parent = std::process::id() as i32;
         // SAFETY: bulkhead is single-threaded here; the child runs the monitor to its end
         // (process exit) and never returns into this function.
         let pid = unsafe { libc::fork() };
@@ -226,8 +247,16 @@ impl VmRuntime {
             return Err(std::io::Error::last_os_error()).ctx(|| "fork the VM monitor".into());
         }
         if pid == 0 {
-            // SAFETY: our copy of the state lock must not keep it held.
-            unsafe { libc::close(lock_fd) };
+            // SAFETY: our copy of the state lock must not keep it held; until the container
+            // exists the monitor dies with this create (the monitor clears it then).
+            unsafe {
+                libc::close(lock_fd);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                // (Dead before the prctl: no signal will come.)
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
             drop(report_r);
             if let Err(e) = cg.add(std::process::id() as i32, false) {
                 let mut f = fs::File::from(args.report.try_clone().expect("dup"));
@@ -265,21 +294,9 @@ impl VmRuntime {
         }
         let (_, pid_start) =
             proc_stat(pid).ok_or_else(|| msg("the VM monitor exited right after create"))?;
-        let saved = Saved {
-            id: id.to_string(),
-            status: oci::Status::Created,
-            pid,
-            pid_start,
-            bundle: bundle.display().to_string(),
-            rootfs: rootfs.display().to_string(),
-            created: rfc3339(SystemTime::now()),
-            annotations: spec.annotations.clone(),
-            cgroup: Some(cg.saved()),
-            hooks: None,
-            private_pid_ns: true,
-            notify_socket: None,
-            pid_file: opts.pid_file.clone(),
-        };
+        saved.status = oci::Status::Created;
+        saved.pid = pid;
+        saved.pid_start = pid_start;
         sd.save(&saved)?;
         container::exec::save_config(sd, &spec)?;
         if let Some(pf) = &opts.pid_file {

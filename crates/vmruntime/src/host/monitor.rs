@@ -81,6 +81,9 @@ pub fn run(args: MonitorArgs) -> ! {
     send(&Report::Created {
         guest_pid: m.guest_pid,
     });
+    // Created: from now on the container outlives its `create` (the engine waits for us).
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     drop(report);
     drop(args.report);
     tracing::debug!(
