@@ -840,6 +840,17 @@ impl Drop for ContainerGuard<'_> {
     }
 }
 
+/// With a terminal, the pty's master comes to us (see the module notes).
+fn console_receiver(plan: &Plan) -> Result<Option<container::console::Receiver>> {
+    Ok(plan
+        .spec
+        .process
+        .as_ref()
+        .is_some_and(|p| p.terminal)
+        .then(container::console::Receiver::new)
+        .transpose()?)
+}
+
 /// Why the sandbox ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
@@ -849,14 +860,7 @@ enum Ending {
 
 fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
     let id = plan.id.as_str();
-    // With a terminal, the pty's master comes to us (see the module notes).
-    let console = plan
-        .spec
-        .process
-        .as_ref()
-        .is_some_and(|p| p.terminal)
-        .then(container::console::Receiver::new)
-        .transpose()?;
+    let console = console_receiver(plan)?;
     let opts = CreateOptions {
         console_fd: console.as_ref().map(|c| c.console_fd()),
         ..opts.clone()

@@ -15,7 +15,7 @@ use container::{CreateOptions, Runtime};
 use vmruntime::host::lifecycle::VmRuntime;
 use vmruntime::host::plan::Overrides;
 
-use super::{plan, setup_failed, wait_code, ContainerGuard, SandboxArgs};
+use super::{console_receiver, plan, setup_failed, wait_code, ContainerGuard, SandboxArgs};
 
 pub fn sandbox(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result<i32> {
     run(rt, vm, over, a).map_err(setup_failed)
@@ -32,13 +32,7 @@ fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result
     let old_mask = container::block_forwarded_signals();
     let res = (|| {
         // With a terminal, the host side of the VM's pty comes to us, as for `sandbox`.
-        let console = plan
-            .spec
-            .process
-            .as_ref()
-            .is_some_and(|p| p.terminal)
-            .then(container::console::Receiver::new)
-            .transpose()?;
+        let console = console_receiver(&plan)?;
         let opts = CreateOptions {
             bundle: rootfs,
             spec: Some(plan.spec.clone()),

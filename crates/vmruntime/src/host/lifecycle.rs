@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::BufRead;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -494,20 +494,17 @@ impl VmRuntime {
         over: &Overrides,
         detach: bool,
     ) -> Result<i32> {
+        // In the foreground without a console socket, this process holds the terminal.
         let mut opts = opts.clone();
         let relay = if !detach && opts.console_socket.is_none() && opts.console_fd.is_none() {
-            let (ours, theirs) = container::console::relay_pair()?;
-            opts.console_fd = Some(theirs.as_raw_fd());
-            Some((ours, theirs))
+            let r = container::console::Receiver::new()?;
+            opts.console_fd = Some(r.console_fd());
+            Some(r)
         } else {
             None
         };
         let pid = self.create(id, &opts, over)?;
-        let master = match &relay {
-            Some((ours, _)) => container::console::recv_fd(ours, true).ok().flatten(),
-            None => None,
-        };
-        drop(relay);
+        let master = relay.and_then(container::console::Receiver::master);
         let rt = container::Runtime::new(&self.root);
         if let Err(e) = self.start(id) {
             let _ = rt.delete(id, true);
