@@ -83,13 +83,10 @@ impl Backend {
     }
 }
 
-/// KVM backed by the CPU's virtualisation extensions (not an emulating, nested KVM).
+/// KVM backed by the CPU's virtualisation extensions (not an emulating, nested KVM), as
+/// the builtin VMM judges it.
 pub fn hardware_kvm() -> bool {
-    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = flags
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let hw = vmm::kvm::emulation::HostKvm::detect() == vmm::kvm::emulation::HostKvm::Hardware;
     hw && std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -122,17 +119,12 @@ pub struct VmDesc {
 pub const AGENT_FD: i32 = 3;
 
 /// The kernel command line for `backend`. `reboot=`: how the agent's reboot(2) ends the VM
-/// (see agent::boot::power_off). On an emulating KVM the builtin VMM also needs the
-/// guest to leave out what that KVM cannot run (docs/vm.md).
+/// (see agent::boot::power_off). (On an emulating KVM the builtin VMM adds what the guest
+/// kernel needs there itself: docs/vm.md.)
 pub fn cmdline(backend: Backend) -> String {
     let mut c = String::from("console=ttyS0 panic=-1 quiet pci=off");
     match backend {
-        Backend::Builtin => {
-            c.push_str(" reboot=k");
-            if !hardware_kvm() {
-                c.push_str(" noxsave clearcpuid=308,151,297,580");
-            }
-        }
+        Backend::Builtin => c.push_str(" reboot=k"),
         Backend::Qemu => c.push_str(" reboot=t"),
     }
     c.push(' ');
@@ -489,7 +481,6 @@ mod tests {
         let cmdline = &a[a.iter().position(|x| x == "--cmdline").unwrap() + 1];
         assert!(cmdline.contains("bulkhead.transport=vsock:1024"));
         assert!(cmdline.contains("reboot=k"));
-        assert_eq!(cmdline.contains("noxsave"), !hardware_kvm());
     }
 
     #[test]
