@@ -565,8 +565,8 @@ fn podman_runs_containers_in_qemu_vms() {
     assert_eq!(p.all_containers(), Vec::<String>::new());
 }
 
-/// The same path on bulkhead's own VMM. On this machine's emulating KVM a boot takes
-/// ~15 s, so one run covers it: output, exit code, cleanup.
+/// The same path on bulkhead's own VMM. On this machine's emulating KVM a run takes
+/// ~30 s, so one run covers it: output, exit code, cleanup.
 #[test]
 fn builtin_vmm_runs_a_container() {
     let rt = Rt::new();

@@ -7,7 +7,7 @@
 //! Which backend by default: the builtin VMM where KVM is hardware-backed (`vmx`/`svm` in
 //! /proc/cpuinfo and /dev/kvm usable): it boots in tens of milliseconds there. Where KVM
 //! only emulates (a nested or software KVM, as on the project's CI machines, where a guest
-//! kernel runs instruction by instruction: ~14 s to boot), QEMU with its TCG JIT boots the
+//! kernel runs instruction by instruction: ~20 s to boot), QEMU with its TCG JIT boots the
 //! same kernel in about a second, so QEMU is the default when installed.
 
 use std::os::unix::process::CommandExt;

@@ -29,7 +29,7 @@ pub const DEFAULT_MEMORY_MIB: u64 = 256;
 /// Guest RAM above the container's memory limit, for the guest kernel and the agent.
 const MEMORY_HEADROOM_MIB: u64 = 64;
 /// How long the guest may take to say hello; generous because an emulating KVM takes
-/// ~14 s to boot and CI machines are shared.
+/// ~20 s to boot our guest and CI machines are shared.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest bind-mounted host file copied into the guest.
 const MAX_BIND_FILE: u64 = 1 << 20;
