@@ -7,6 +7,10 @@ PKGS="busybox-static gcc libc6-dev binutils iproute2 util-linux libseccomp-dev c
 PKGS="$PKGS linux-source-6.1 build-essential flex bison bc libelf-dev cpio patch xz-utils"
 # VM-backed containers: mkfs.ext4 -d makes their disks (cpio, above, their guest images).
 PKGS="$PKGS e2fsprogs"
+# Rootless tests (tests/rootless.rs, rootless podman in tests/engines.rs) make a user
+# (passwd: useradd) whose multi-id maps go through newuidmap/newgidmap (uidmap); rootless
+# podman also wants slirp4netns, fuse-overlayfs and catatonit.
+PKGS="$PKGS passwd uidmap slirp4netns fuse-overlayfs catatonit"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -131,6 +131,26 @@ fn features_lists_what_is_implemented() {
     assert_eq!(v["linux"]["seccomp"]["enabled"], true);
     assert!(names(&v["linux"]["seccomp"]["actions"]).contains(&"SCMP_ACT_NOTIFY".to_string()));
     assert!(names(&v["linux"]["capabilities"]).contains(&"CAP_SYS_ADMIN".to_string()));
+    // What works rootless, and what does not.
+    let a = &v["annotations"];
+    assert_eq!(a["org.bulkhead.rootless"], "true");
+    for k in [
+        "state",
+        "idmap",
+        "cgroup",
+        "devices",
+        "sysfs",
+        "unsupported",
+    ] {
+        assert!(
+            a[format!("org.bulkhead.rootless.{k}")].is_string(),
+            "org.bulkhead.rootless.{k} missing: {a}"
+        );
+    }
+    assert!(a["org.bulkhead.rootless.unsupported"]
+        .as_str()
+        .unwrap()
+        .contains("cgroup v1"));
 }
 
 #[test]

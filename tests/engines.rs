@@ -51,6 +51,7 @@ engine_tests! {
         podman_kill_of_a_paused_container,
         ctr_kill_of_a_paused_task,
         podman_probe_sees_the_engines_own_profile,
+        rootless_podman_run_exec_stop,
     ],
 }
 
@@ -145,6 +146,81 @@ fn podman_run_rm_prints_and_exits_with_the_code(rt: &Runtime) {
 
     // --rm removed them all.
     assert_eq!(p.all_containers(), Vec::<String>::new());
+}
+
+/// Rootless podman: an unprivileged user's podman runs the runtime as root of
+/// the user namespace it made from the user's subordinate ranges.
+fn rootless_podman_run_exec_stop(rt: &Runtime) {
+    let p = RootlessPodman::new(rt);
+    let flags: Vec<&str> = ["--network", "none"].into_iter().chain(ULIMITS).collect();
+    let run = |args: &[&str]| {
+        let mut a = vec!["run"];
+        a.extend_from_slice(&flags);
+        a.extend_from_slice(args);
+        p.podman(&a)
+    };
+    // run --rm: output and exit code pass through; inside, root maps to the user.
+    let o = run(&[
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi; cat /proc/self/uid_map; exit 3",
+    ]);
+    let out = o.code(3);
+    let l = lines(out);
+    assert_eq!(l[0], "hi", "{o}");
+    let first: Vec<&str> = l[1].split_whitespace().collect();
+    assert_eq!(first, ["0", &p.user.uid.to_string(), "1"], "{o}");
+    assert!(l.len() > 2, "the subordinate range is mapped too: {o}");
+    // run -d, exec, stop (SIGTERM reaches a trap), rm.
+    let name = unique("bh-rootless");
+    let script = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+    run(&["-d", "--name", &name, IMAGE, "sh", "-c", script]).ok();
+    assert_eq!(
+        p.podman(&["inspect", "--format", "{{.OCIRuntime}}", &name])
+            .ok()
+            .trim(),
+        rt.name
+    );
+    let id = p
+        .podman(&["inspect", "--format", "{{.Id}}", &name])
+        .ok()
+        .trim()
+        .to_string();
+    if rt.name == "bulkhead" {
+        // Run unprivileged, bulkhead keeps its state in the user's runtime directory.
+        assert_eq!(p.user.state_entries(), std::slice::from_ref(&id));
+    }
+    let o = p.podman(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo in; id -u; cat /proc/1/cmdline",
+    ]);
+    let out = o.ok();
+    assert!(out.starts_with("in\n0\n"), "{o}");
+    assert!(
+        out.contains("while true"),
+        "exec joins the init's pid namespace: {o}"
+    );
+    p.podman(&["stop", "--time", "20", &name]).ok();
+    assert_eq!(
+        p.podman(&["inspect", "--format", "{{.State.ExitCode}}", &name])
+            .ok()
+            .trim(),
+        "0",
+        "the trap ran: stop delivered SIGTERM"
+    );
+    p.podman(&["rm", &name]).ok();
+    if rt.name == "bulkhead" {
+        assert!(
+            p.user.state_entries().is_empty(),
+            "left: {:?}",
+            p.user.state_entries()
+        );
+    }
 }
 
 fn podman_detached_exec_stop_start_kill_rm(rt: &Runtime) {

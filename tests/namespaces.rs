@@ -16,7 +16,7 @@ fn new_namespaces_are_private() {
     let out = sh_ok(
         "ns",
         "echo pid=$$; for t in net mnt ipc uts cgroup pid; do echo $t=$(stat -L -c %i /proc/self/ns/$t); done; \
-         ip link | grep -c '^[0-9]'; cat /proc/self/cgroup | head -1",
+         ip link | grep -c '^[0-9]'; cat /sys/class/net/lo/flags; cat /proc/self/cgroup | head -1",
         |_| {},
     );
     assert!(out.contains("pid=1\n"), "{out}");
@@ -28,8 +28,11 @@ fn new_namespaces_are_private() {
         let inside: u64 = line[t.len() + 1..].parse().unwrap();
         assert_ne!(inside, host_ns(t), "{t} namespace is the host's");
     }
-    // Only loopback in a new network namespace.
+    // Only loopback in a new network namespace, brought up (as runc does).
     assert!(out.lines().any(|l| l == "1"), "{out}");
+    let flags = out.lines().find(|l| l.starts_with("0x")).unwrap();
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down: {out}");
     // A cgroup namespace rooted at the container's cgroup.
     assert!(out.trim_end().ends_with(":/"), "{out}");
 }

@@ -44,6 +44,31 @@ fn writable_root_when_not_readonly() {
     assert_eq!(out, "ok\n");
 }
 
+/// A mount on "/" covers the root filesystem: the mounts after it land in it,
+/// and the container's root is it (runc's path-based joins give the same).
+#[test]
+fn a_mount_on_the_root_becomes_the_root() {
+    let other = std::env::temp_dir().join(unique("bh-other-root"));
+    busybox_rootfs(&other);
+    fs::write(other.join("marker"), "other root\n").unwrap();
+    let out = sh_ok(
+        "onroot",
+        "cat /marker; grep -c '^proc /proc ' /proc/mounts; touch /x 2>&1; true",
+        |b| {
+            let mounts = b.config["mounts"].as_array_mut().unwrap();
+            mounts.insert(
+                0,
+                json!({"destination": "/", "type": "bind", "source": &other, "options": ["rbind", "ro"]}),
+            );
+        },
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "other root", "{out}");
+    assert_eq!(lines[1], "1", "/proc was mounted in the new root: {out}");
+    assert!(lines[2].contains("Read-only"), "{out}");
+    fs::remove_dir_all(&other).unwrap();
+}
+
 #[test]
 fn bind_mounts_ro_rw_and_recursive_readonly() {
     let base = std::env::temp_dir().join(unique("bh-bind"));

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pty;
+pub mod user;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -349,6 +350,24 @@ pub fn cgroup_dirs_where(pick: impl Fn(&str) -> bool) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// `top` and every directory below it, deepest first (an order rmdir can follow).
+pub fn subdirs_deepest_first(top: &Path) -> Vec<PathBuf> {
+    let mut all = vec![top.to_path_buf()];
+    let mut i = 0;
+    while i < all.len() {
+        if let Ok(rd) = fs::read_dir(&all[i]) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    all.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    all.reverse();
+    all
 }
 
 /// Run `sh -c script` in a fresh container (after `setup` edits the bundle);

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{busybox_rootfs, unique};
+use crate::common::user::User;
+use crate::common::{busybox_rootfs, subdirs_deepest_first, unique};
 
 /// Seconds every engine command may take before `timeout` kills it.
 pub const TIMEOUT_SECS: &str = "120";
@@ -261,23 +262,6 @@ fn cgroup_mounts() -> Vec<PathBuf> {
         .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
         .map(|l| PathBuf::from(l.split(' ').nth(4).unwrap()))
         .collect()
-}
-
-fn subdirs_deepest_first(top: &Path) -> Vec<PathBuf> {
-    let mut all = vec![top.to_path_buf()];
-    let mut i = 0;
-    while i < all.len() {
-        if let Ok(rd) = fs::read_dir(&all[i]) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    all.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    all.reverse();
-    all
 }
 
 /// Remove the cgroup `/NAME` (a parent the test made the engine create, with
@@ -568,14 +552,9 @@ runc = ["{runc}"]
         let mut c = timed("podman");
         // conmon writes an `oom` file into its working directory when a
         // container is OOM-killed: keep it in the private directory.
+        private_store(&mut c, d);
         c.current_dir(d)
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
             .env("TMPDIR", d.join("tmp"))
-            .arg("--root")
-            .arg(d.join("storage"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
             .arg("--tmpdir")
             .arg(d.join("libpod-tmp"))
             .args(["--storage-driver", self.driver])
@@ -656,6 +635,113 @@ impl Drop for Podman {
         }
         remove_cgroup_tree(self.cgroup_parent.trim_start_matches('/'));
         remove_tree(&self.dir);
+    }
+}
+
+/// podman's private configuration and store in `d`: containers.conf and
+/// storage.conf through the environment, `--root` and `--runroot`.
+fn private_store(c: &mut Command, d: &Path) {
+    c.env("CONTAINERS_CONF", d.join("containers.conf"))
+        .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
+        .arg("--root")
+        .arg(d.join("storage"))
+        .arg("--runroot")
+        .arg(d.join("runroot"));
+}
+
+// ---------------------------------------------------------------------------
+// Rootless podman
+// ---------------------------------------------------------------------------
+
+/// podman run by an unprivileged user the test makes (rootless podman: podman
+/// builds a user namespace from the user's /etc/subuid and /etc/subgid ranges
+/// with newuidmap, and runs conmon and the OCI runtime inside it, as that
+/// namespace's root). The store, runroot, containers.conf and storage.conf are
+/// private, in the user's home; the image is the busybox one, `podman import`ed.
+/// Drop removes the containers; the user's own drop kills what is left and
+/// deletes the user with its home.
+pub struct RootlessPodman {
+    pub user: User,
+    pub rt: Runtime,
+    /// The runtime binary as the user can run it (bulkhead: the user's copy).
+    pub runtime_path: String,
+}
+
+impl RootlessPodman {
+    pub fn new(rt: &Runtime) -> RootlessPodman {
+        require("podman");
+        require("newuidmap");
+        let user = User::new("pm");
+        let runtime_path = if rt.name == "bulkhead" {
+            user.bin.to_string_lossy().into_owned()
+        } else {
+            rt.path.clone()
+        };
+        let d = user.home.clone();
+        fs::write(
+            d.join("containers.conf"),
+            format!(
+                r#"[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+
+[engine.runtimes]
+{name} = ["{runtime_path}"]
+"#,
+                name = rt.name
+            ),
+        )
+        .unwrap();
+        fs::write(
+            d.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"overlay\"\nrunroot = \"{d}/runroot\"\ngraphroot = \"{d}/storage\"\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let p = RootlessPodman {
+            user,
+            rt: rt.clone(),
+            runtime_path,
+        };
+        let work = p.user.home.join("image");
+        fs::create_dir_all(&work).unwrap();
+        let tar = rootfs_tar(&work);
+        run_cmd(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{}:{}", p.user.uid, p.user.gid))
+                .arg(&d),
+            None,
+        )
+        .ok();
+        p.podman(&["import", &tar.to_string_lossy(), IMAGE]).ok();
+        let _ = fs::remove_dir_all(&work);
+        p
+    }
+
+    /// `timeout 120 podman <private store> --runtime NAME ARGS...` as the user.
+    pub fn podman(&self, args: &[&str]) -> Out {
+        let d = &self.user.home;
+        let mut c = self.user.cmd("timeout");
+        c.args([TIMEOUT_SECS, "podman"]);
+        private_store(&mut c, d);
+        c.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args(["--runtime", self.rt.name])
+            .args(args);
+        run_cmd(&mut c, None)
+    }
+}
+
+impl Drop for RootlessPodman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        // podman's per-user lock file lives outside the user's home.
+        let _ = fs::remove_file(format!("/dev/shm/libpod_rootless_lock_{}", self.user.uid));
     }
 }
 

@@ -19,6 +19,11 @@
 //!   writes them back if a later write fails, so a refused update leaves the
 //!   limits as they were.
 //! - [`stats`] reads usage in runc's `events` JSON shape and watches OOM kills.
+//! - An unprivileged runtime uses only the hierarchies it may write
+//!   ([`Cgroup::leave_out_unwritable`]: a delegated cgroup v2 subtree); the
+//!   others are recorded as the runtime's own directories there, never written,
+//!   so a resource needing one fails saying why, and a `cgroup` mount can show
+//!   them read-only.
 //! - No systemd driver: cgroupfs only (no systemd runs on the hosts we target;
 //!   `features` says so).
 
@@ -203,6 +208,10 @@ pub struct Cgroup {
     pub path: String,
     pub dirs: Vec<Dir>,
     created: Vec<PathBuf>,
+    /// The hierarchies an unprivileged runtime may not write (see
+    /// [`Cgroup::leave_out_unwritable`]), each as the directory the container stays in
+    /// there: the runtime's own cgroup. Never written, created or removed.
+    pub outside: Vec<Dir>,
 }
 
 /// The default cgroup path for a container, as runc's cgroupfs driver: the
@@ -276,7 +285,54 @@ impl Cgroup {
             path: shown.unwrap_or(raw),
             dirs,
             created: Vec::new(),
+            outside: Vec::new(),
         })
+    }
+
+    /// No cgroup at all: no directory, in no hierarchy (none is looked for; `layout` means
+    /// nothing then). A container made with it stays in its creator's cgroup.
+    pub fn none() -> Cgroup {
+        Cgroup {
+            layout: Layout::V1,
+            path: String::new(),
+            dirs: Vec::new(),
+            created: Vec::new(),
+            outside: Vec::new(),
+        }
+    }
+
+    /// For an unprivileged runtime (a user, or root of a user namespace): leave out every
+    /// hierarchy where it may not make the container's directory — cgroup v1, which is
+    /// never delegated to users, and cgroup v2 outside a subtree delegated to it (a
+    /// directory it owns, such as a systemd user slice with `Delegate=yes`). The container
+    /// then stays in the runtime's own cgroup there, as with runc; a resource that needs
+    /// such a hierarchy fails in [`Cgroup::apply`] with an error saying so. Decided with
+    /// access(2) on the directory that would be written (the container's own if it exists,
+    /// else its nearest existing ancestor), so nothing is created here.
+    pub fn leave_out_unwritable(&mut self, h: &Hierarchies) -> Result<()> {
+        let own = layout::proc_cgroups(None)?;
+        let mut kept = Vec::new();
+        for d in std::mem::take(&mut self.dirs) {
+            if writable(&d.path) {
+                kept.push(d);
+                continue;
+            }
+            let hier = h
+                .list
+                .iter()
+                .find(|x| x.v2 == d.v2 && (x.v2 || x.controllers == d.controllers));
+            let own_dir = hier.and_then(|x| {
+                own.iter()
+                    .find(|(k, _)| *k == x.key())
+                    .map(|(_, p)| x.dir_of(p))
+            });
+            self.outside.push(Dir {
+                path: own_dir.unwrap_or_else(|| d.path.clone()),
+                ..d
+            });
+        }
+        self.dirs = kept;
+        Ok(())
     }
 
     /// Create the directories (parents as needed). On error, whatever was
@@ -346,6 +402,7 @@ impl Cgroup {
             path: s.path.clone(),
             dirs: s.dirs.clone(),
             created: s.created.clone(),
+            outside: Vec::new(),
         }
     }
 
@@ -372,11 +429,28 @@ impl Cgroup {
 
     /// The directory driving `controller`, or an error naming the config field.
     pub fn need(&self, controller: &str, field: &str) -> Result<&Dir> {
-        self.dir_for(controller).ok_or_else(|| {
-            Error::Unsupported(format!(
-                "{field}: the {controller} cgroup controller is not available on this host"
-            ))
-        })
+        if let Some(d) = self.dir_for(controller) {
+            return Ok(d);
+        }
+        let left_out = self
+            .outside
+            .iter()
+            .find(|d| !d.v2 && d.has(controller))
+            .or_else(|| self.outside.iter().find(|d| d.v2 && d.has(controller)));
+        Err(Error::Unsupported(match left_out {
+            Some(d) => format!(
+                "{field}: cannot be applied: the {controller} cgroup hierarchy is not writable by this unprivileged runtime (the container would stay in {}); an unprivileged user can only limit resources in a cgroup v2 subtree delegated to it (e.g. a systemd user slice with Delegate=yes), {}",
+                d.path.display(),
+                if d.v2 {
+                    "and this one is not"
+                } else {
+                    "and this host binds the controller to cgroup v1, which is never delegated"
+                }
+            ),
+            None => {
+                format!("{field}: the {controller} cgroup controller is not available on this host")
+            }
+        }))
     }
 
     /// Apply OCI resources to the controllers that own them: a v1 hierarchy
@@ -775,6 +849,19 @@ fn hugetlb(d: &Dir, h: &oci::HugepageLimit, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// May this process write the cgroup directory `p` (its cgroup.procs if it exists, else
+/// its nearest existing ancestor, where it would be made)?
+fn writable(p: &Path) -> bool {
+    use rustix::fs::{access, Access};
+    if p.exists() {
+        return access(p.join("cgroup.procs"), Access::WRITE_OK).is_ok();
+    }
+    match p.ancestors().skip(1).find(|a| a.exists()) {
+        Some(a) => access(a, Access::WRITE_OK | Access::EXEC_OK).is_ok(),
+        None => false,
+    }
+}
+
 /// Remove cgroup directory `p` and the cgroups nested in it, deepest first (as runc does:
 /// a container's processes may have made sub-cgroups, and a VM-backed container's
 /// hypervisor runs in one whose owner may have been killed before removing it). A cgroup
@@ -878,6 +965,7 @@ mod tests {
             path: "/a/c".into(),
             dirs: vec![dir("v1/a/c", false), dir("v2/a/c", true)],
             created: Vec::new(),
+            outside: Vec::new(),
         };
         cg.plan_create();
         let planned = cg.saved().created;

@@ -755,6 +755,7 @@ mod tests {
                 path: d.clone(),
             }],
             created: Vec::new(),
+            outside: Vec::new(),
         };
         (cg, d)
     }

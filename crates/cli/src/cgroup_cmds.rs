@@ -272,7 +272,12 @@ fn live_cgroup(
         .cgroup
         .as_ref()
         .map(cgroups::Cgroup::from_saved)
-        .ok_or_else(|| anyhow!("{op}: container {id:?} has no cgroup"))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "{op}: container {id:?} has no cgroup: {}",
+                container::NO_CGROUP
+            )
+        })?;
     Ok((saved, cg))
 }
 

@@ -44,10 +44,46 @@ pub fn document() -> oci::Features {
             env!("CARGO_PKG_VERSION").to_string(),
         )]
         .into_iter()
+        .chain(
+            ROOTLESS
+                .iter()
+                .map(|(k, v)| (format!("org.bulkhead.rootless{k}"), v.to_string())),
+        )
         .collect(),
         potentially_unsafe_config_annotations: Vec::new(),
     }
 }
+
+/// What works for an unprivileged caller (a user, or root of a user namespace as under
+/// rootless podman), and what does not: the features document has no field for it, so it
+/// goes in annotations (`org.bulkhead.rootless*`), as runc puts its extras there.
+const ROOTLESS: [(&str, &str); 7] = [
+    ("", "true"),
+    (
+        ".state",
+        "$XDG_RUNTIME_DIR/bulkhead without --root (else /run/user/UID/bulkhead, else /tmp/bulkhead-UID)",
+    ),
+    (
+        ".idmap",
+        "the caller's own uid and gid map directly (setgroups is then denied: no additionalGids); wider maps through newuidmap/newgidmap and the caller's /etc/subuid and /etc/subgid ranges",
+    ),
+    (
+        ".cgroup",
+        "used where delegated (a cgroup v2 subtree the caller may write): limits there, pause, ps, update, events; left out where not writable (every cgroup v1 hierarchy): without resources the container runs in the caller's cgroup (kill --all goes through its pid namespace; pause, ps, update and events fail, saying why), with resources needing such a hierarchy create fails",
+    ),
+    (
+        ".devices",
+        "linux.devices and the default devices bind-mounted from the host (no mknod in a user namespace); device cgroup rules ignored",
+    ),
+    (
+        ".sysfs",
+        "a fresh sysfs with a network namespace of the container's own, else the host's /sys bound read-only",
+    ),
+    (
+        ".unsupported",
+        "hard rlimits above the caller's, oomScoreAdj below the caller's, limits in cgroup v1 or in an undelegated cgroup v2, device cgroup rules, the systemd cgroup driver",
+    ),
+];
 
 pub fn print() -> Result<i32> {
     println!("{}", serde_json::to_string_pretty(&document())?);

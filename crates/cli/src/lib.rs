@@ -24,9 +24,10 @@ use clap::{Parser, Subcommand};
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// State directory for containers.
-    #[arg(long, global = true, default_value = "/run/bulkhead")]
-    root: PathBuf,
+    /// State directory for containers [default: /run/bulkhead; for an unprivileged
+    /// user $XDG_RUNTIME_DIR/bulkhead, else /run/user/UID/bulkhead or /tmp/bulkhead-UID].
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Write log lines to this file (default: stderr).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -135,8 +136,18 @@ pub fn main() -> i32 {
         );
         return 1;
     }
-    let rt = container::Runtime::new(&cli.root);
-    let vm = vm_cmds::runtime(&cli.root);
+    // The state root is found (and, for a user without XDG_RUNTIME_DIR, checked) only by
+    // the commands that use it.
+    let root = || -> anyhow::Result<PathBuf> {
+        Ok(match &cli.root {
+            Some(r) => r.clone(),
+            None => container::state::default_root()?,
+        })
+    };
+    let rt = || -> anyhow::Result<container::Runtime> { Ok(container::Runtime::new(root()?)) };
+    let vm = || -> anyhow::Result<vmruntime::host::lifecycle::VmRuntime> {
+        Ok(vm_cmds::runtime(&root()?))
+    };
     let over = match vm_cmds::overrides(cli.vm_backend.as_deref(), cli.vm_image.clone()) {
         Ok(o) => o,
         Err(e) => return report(Err(e), cli.log.is_some()),
@@ -144,34 +155,34 @@ pub fn main() -> i32 {
     let res = if cli.systemd_cgroup {
         Err(anyhow::anyhow!("--systemd-cgroup: the systemd cgroup driver is not supported; bulkhead manages cgroupfs directly"))
     } else {
-        match cli.command {
-            Command::Create(a) => oci_cmds::create(&rt, &vm, &over, a, cli.vm),
-            Command::Start(a) => oci_cmds::start(&rt, &vm, a),
-            Command::Run(a) => oci_cmds::run(&rt, &vm, &over, a, cli.vm),
-            Command::Exec(a) => exec_cmd::exec(&rt, &vm, a),
-            Command::State(a) => oci_cmds::state(&rt, a),
-            Command::Kill(a) => oci_cmds::kill(&rt, &vm, a),
-            Command::Delete(a) => oci_cmds::delete(&rt, a),
-            Command::List(a) => oci_cmds::list(&rt, a),
-            Command::Spec(a) => oci_cmds::spec(a),
-            Command::Features => features::print(),
-            Command::Pause(a) => oci_cmds::pause(&rt, a, true),
-            Command::Resume(a) => oci_cmds::pause(&rt, a, false),
-            Command::Update(a) if vm.is_vm(&a.id) => Err(anyhow::anyhow!(
+        (|| match cli.command {
+            Command::Create(a) => oci_cmds::create(&rt()?, &vm()?, &over, a, cli.vm),
+            Command::Start(a) => oci_cmds::start(&rt()?, &vm()?, a),
+            Command::Run(a) => oci_cmds::run(&rt()?, &vm()?, &over, a, cli.vm),
+            Command::Exec(a) => exec_cmd::exec(&rt()?, &vm()?, a),
+            Command::State(a) => oci_cmds::state(&rt()?, a),
+            Command::Kill(a) => oci_cmds::kill(&rt()?, &vm()?, a),
+            Command::Delete(a) => oci_cmds::delete(&rt()?, a),
+            Command::List(a) => oci_cmds::list(&rt()?, a),
+            Command::Pause(a) => oci_cmds::pause(&rt()?, a, true),
+            Command::Resume(a) => oci_cmds::pause(&rt()?, a, false),
+            Command::Update(a) if vm()?.is_vm(&a.id) => Err(anyhow::anyhow!(
                 "update: container {:?} runs in a VM; its limits cannot be changed after create",
                 a.id
             )),
-            Command::Update(a) => cgroup_cmds::update(&rt, a),
-            Command::Events(a) => cgroup_cmds::events(&rt, a),
-            Command::Ps(a) if vm.is_vm(&a.id) => vm_cmds::ps(&vm, &a),
-            Command::Ps(a) => cgroup_cmds::ps(&rt, a),
-            Command::Sandbox(a) if cli.vm => sandbox::vm::sandbox(&rt, &vm, &over, a),
-            Command::Sandbox(a) => sandbox::sandbox(&rt, a),
-            Command::Inspect(a) => sandbox::inspect(&rt, a),
+            Command::Update(a) => cgroup_cmds::update(&rt()?, a),
+            Command::Events(a) => cgroup_cmds::events(&rt()?, a),
+            Command::Ps(a) if vm()?.is_vm(&a.id) => vm_cmds::ps(&vm()?, &a),
+            Command::Ps(a) => cgroup_cmds::ps(&rt()?, a),
+            Command::Sandbox(a) if cli.vm => sandbox::vm::sandbox(&rt()?, &vm()?, &over, a),
+            Command::Sandbox(a) => sandbox::sandbox(&rt()?, a),
+            Command::Inspect(a) => sandbox::inspect(&rt()?, a),
+            Command::Spec(a) => oci_cmds::spec(a),
+            Command::Features => features::print(),
             Command::Probe(a) => probe_cmd::probe(a),
             Command::Vm(cmd) => vm::main(cmd),
             Command::Agent => vm_cmds::agent(),
-        }
+        })()
     };
     report(res, cli.log.is_some())
 }

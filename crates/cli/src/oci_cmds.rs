@@ -50,6 +50,7 @@ impl CreateArgs {
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
             stdio: None,
+            no_cgroup: false,
         }
     }
 }

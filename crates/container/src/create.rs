@@ -56,6 +56,11 @@ pub struct CreateOptions {
     /// (a library caller relaying the container's stdio itself, such as the VM agent).
     /// Descriptors above 2, kept open by the caller during create.
     pub stdio: Option<[std::os::fd::RawFd; 3]>,
+    /// Make no cgroup: the container stays in the caller's, and the config may ask for no
+    /// resources but device rules. For a caller that has no use for one (an unprivileged
+    /// user's sandbox without limits, whose processes its pid namespace holds): finding
+    /// the hierarchies and whether one is delegated costs a noticeable part of a start.
+    pub no_cgroup: bool,
 }
 
 /// Undo a partial create that failed (returned an error): the process, the
@@ -176,6 +181,10 @@ fn prepare(opts: &CreateOptions, notify_dir: Option<&Path>) -> Result<Prepared> 
     let lsm = Lsm::host();
     lsm.check(p)?;
     process::check_rlimits(&p.rlimits)?;
+    crate::userns::check_groups(&linux, &p.user)?;
+    if let Some(adj) = p.oom_score_adj {
+        process::check_oom_score_adj(adj)?;
+    }
     if let Some(mp) = &linux.memory_policy {
         process::mempolicy_args(mp)?;
     }
@@ -318,8 +327,29 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         pids: Vec::new(),
         pid_file: None,
     };
-    let hier = cgroups::Hierarchies::detect()?;
-    let mut cg = cgroups::Cgroup::resolve(&hier, linux.cgroups_path.as_deref(), id)?;
+    let unprivileged = crate::userns::unprivileged();
+    let mut cg = if opts.no_cgroup {
+        let res = linux.resources.clone().unwrap_or_default();
+        let limits = oci::Resources {
+            devices: Vec::new(),
+            ..res
+        };
+        if limits != oci::Resources::default() {
+            return Err(msg(
+                "linux.resources: the container is made without a cgroup, so it can have no resource limits",
+            ));
+        }
+        cgroups::Cgroup::none()
+    } else {
+        let hier = cgroups::Hierarchies::detect()?;
+        let mut cg = cgroups::Cgroup::resolve(&hier, linux.cgroups_path.as_deref(), id)?;
+        if unprivileged {
+            // Rootless: only the hierarchies delegated to us; the container stays in our
+            // own cgroup in the others (a resource needing one of them fails in `apply`).
+            cg.leave_out_unwritable(&hier)?;
+        }
+        cg
+    };
     cg.plan_create();
     // The record of everything this create is about to make, written before
     // any of it exists: a create killed at any later point leaves a
@@ -334,7 +364,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         rootfs: prep.rootfs.display().to_string(),
         created: rfc3339(SystemTime::now()),
         annotations: spec.annotations.clone(),
-        cgroup: Some(cg.saved()),
+        cgroup: has_cgroup(&cg).then(|| cg.saved()),
         hooks: spec.hooks.clone(),
         private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
         notify_socket: notify.clone(),
@@ -348,7 +378,14 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     cg.create_planned()?;
     guard.cgroup = Some(cg.clone());
     let mut res = linux.resources.clone().unwrap_or_default();
-    res.devices = devices::cgroup_rules(&res.devices, &linux.devices);
+    res.devices = if unprivileged || opts.no_cgroup {
+        // As runc: no device cgroup without privilege (v1's is not delegated, v2's needs
+        // CAP_SYS_ADMIN for its BPF program). In a user namespace no device node can be
+        // made; host nodes are bind-mounted and keep the host's permissions.
+        Vec::new()
+    } else {
+        devices::cgroup_rules(&res.devices, &linux.devices)
+    };
     cg.apply(&res)?;
     // cgroup v2: clone3 puts the child straight into its cgroup.
     let cg_fd: Option<OwnedFd> = match cg.v2_dir() {
@@ -429,19 +466,26 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     // Join the cgroup as early as the pid is known, while the init builds its
     // root filesystem: on cgroup v1 the first migration waits for an RCU grace
     // period (~10 ms here), which then overlaps with the init's own work.
+    // oom_score_adj is written by us, not the init: lowering it needs CAP_SYS_RESOURCE over
+    // the host, which an init in a new user namespace lacks. With a new user namespace it
+    // is written while the init is still dumpable (see init.rs): the /proc files of a
+    // non-dumpable process belong to root, which an unprivileged runtime is not.
+    let set_oom = |pid: i32| -> Result<()> {
+        match p.oom_score_adj {
+            Some(adj) => process::set_oom_score_adj(pid, adj),
+            None => Ok(()),
+        }
+    };
     let join = |pid: i32| -> Result<()> {
         // With CLONE_INTO_CGROUP the first child already sits in v2; a
         // double-forked init inherited that placement from its parent.
         cg.add(pid, into_cgroup)?;
-        if let Some(adj) = p.oom_score_adj {
-            fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
-                .ctx(|| format!("process.oomScoreAdj {adj}"))?;
-        }
         Ok(())
     };
     let mut joined = false;
     if !prep.plan.new_user && !prep.plan.double_fork {
         join(child)?;
+        set_oom(child)?;
         joined = true;
     }
     loop {
@@ -449,6 +493,9 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         match m {
             Some(Msg::UsernsReady) => {
                 namespaces::write_id_maps(child, &linux)?;
+                if !prep.plan.double_fork && !joined {
+                    set_oom(child)?;
+                }
                 chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
                 if !prep.plan.double_fork && !joined {
                     join(child)?;
@@ -464,6 +511,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
                 record_init(p)?;
                 if !joined {
                     join(p)?;
+                    set_oom(p)?;
                     joined = true;
                 }
                 chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
@@ -471,6 +519,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
             Some(Msg::Ready) => {
                 if !joined {
                     join(init_pid)?;
+                    set_oom(init_pid)?;
                     joined = true;
                 }
                 chan.send(&Msg::Go(String::new())).ctx(|| "sync".into())?;
@@ -521,7 +570,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     saved.pid = init_pid;
     saved.pid_start = pid_start;
     // The directories actually made (one may have appeared meanwhile).
-    saved.cgroup = Some(cg.saved());
+    saved.cgroup = has_cgroup(&cg).then(|| cg.saved());
     crate::exec::save_config(sd, spec)?;
     sd.save(&saved)?;
     if let Some(pf) = &opts.pid_file {
@@ -535,6 +584,13 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     guard.disarm();
     poststop.state = None;
     Ok(Created { pid: init_pid })
+}
+
+/// Does the container have a cgroup of its own? Not when an unprivileged runtime could
+/// write none of the hierarchies: it then runs in the runtime's cgroup, and `pause`,
+/// `update`, `events` and `ps` have nothing to act on.
+fn has_cgroup(cg: &cgroups::Cgroup) -> bool {
+    !cg.dirs.is_empty()
 }
 
 fn bind_start_socket(sd: &StateDir) -> Result<OwnedFd> {

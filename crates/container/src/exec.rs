@@ -210,9 +210,21 @@ impl Runtime {
             None => None,
         };
         let (chan, chan_child) = Channel::pair().ctx(|| "socketpair".into())?;
-        if let Some(f) = &pid_ns {
-            namespaces::join_fd(NamespaceType::Pid, f.as_fd())?;
-        }
+        // setns to a pid namespace needs CAP_SYS_ADMIN over the user namespace that owns
+        // it. Root on the host has that and joins here, so the child is born in it; an
+        // unprivileged runtime gets it only by joining the container's user namespace,
+        // which it cannot leave again: its child joins both and forks the process that
+        // runs in the container (the double fork of `create`, see namespaces.rs).
+        let pid_ns_in_child = pid_ns.is_some()
+            && crate::userns::unprivileged()
+            && joins.iter().any(|(t, _)| *t == NamespaceType::User);
+        let pid_ns = match pid_ns {
+            Some(f) if !pid_ns_in_child => {
+                namespaces::join_fd(NamespaceType::Pid, f.as_fd())?;
+                None
+            }
+            other => other.map(OwnedFd::from),
+        };
         let lock_fd = sd.lock_fd();
         let runtime_chan_fd = chan.as_fd().as_raw_fd();
 
@@ -228,6 +240,7 @@ impl Runtime {
                     filter.as_ref(),
                     &lsm,
                     joins,
+                    pid_ns,
                     console_sock,
                     &chan_child,
                     opts,
@@ -244,6 +257,21 @@ impl Runtime {
         }
         drop(chan_child);
         drop(console_sock);
+        let mut child = child;
+        if pid_ns_in_child {
+            // The intermediate process names the real one, then exits: reap it.
+            let adopted = chan.recv();
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+            match adopted {
+                Ok(Some(Msg::Pid(p))) => child = p,
+                Ok(Some(Msg::Error(e))) => return Err(Error::Msg(e)),
+                other => return Err(msg(format!("exec: unexpected answer {other:?}"))),
+            }
+            chan.send(&Msg::Go(String::new()))
+                .ctx(|| "exec: sync".into())?;
+        }
+        let child = child;
         // A stranded child must not outlive a failed exec.
         let fail = |e: Error| -> Error {
             // SAFETY: kill/waitpid on our own child.
@@ -257,14 +285,6 @@ impl Runtime {
             let procs_v2 = cg_fd.is_some();
             if let Err(e) = cg.add(child, procs_v2) {
                 return Err(fail(e.into()));
-            }
-        }
-        if let Some(adj) = p.oom_score_adj {
-            if let Err(e) = fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string()) {
-                return Err(fail(Error::Sys {
-                    context: format!("process.oomScoreAdj {adj}"),
-                    source: e,
-                }));
             }
         }
         match chan.recv() {
@@ -339,6 +359,7 @@ fn exec_child(
     filter: Option<&seccomp::Filter>,
     lsm: &Lsm,
     joins: Vec<(NamespaceType, OwnedFd)>,
+    pid_ns: Option<OwnedFd>,
     console_sock: Option<OwnedFd>,
     chan: &Channel,
     opts: &ExecOptions,
@@ -346,15 +367,22 @@ fn exec_child(
 ) -> Result<std::convert::Infallible> {
     // SAFETY: closing our copies of the state lock (which would keep it
     // held) and of the runtime's end of the channel (which would hide the
-    // runtime's death from us); plain prctl.
+    // runtime's death from us).
     unsafe {
         for fd in inherited {
             libc::close(fd);
         }
-        // Not dumpable while we are the runtime binary inside the container
-        // (CVE-2019-5736): container processes cannot open our /proc/PID/exe.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    // Still outside the container, with the runtime's credentials: set our own
+    // oom_score_adj before the next step makes our /proc files root's (which an
+    // unprivileged runtime could then not write for us).
+    if let Some(adj) = p.oom_score_adj {
+        process::set_oom_score_adj(std::process::id() as i32, adj)?;
+    }
+    // Not dumpable while we are the runtime binary inside the container
+    // (CVE-2019-5736): container processes cannot open our /proc/PID/exe.
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // Until the handoff we die with the runtime: a killed exec leaves no
     // half-made process in the container.
     sync::die_with_runtime(chan);
@@ -369,6 +397,24 @@ fn exec_child(
         sync::die_with_runtime(chan);
     }
     drop(joins);
+    if let Some(ns) = pid_ns {
+        namespaces::join_fd(NamespaceType::Pid, ns.as_fd())?;
+        drop(ns);
+        // The pid namespace takes our next child: it runs in the container, as the
+        // runtime's child (CLONE_PARENT) so that it can wait for it.
+        // SAFETY: single-threaded; the intermediate process exits right away.
+        let pid = unsafe { sys::clone3(libc::CLONE_PARENT as u64, None) }
+            .ctx(|| "fork the process in the container's pid namespace".into())?;
+        if pid != 0 {
+            let _ = chan.send(&Msg::Pid(pid));
+            sys::exit_now(0);
+        }
+        // A new process has no death signal; and our messages must not overtake
+        // our parent's: wait until the runtime has adopted us.
+        sync::die_with_runtime(chan);
+        chan.wait_go()
+            .ctx(|| "exec: wait for the runtime to adopt the process".into())?;
+    }
     match console_sock {
         Some(sock) => {
             let (slave, _) = console::setup(sock, p.console_size)?;

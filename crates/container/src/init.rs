@@ -87,16 +87,21 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     // Until the handoff, the init dies with the runtime: nothing half-made
     // may outlive a killed `create`.
     sync::die_with_runtime(&ctx.chan);
-    // Not dumpable: other processes in the container cannot open our
-    // /proc/PID/exe (the runtime binary) or ptrace us (CVE-2019-5736).
-    // SAFETY: plain prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if let Some(fds) = ctx.stdio {
         sys::dup_stdio(fds)?;
     }
     let spec = ctx.spec;
     let linux = spec.linux();
     let plan = ctx.plan;
+    // Not dumpable: other processes in the container cannot open our
+    // /proc/PID/exe (the runtime binary) or ptrace us (CVE-2019-5736). With a
+    // new user namespace, only once the runtime has written our /proc files
+    // (id maps, oom_score_adj, time offsets): those of a non-dumpable process
+    // belong to root, which an unprivileged runtime is not. Until then no
+    // process of the container exists (ours is being made).
+    if !plan.new_user {
+        set_non_dumpable();
+    }
 
     for (t, path) in &plan.joins {
         namespaces::join(*t, path)?;
@@ -182,6 +187,9 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
             namespaces::write_time_offsets("self", &linux)?;
         }
     }
+    if plan.new_user {
+        set_non_dumpable();
+    }
     if let Some(cpus) = spec
         .process
         .as_ref()
@@ -189,6 +197,9 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
         .and_then(|a| a.initial.as_deref())
     {
         process::set_cpu_affinity(cpus, "process.execCPUAffinity.initial")?;
+    }
+    if linux.new_namespace(oci::NamespaceType::Network) {
+        namespaces::loopback_up()?;
     }
     // Namespaced sysctls: /proc/sys resolves per the writer's namespaces.
     for (k, v) in &linux.sysctl {
@@ -202,11 +213,14 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
         bundle: ctx.bundle,
         cgroup: ctx.cgroup,
         mount_opts: ctx.mount_opts,
+        // Also when the runtime itself runs in a user namespace (rootless podman, an
+        // unprivileged sandbox): no device node can be made there either.
         in_userns: plan.new_user
             || plan
                 .joins
                 .iter()
-                .any(|(t, _)| *t == oci::NamespaceType::User),
+                .any(|(t, _)| *t == oci::NamespaceType::User)
+            || !crate::userns::in_initial(),
         new_cgroupns: plan.new_cgroup,
     };
     let setup_root = !plan.join_mount;
@@ -319,6 +333,11 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     };
     let _ = conn.write_all(text.as_bytes());
     sys::exit_now(127)
+}
+
+fn set_non_dumpable() {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
 fn set_res_ids(z: rustix::process::Gid) -> Result<()> {

@@ -1,11 +1,19 @@
 //! Build and run OCI containers: the library under bulkhead's runtime commands.
 //!
 //! ## Architecture notes
-//! - One module per kernel concept: [`namespaces`], [`rootfs`] (mounts, pivot_root,
-//!   masked paths), [`devices`], [`process`] (user, rlimits, scheduling...),
-//!   [`capabilities`], [`hooks`], [`console`], [`lsm`], [`state`] (state dir and
-//!   locking), [`sync`] (runtime ↔ init channel). [`create`] and [`init`] are the
-//!   two halves of container creation; [`Runtime`] is the lifecycle API the CLI calls.
+//! - One module per kernel concept: [`namespaces`], [`userns`] (what an
+//!   unprivileged runtime may do: id maps, newuidmap), [`rootfs`] (mounts,
+//!   pivot_root, masked paths), [`devices`], [`process`] (user, rlimits,
+//!   scheduling...), [`capabilities`], [`hooks`], [`console`], [`lsm`], [`state`]
+//!   (state dir and locking), [`sync`] (runtime ↔ init channel). [`create`] and
+//!   [`init`] are the two halves of container creation; [`Runtime`] is the
+//!   lifecycle API the CLI calls.
+//! - Rootless is the same code, not a mode: the runtime asks
+//!   [`userns::unprivileged`] where privilege matters (cgroups it may not write
+//!   are left out, device rules dropped, rlimits and oom_score_adj checked
+//!   against its own), and the init bind-mounts devices whenever it is in a user
+//!   namespace, whether the config made one or the runtime already runs in one
+//!   (rootless podman, an unprivileged `sandbox`).
 //! - The start path is designed for speed: the container's init is a clone3()
 //!   child of the runtime (no re-exec of the binary), the config is parsed and
 //!   validated once, and parent and child synchronise over one socketpair.
@@ -39,6 +47,7 @@ pub mod rootfs;
 pub mod state;
 pub mod sync;
 pub mod sys;
+pub mod userns;
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -52,6 +61,9 @@ pub use create::{CreateOptions, Created};
 use error::{msg, Context};
 pub use error::{Error, Result};
 use state::{Saved, StateDir};
+
+/// Why a container may have no cgroup: said wherever a command needs one.
+pub const NO_CGROUP: &str = "it was created by an unprivileged runtime that could write no cgroup hierarchy, and runs in that runtime's cgroup; a cgroup v2 subtree delegated to the user gives it one";
 
 /// The container runtime, rooted at a state directory (`--root`).
 #[derive(Debug, Clone)]
@@ -245,6 +257,11 @@ impl Runtime {
             if let Some(cg) = &saved.cgroup {
                 return Ok(cgroups::Cgroup::from_saved(cg).kill_all(signal)?);
             }
+            if saved.private_pid_ns && init_pidfd(&saved)?.is_some() {
+                // No cgroup of its own (an unprivileged runtime could write none): its
+                // pid namespace holds every process of the container.
+                return namespaces::signal_pid_namespace(saved.pid, signal);
+            }
         }
         let fd = init_pidfd(&saved)?.ok_or(Error::State {
             op: "kill",
@@ -361,10 +378,12 @@ impl Runtime {
                 status,
             });
         }
-        let cg = saved
-            .cgroup
-            .as_ref()
-            .ok_or_else(|| msg(format!("container {id:?} has no cgroup")))?;
+        let cg = saved.cgroup.as_ref().ok_or_else(|| {
+            msg(format!(
+                "cannot {} container {id:?}: it has no cgroup, so no freezer ({NO_CGROUP})",
+                if pause { "pause" } else { "resume" }
+            ))
+        })?;
         let cg = cgroups::Cgroup::from_saved(cg);
         if pause {
             cg.freeze()?

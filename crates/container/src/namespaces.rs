@@ -128,24 +128,10 @@ pub fn unshare(flags: u64) -> Result<()> {
     Ok(())
 }
 
-fn map_text(maps: &[IdMapping]) -> String {
-    maps.iter()
-        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
-        .collect()
-}
-
-/// Write the uid/gid maps of `pid`'s new user namespace (done by the parent,
-/// which is privileged in the parent namespace).
+/// Write the uid/gid maps of `pid`'s new user namespace (done by the parent, from the
+/// namespace above it: see [`crate::userns`] for how an unprivileged runtime does it).
 pub fn write_id_maps(pid: i32, linux: &Linux) -> Result<()> {
-    for (file, maps) in [
-        ("uid_map", &linux.uid_mappings),
-        ("gid_map", &linux.gid_mappings),
-    ] {
-        let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, map_text(maps))
-            .ctx(|| format!("write linux.{}Mappings to {path}", &file[..3]))?;
-    }
-    Ok(())
+    crate::userns::write_maps(pid, &linux.uid_mappings, &linux.gid_mappings)
 }
 
 /// Does `id` have a mapping in the namespace (so setuid to it can work)?
@@ -196,6 +182,67 @@ pub fn check_paths(linux: &Linux) -> Result<()> {
                 "linux.namespaces[{i}].path: {path} is not a {} namespace",
                 ns.typ
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Send `signal` to every process in the pid namespace of process `init` (its pid 1),
+/// found by the namespace link of each /proc entry. Processes forked meanwhile may be
+/// missed, except with SIGKILL: the kernel kills the whole namespace with its pid 1.
+pub fn signal_pid_namespace(init: i32, signal: i32) -> Result<()> {
+    let target = std::fs::read_link(format!("/proc/{init}/ns/pid"))
+        .ctx(|| format!("read the pid namespace of {init}"))?;
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .ctx(|| "read /proc".into())?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == target))
+        .collect();
+    // The init last: with SIGKILL its death takes the others anyway.
+    pids.sort_by_key(|p| *p == init);
+    for pid in pids {
+        // SAFETY: plain kill(2) on a pid of the container's namespace.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e).ctx(|| format!("kill {pid}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bring up the loopback interface of this process's (new) network namespace, which the
+/// kernel creates down, as runc does for every container with a network namespace of its
+/// own: programs expect 127.0.0.1 to work. Done by the init, which holds CAP_NET_ADMIN
+/// over the namespace whoever the runtime is.
+pub fn loopback_up() -> Result<()> {
+    set_lo_up().ctx(|| "bring up the loopback interface lo of the new network namespace".into())
+}
+
+fn set_lo_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    unsafe {
+        if libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(raw, libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())
@@ -294,7 +341,6 @@ mod tests {
         }];
         assert!(is_mapped(&m, 0) && is_mapped(&m, 999));
         assert!(!is_mapped(&m, 1000));
-        assert_eq!(map_text(&m), "0 100000 1000\n");
     }
 
     #[test]

@@ -43,12 +43,7 @@ pub fn rlimit_resource(name: &str) -> Option<Resource> {
 /// CAP_SYS_RESOURCE in the initial user namespace, and even root is refused on
 /// some hosts. Probing with prlimit on ourselves would change us, so compare.
 pub fn check_rlimits(rlimits: &[Rlimit]) -> Result<()> {
-    let privileged = rustix::thread::capabilities(None)
-        .map(|c| {
-            c.effective
-                .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
-        })
-        .unwrap_or(false);
+    let privileged = crate::userns::host_capable(rustix::thread::CapabilitySet::SYS_RESOURCE);
     for (i, r) in rlimits.iter().enumerate() {
         let res = rlimit_resource(&r.typ)
             .ok_or_else(|| msg(format!("process.rlimits[{i}]: unknown type {}", r.typ)))?;
@@ -56,12 +51,61 @@ pub fn check_rlimits(rlimits: &[Rlimit]) -> Result<()> {
         let hard = cur.maximum.unwrap_or(u64::MAX);
         if !privileged && r.hard > hard {
             return Err(msg(format!(
-                "process.rlimits[{i}]: {} hard limit {} is above the runtime's own hard limit {hard}, which cannot be raised without CAP_SYS_RESOURCE",
-                r.typ, r.hard
+                "process.rlimits[{i}]: {} hard limit {} is above the runtime's own hard limit {hard}, which cannot be raised without CAP_SYS_RESOURCE{}",
+                r.typ,
+                r.hard,
+                if crate::userns::unprivileged() {
+                    " (an unprivileged runtime never has it over the host)"
+                } else {
+                    ""
+                }
             )));
         }
     }
     Ok(())
+}
+
+/// The runtime's own oom_score_adj, which a new process inherits.
+fn own_oom_score_adj() -> Option<i32> {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Check `process.oomScoreAdj` before anything is created: the kernel lets only a holder
+/// of CAP_SYS_RESOURCE over the host lower the value a process inherits (raising it is
+/// always allowed), so an unprivileged runtime asked for less than its own value fails now,
+/// with a message saying why, instead of in the middle of `create`.
+pub fn check_oom_score_adj(adj: i32) -> Result<()> {
+    let Some(cur) = own_oom_score_adj() else {
+        return Ok(());
+    };
+    if adj < cur && !crate::userns::host_capable(rustix::thread::CapabilitySet::SYS_RESOURCE) {
+        return Err(msg(format!(
+            "process.oomScoreAdj {adj}: below the runtime's own value {cur}, which the container inherits; lowering it needs CAP_SYS_RESOURCE over the host, which {} lacks (raising it is always allowed)",
+            if crate::userns::unprivileged() {
+                "an unprivileged runtime"
+            } else {
+                "this runtime"
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Write `process.oomScoreAdj` for process `pid`.
+pub fn set_oom_score_adj(pid: i32, adj: i32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).map_err(|e| {
+        let why = match (e.raw_os_error(), own_oom_score_adj()) {
+            (Some(libc::EACCES), Some(cur)) if adj < cur => format!(
+                " (below the current value {cur}: lowering it needs CAP_SYS_RESOURCE over the host)"
+            ),
+            _ => String::new(),
+        };
+        msg(format!(
+            "process.oomScoreAdj {adj}: write /proc/{pid}/oom_score_adj: {e}{why}"
+        ))
+    })
 }
 
 pub fn set_rlimits(rlimits: &[Rlimit]) -> Result<()> {
@@ -212,12 +256,25 @@ pub fn set_cpu_affinity(list: &str, field: &str) -> Result<()> {
 pub fn switch_user(u: &User) -> Result<()> {
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    sys::setgroups(&u.additional_gids).ctx(|| {
-        format!(
-            "setgroups({:?}) (process.user.additionalGids)",
-            u.additional_gids
-        )
-    })?;
+    if crate::userns::setgroups_denied() {
+        // A user namespace whose gid map an unprivileged runtime wrote (its own gid alone):
+        // the kernel forbids setgroups in it. The process keeps the supplementary groups
+        // the user had on the host (unmapped, they show as the overflow gid), which grant
+        // it nothing the user did not have; asking for more is an error (as with runc).
+        if !u.additional_gids.is_empty() {
+            return Err(msg(format!(
+                "process.user.additionalGids {:?}: setgroups is denied in this user namespace (an unprivileged user mapping only its own gid); map more gids through newgidmap and /etc/subgid",
+                u.additional_gids
+            )));
+        }
+    } else {
+        sys::setgroups(&u.additional_gids).ctx(|| {
+            format!(
+                "setgroups({:?}) (process.user.additionalGids)",
+                u.additional_gids
+            )
+        })?;
+    }
     let gid = rustix::process::Gid::from_raw(u.gid);
     set_thread_res_gid(gid, gid, gid).ctx(|| format!("setresgid({}) (process.user.gid)", u.gid))?;
     let uid = rustix::process::Uid::from_raw(u.uid);

@@ -112,12 +112,15 @@ impl Rootfs<'_> {
             None,
         )
         .ctx(|| format!("bind mount the root filesystem {}", self.rootfs.display()))?;
-        let root = rustix::fs::open(
-            self.rootfs,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx(|| format!("open {}", self.rootfs.display()))?;
+        let open_root = || {
+            rustix::fs::open(
+                self.rootfs,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(|| format!("open {}", self.rootfs.display()))
+        };
+        let mut root = open_root()?;
 
         let mut has_dev_bind = false;
         let mut has_devpts = false;
@@ -130,6 +133,13 @@ impl Rootfs<'_> {
                 has_devpts = true;
             }
             self.mount_one(root.as_fd(), i, m, opts)?;
+            if dest.is_empty() {
+                // A mount on "/" covers the root itself: the entries after it go
+                // into it (as runc's path-based joins do), and so does pivot_root,
+                // which follows the path. A descriptor opened before would still
+                // name the directory underneath.
+                root = open_root()?;
+            }
         }
 
         if let Some(p) = &self.spec.process {
@@ -343,7 +353,7 @@ impl Rootfs<'_> {
                     None,
                 )
                 .ctx(|| format!("{}: mount cgroup2", field()))?;
-            } else if let Some(d) = cg.v2_dir() {
+            } else if let Some(d) = cg.v2_dir().or_else(|| cg.outside.iter().find(|d| d.v2)) {
                 sys::mount(
                     Some(&d.path.to_string_lossy()),
                     &fd_path(&target),
@@ -365,7 +375,10 @@ impl Rootfs<'_> {
             Some("mode=755"),
         )
         .ctx(|| format!("{}: mount tmpfs for the cgroup hierarchies", field()))?;
-        for d in &cg.dirs {
+        // The hierarchies an unprivileged runtime could not write hold the container in
+        // the runtime's own cgroup: that directory is shown, read-only.
+        let dirs = cg.dirs.iter().map(|d| (d, false));
+        for (d, outside) in dirs.chain(cg.outside.iter().map(|d| (d, true))) {
             let name = if d.v2 {
                 "unified".to_string()
             } else {
@@ -392,7 +405,8 @@ impl Rootfs<'_> {
                 opts.attr_set()
                     | libc::MOUNT_ATTR_NOSUID
                     | libc::MOUNT_ATTR_NODEV
-                    | libc::MOUNT_ATTR_NOEXEC,
+                    | libc::MOUNT_ATTR_NOEXEC
+                    | if outside { libc::MOUNT_ATTR_RDONLY } else { 0 },
                 0,
                 0,
             )

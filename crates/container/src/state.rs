@@ -35,6 +35,84 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 
 pub const STATE_FILE: &str = "state.json";
+
+/// The state root of a runtime on the host, and of `--root`'s default for root.
+pub const SYSTEM_ROOT: &str = "/run/bulkhead";
+
+/// The state root when `--root` is not given.
+///
+/// Root on the host: [`SYSTEM_ROOT`]. Otherwise `$XDG_RUNTIME_DIR/bulkhead`, when runc
+/// would honour XDG_RUNTIME_DIR: set, and the caller not root, or root of a user namespace
+/// whose USER is not `root` (rootless podman calls its runtime so, with the user's
+/// XDG_RUNTIME_DIR). Without XDG_RUNTIME_DIR runc and crun fall back to `/run/runc`
+/// (`/run/crun`), which a user cannot write; an unprivileged bulkhead falls back as rootless
+/// podman does instead: `/run/user/UID/bulkhead` when `/run/user/UID` is the user's own
+/// directory (logind's XDG_RUNTIME_DIR, when a `su` or `sudo` session dropped the
+/// variable), else `/tmp/bulkhead-UID`, made with mode 0700 and refused unless it is a real
+/// directory that belongs to the user and that nobody else may write (in a shared /tmp,
+/// someone else could have made it first).
+pub fn default_root() -> Result<PathBuf> {
+    let euid = rustix::process::geteuid();
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR");
+    let user = std::env::var("USER").ok();
+    match choose_root(
+        euid.is_root(),
+        crate::userns::in_initial(),
+        xdg.as_deref().map(Path::new),
+        user.as_deref(),
+    ) {
+        Some(root) => Ok(root),
+        None => user_fallback(euid.as_raw()),
+    }
+}
+
+/// [`default_root`]'s choice from the caller's facts; None: a user without
+/// XDG_RUNTIME_DIR (the fallbacks).
+fn choose_root(
+    euid_root: bool,
+    initial_userns: bool,
+    xdg: Option<&Path>,
+    user: Option<&str>,
+) -> Option<PathBuf> {
+    let xdg = xdg.filter(|x| !x.as_os_str().is_empty());
+    // runc's rule (shouldHonorXDGRuntimeDir): not for root on the host, nor for a
+    // root of a user namespace that says it is root.
+    let honour = !euid_root || (!initial_userns && user != Some("root"));
+    match xdg {
+        Some(dir) if honour => Some(dir.join("bulkhead")),
+        Some(_) => Some(PathBuf::from(SYSTEM_ROOT)),
+        None if euid_root => Some(PathBuf::from(SYSTEM_ROOT)),
+        None => None,
+    }
+}
+
+/// A user's state root without XDG_RUNTIME_DIR (see [`default_root`]).
+fn user_fallback(uid: u32) -> Result<PathBuf> {
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    if fs::symlink_metadata(&run_user).is_ok_and(|m| m.is_dir() && owned_private(&m, uid)) {
+        return Ok(run_user.join("bulkhead"));
+    }
+    let tmp = PathBuf::from(format!("/tmp/bulkhead-{uid}"));
+    match fs::DirBuilder::new().mode(0o700).create(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).ctx(|| format!("create the state root {}", tmp.display())),
+    }
+    let m = fs::symlink_metadata(&tmp).ctx(|| format!("state root {}", tmp.display()))?;
+    if !m.is_dir() || !owned_private(&m, uid) {
+        return Err(Error::Msg(format!(
+            "state root {}: not a directory of yours that only you may write (someone else may have made it); set XDG_RUNTIME_DIR or pass --root",
+            tmp.display()
+        )));
+    }
+    Ok(tmp)
+}
+
+/// Owned by `uid`, and writable by nobody else.
+fn owned_private(m: &fs::Metadata, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    m.uid() == uid && m.mode() & 0o022 == 0
+}
 pub const START_SOCKET: &str = "start.sock";
 
 /// What the runtime remembers about a container between commands.
@@ -383,12 +461,29 @@ pub fn list(root: &Path) -> Result<Vec<Report>> {
         let Ok((sd, busy)) = StateDir::peek(root, id) else {
             continue;
         };
-        if let Ok(r) = sd.report(busy) {
+        if let Ok(mut r) = sd.report(busy) {
+            // runc's OWNER column: who made the container (its directory's owner).
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(m) = entry.metadata() {
+                r.owner = user_name(m.uid());
+            }
             out.push(r);
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// The name of `uid` in the host's /etc/passwd, or the number.
+fn user_name(uid: u32) -> String {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+        })
+        .unwrap_or_else(|| uid.to_string())
 }
 
 /// RFC 3339 UTC timestamp with nanoseconds, as runc writes `created`.
@@ -418,6 +513,36 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_state_roots() {
+        let xdg = Some(Path::new("/run/user/1000"));
+        let sys = Some(PathBuf::from(SYSTEM_ROOT));
+        // Root on the host ignores XDG_RUNTIME_DIR (runc's rule).
+        assert_eq!(choose_root(true, true, xdg, Some("root")), sys);
+        assert_eq!(choose_root(true, true, None, None), sys);
+        // A user: its XDG_RUNTIME_DIR, else the fallbacks.
+        let mine = Some(PathBuf::from("/run/user/1000/bulkhead"));
+        assert_eq!(choose_root(false, true, xdg, Some("me")), mine);
+        assert_eq!(choose_root(false, true, None, Some("me")), None);
+        assert_eq!(choose_root(false, true, Some(Path::new("")), None), None);
+        // Root of a user namespace (rootless podman): XDG unless USER says root.
+        assert_eq!(choose_root(true, false, xdg, Some("me")), mine);
+        assert_eq!(choose_root(true, false, xdg, None), mine);
+        assert_eq!(choose_root(true, false, xdg, Some("root")), sys);
+        assert_eq!(choose_root(true, false, None, Some("me")), sys);
+    }
+
+    #[test]
+    fn a_fallback_root_someone_else_made_is_refused() {
+        // A uid no one has: the directory this (root) test makes for it is
+        // not that uid's, as one made by another user in /tmp would not be.
+        let uid = 4_000_000_000 + std::process::id() % 100_000;
+        let dir = PathBuf::from(format!("/tmp/bulkhead-{uid}"));
+        let e = user_fallback(uid).unwrap_err().to_string();
+        let _ = fs::remove_dir(&dir);
+        assert!(e.contains("someone else may have made it"), "{e}");
+    }
     use std::time::Duration;
 
     #[test]

@@ -181,15 +181,13 @@ pub fn default_spec(rootless: Option<(u32, u32)>) -> Spec {
             host_id: gid,
             size: 1,
         }];
+        // No cgroup settings (runc's rootless spec has none): an unprivileged user can
+        // limit resources only in a delegated cgroup v2 subtree, and has no device cgroup.
         linux.resources = None;
-        // Without a network namespace of its own, sysfs cannot be mounted by
-        // an unprivileged user: bind the host's read-only instead.
-        mounts[5] = mount(
-            "/sys",
-            "none",
-            "/sys",
-            &["rbind", "nosuid", "noexec", "nodev", "ro"],
-        );
+        // sysfs stays: the container's own network namespace lets its user namespace
+        // mount one (without it, the runtime binds the host's /sys read-only instead).
+        // No /sys/fs/cgroup: without a cgroup of its own the container would only see
+        // the caller's.
         mounts.retain(|m| m.destination != "/sys/fs/cgroup");
         for m in &mut mounts {
             m.options.retain(|o| o != "gid=5");
