@@ -141,6 +141,7 @@ fn features_lists_what_is_implemented() {
         "devices",
         "sysfs",
         "unsupported",
+        "sandbox",
     ] {
         assert!(
             a[format!("org.bulkhead.rootless.{k}")].is_string(),

@@ -1,12 +1,15 @@
 //! bulkhead for an unprivileged user, run as a real user each test makes
 //! (tests/common/user.rs): the OCI runtime on a busybox bundle from
 //! `bulkhead spec --rootless` (state in the user's XDG_RUNTIME_DIR, no
-//! cgroup unless one is delegated, multi-id maps through newuidmap).
-//! Rootless podman is in tests/engines.rs.
+//! cgroup unless one is delegated, multi-id maps through newuidmap), and
+//! `bulkhead sandbox` in a user namespace of its own. Rootless podman is in
+//! tests/engines.rs.
 
 mod common;
 
 use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -350,5 +353,177 @@ fn runtime_maps_subordinate_ids_through_newuidmap() {
         "a subordinate uid runs the process: {out}"
     );
     assert_eq!(lines[6], ["1000", "100"], "{out}");
+    assert_nothing_left(&u);
+}
+
+/// `sandbox ARGS...` as the user (-T: plain streams).
+fn sandbox(u: &User, args: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["sandbox", "-T"];
+    a.extend_from_slice(args);
+    bh(u, &a)
+}
+
+#[test]
+fn sandbox_runs_a_command_as_the_user() {
+    let u = User::new("sbid");
+    let (code, out, err) = sandbox(&u, &["--", "id"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("uid={}({}) gid={}", u.uid, u.name, u.gid)),
+        "{out}"
+    );
+    assert_nothing_left(&u);
+    let (code, out, err) = sandbox(
+        &u,
+        &[
+            "--map-root",
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(map, ["0", &u.uid.to_string(), "1"]);
+    let (code, _, _) = sandbox(&u, &["--", "sh", "-c", "exit 7"]);
+    assert_eq!(code, 7);
+    // Only the one id exists in the sandbox's user namespace.
+    let (code, _, err) = sandbox(&u, &["--user", "0", "--", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--user 0: uid 0 does not exist"), "{err}");
+    assert_nothing_left(&u);
+}
+
+#[test]
+fn sandbox_writes_only_to_its_tmpfs() {
+    let u = User::new("sbro");
+    let mine = u.home.join("written-by-the-sandbox");
+    let script = format!(
+        "touch {m} 2>&1; echo private > /tmp/f && cat /tmp/f",
+        m = mine.display()
+    );
+    let (code, out, err) = sandbox(&u, &["--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.ends_with("private\n"), "{out}");
+    assert!(!mine.exists(), "the sandbox wrote to the user's home");
+    // The same write outside the sandbox works: the user owns that home.
+    ok(&output(u.cmd("touch").arg(&mine)));
+    assert!(mine.exists());
+    assert_nothing_left(&u);
+}
+
+#[test]
+fn sandbox_network_is_isolated() {
+    let u = User::new("sbnet");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = format!("echo hi > /dev/tcp/127.0.0.1/{port}");
+    let (code, out, err) = sandbox(
+        &u,
+        &[
+            "--",
+            "bash",
+            "-c",
+            &format!("ls /sys/class/net; cat /sys/class/net/lo/flags; {connect}"),
+        ],
+    );
+    assert_ne!(
+        code, 0,
+        "the host's port was reached from --net none: {out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "lo", "only loopback: {out}");
+    let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up: {out}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(listener.accept().is_err(), "a connection arrived");
+    // With the host's network the same command gets through: the check can fail.
+    let (code, _, err) = sandbox(&u, &["--net", "host", "--", "bash", "-c", &connect]);
+    assert_eq!(code, 0, "{err}");
+    listener.set_nonblocking(false).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hi\n");
+    assert_nothing_left(&u);
+}
+
+#[test]
+fn sandbox_inspect_shows_the_user_namespace() {
+    let u = User::new("sbins");
+    let bin = u.bin.to_string_lossy().into_owned();
+    let (code, out, err) = sandbox(&u, &["--", &bin, "inspect", "--self", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let user_ns = v["namespaces"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "user")
+        .unwrap();
+    assert_eq!(user_ns["share"], "private", "{user_ns}");
+    assert_eq!(v["ids"]["status"], "mapped", "{}", v["ids"]);
+    assert_eq!(v["ids"]["in_force"], true);
+    assert_eq!(v["ids"]["uid_map"][0]["outside"], u.uid);
+    for layer in [
+        "namespaces",
+        "seccomp",
+        "no_new_privs",
+        "capabilities",
+        "root",
+    ] {
+        assert_eq!(v[layer]["in_force"], true, "{layer}: {}", v[layer]);
+    }
+    assert_nothing_left(&u);
+}
+
+#[test]
+fn sandbox_limits_need_a_delegated_cgroup() {
+    let u = User::new("sblim");
+    for (flag, value) in [("--memory", "64m"), ("--pids", "10"), ("--cpus", "0.5")] {
+        let (code, _, err) = sandbox(&u, &[flag, value, "--", "true"]);
+        assert_eq!(code, 125, "{flag}: {err}");
+        assert!(
+            err.contains(&format!("{flag}: cannot be applied"))
+                && err.contains("not writable by this unprivileged runtime"),
+            "{flag}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_nothing_left(&u);
+    }
+}
+
+#[test]
+fn a_killed_sandbox_is_cleaned_up_by_its_reaper() {
+    let u = User::new("sbkill");
+    let mut child = u
+        .bulkhead(&["sandbox", "-T", "--name", "victim", "--", "sleep", "600"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the sandbox runs", || status(&u, "victim") == "running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until("the reaper removed everything", || {
+        u.state_entries().is_empty() && u.processes().is_empty()
+    });
+}
+
+#[test]
+fn sandbox_gets_a_terminal() {
+    let u = User::new("sbtty");
+    let mut term = common::pty::Term::open(24, 80);
+    let mut cmd = u.bulkhead(&["sandbox", "--", "sh", "-c", "tty; stty size; exit 3"]);
+    let mut child = term.spawn(&mut cmd);
+    term.expect("/dev/pts/");
+    term.expect("24 80");
+    assert_eq!(common::pty::exit_code(&mut child), 3);
     assert_nothing_left(&u);
 }

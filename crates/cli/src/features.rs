@@ -57,7 +57,7 @@ pub fn document() -> oci::Features {
 /// What works for an unprivileged caller (a user, or root of a user namespace as under
 /// rootless podman), and what does not: the features document has no field for it, so it
 /// goes in annotations (`org.bulkhead.rootless*`), as runc puts its extras there.
-const ROOTLESS: [(&str, &str); 7] = [
+const ROOTLESS: [(&str, &str); 8] = [
     ("", "true"),
     (
         ".state",
@@ -82,6 +82,10 @@ const ROOTLESS: [(&str, &str); 7] = [
     (
         ".unsupported",
         "hard rlimits above the caller's, oomScoreAdj below the caller's, limits in cgroup v1 or in an undelegated cgroup v2, device cgroup rules, the systemd cgroup driver",
+    ),
+    (
+        ".sandbox",
+        "sandbox makes a user namespace mapping the caller to itself (--map-root: to root); --memory, --cpus and --pids only in a delegated cgroup v2 subtree",
     ),
 ];
 

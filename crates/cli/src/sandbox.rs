@@ -10,17 +10,28 @@
 //! - **The host's root, read-only.** The container library bind-mounts
 //!   `root.path` onto itself in the container's mount namespace and pivots
 //!   into it; `root.path` cannot be `/` itself (pivot_root refuses the current
-//!   root). So the runtime process first moves into a mount namespace of its
-//!   own (a slave of the host's, so nothing propagates back), recursively
-//!   binds `/` onto an empty directory `<state root>/.sandbox/<id>`, detaches
-//!   the copies of /proc, /sys, /dev, /run and /tmp in it (the container gets
-//!   fresh ones, and the runtime's cgroup detection must not see duplicate
-//!   cgroup mounts), and makes the whole tree read-only, nosuid and nodev with
-//!   mount_setattr(AT_RECURSIVE). That directory is the bundle and root
-//!   (`root.path = "."`). The container's mount namespace is cloned from the
-//!   runtime's, so it starts with that tree; the host's mount table never
-//!   holds any of it, and if bulkhead is killed the kernel drops it with the
-//!   namespace (the empty directory is the reaper's to remove, see below).
+//!   root). So the root is an empty directory `<state root>/.sandbox/<id>.<pid>`
+//!   (the reaper's to remove, see below), and the spec's first mount binds the
+//!   host's `/` onto it, recursively, with `rro,rnosuid,rnodev`: read-only,
+//!   nosuid and nodev all the way down. The spec's other mounts (fresh /proc,
+//!   /dev, /tmp, /run, sysfs...) go on top of it (the library resolves the
+//!   mounts after one on "/" in it). All of it happens in the container's
+//!   mount namespace: the host's mount table never holds any of it, and the
+//!   runtime's own namespace is the host's, untouched. (The host's /proc,
+//!   /dev, /tmp... stay under the fresh mounts, unreachable without
+//!   CAP_SYS_ADMIN to unmount them, which the sandbox never has.)
+//! - **Unprivileged callers.** A user cannot create those namespaces in the
+//!   host's user namespace, so bulkhead first moves itself into a user
+//!   namespace of its own (after forking the reaper, which stays outside)
+//!   where the user's uid and gid map to themselves (or to root with
+//!   `--map-root`), and builds the sandbox from there with the same code: the
+//!   container library knows it runs in a user namespace (devices are
+//!   bind-mounted, `setgroups` is denied). Without `--memory`, `--cpus` or
+//!   `--pids` the sandbox makes no cgroup (the caller's are not writable, and
+//!   its pid namespace holds its processes); with them, only a cgroup v2
+//!   subtree delegated to the user can hold the limits, and anything else is
+//!   refused before anything is made, saying why. `/sys/fs/cgroup` is left
+//!   out then (it would show the caller's cgroups).
 //! - **What stays reachable.** Every file the sandbox's uid may read on the
 //!   host can be read (that is the point of "host root read-only"); writes
 //!   fail everywhere except the private tmpfs /tmp, /run, /dev/shm and
@@ -77,7 +88,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -148,6 +159,10 @@ pub struct SandboxArgs {
     /// Run as this user: UID[:GID] or NAME[:GROUP] (default root with the caps above).
     #[arg(short, long, value_name = "UID[:GID]")]
     pub user: Option<String>,
+    /// As an unprivileged user: be root (uid 0) in the sandbox's user namespace
+    /// instead of your own uid (it grants nothing on the host).
+    #[arg(long = "map-root")]
+    pub map_root: bool,
     /// Container ID of the sandbox (default: sandbox-<random>).
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,
@@ -194,8 +209,11 @@ struct Plan {
     /// None: the host's root; Some: --rootfs (canonical).
     rootfs: Option<PathBuf>,
     timeout: Option<Duration>,
-    /// The sandbox has its own network namespace (bring its loopback up).
-    own_net: bool,
+    /// An unprivileged caller: the uid and gid bulkhead takes in the user namespace it
+    /// makes for itself (its own ids mapped to themselves, or to 0 with --map-root).
+    userns: Option<(u32, u32)>,
+    /// --memory, --cpus or --pids was given.
+    limits: bool,
 }
 
 fn plan(a: &SandboxArgs) -> Result<Plan> {
@@ -232,6 +250,7 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
         .as_deref()
         .map(|u| parse_user("--user", u, &root_dir))
         .transpose()?;
+    let userns = rootless_ids(a.map_root, user, a.user.as_deref())?;
     let env = environment(&a.env)?;
     let cwd = match &a.workdir {
         Some(w) => {
@@ -322,6 +341,30 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
     let seccomp = crate::oci_cmds::seccomp_choice(a.seccomp_profile.as_deref(), &caps)?;
 
     let mut spec = oci::default_spec(None);
+    if rootfs.is_none() {
+        // The host's root, read-only, nosuid and nodev all the way down, as the
+        // sandbox's root: the first mount, on "/" (the claimed directory, see
+        // run_sandbox), so the spec's own mounts (fresh /proc, /dev, /tmp...) go
+        // on top of it.
+        spec.mounts.insert(
+            0,
+            Mount {
+                destination: "/".into(),
+                typ: Some("bind".into()),
+                source: Some("/".into()),
+                options: ["rbind", "rro", "rnosuid", "rnodev"]
+                    .map(String::from)
+                    .to_vec(),
+                ..Default::default()
+            },
+        );
+    }
+    if host_net && rootfs.is_none() {
+        // sysfs shows the network namespace of whoever mounts it: with the host's, the
+        // host's /sys is the one, and the host's root already holds it, read-only (a
+        // second mount of the same sysfs on it is refused, EBUSY).
+        spec.mounts.retain(|m| m.destination != "/sys");
+    }
     spec.hostname = Some(a.hostname.clone());
     spec.root = Some(oci::Root {
         path: ".".into(),
@@ -346,7 +389,7 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
     // The caller's resource limits carry over (runc's default caps nofile at 1024).
     p.rlimits.clear();
     p.no_new_privileges = true;
-    if let Some((uid, gid)) = user {
+    if let Some((uid, gid)) = user.or(userns) {
         p.user.uid = uid;
         p.user.gid = gid;
     }
@@ -381,14 +424,95 @@ fn plan(a: &SandboxArgs) -> Result<Plan> {
     if let Some(n) = pids {
         res.pids = Some(oci::Pids { limit: Some(n) });
     }
+    let limits = memory.is_some() || cpus.is_some() || pids.is_some();
+    if userns.is_some() {
+        // Only the caller's own gid exists in the user namespace: devpts cannot give
+        // ptys to group tty (gid 5).
+        for m in &mut spec.mounts {
+            m.options.retain(|o| o != "gid=5");
+        }
+        if !limits {
+            // No cgroup of its own (the caller's is not writable, or not asked for):
+            // /sys/fs/cgroup would only show the caller's, read-only.
+            spec.mounts.retain(|m| m.destination != "/sys/fs/cgroup");
+        }
+        check_limits_rootless(
+            &id,
+            &[
+                ("--memory", "memory", memory.is_some()),
+                ("--cpus", "cpu", cpus.is_some()),
+                ("--pids", "pids", pids.is_some()),
+            ],
+        )?;
+    }
     oci::validate(&spec).context("the sandbox's config")?;
     Ok(Plan {
         id,
         spec,
         rootfs,
         timeout,
-        own_net: !host_net,
+        userns,
+        limits,
     })
+}
+
+/// The ids an unprivileged caller takes in the user namespace it makes for its sandbox:
+/// its own, or root with `--map-root`; None for root on the host (no user namespace).
+/// `--user` can only name that one id: nothing else is mapped.
+fn rootless_ids(
+    map_root: bool,
+    user: Option<(u32, u32)>,
+    user_arg: Option<&str>,
+) -> Result<Option<(u32, u32)>> {
+    if !container::userns::unprivileged() {
+        if map_root {
+            bail!("--map-root: only for an unprivileged user (a sandbox of root on the host has no user namespace)");
+        }
+        return Ok(None);
+    }
+    let own = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let inside = if map_root { (0, 0) } else { own };
+    let Some((uid, gid)) = user else {
+        return Ok(Some(inside));
+    };
+    let arg = user_arg.unwrap_or_default();
+    let mapped = format!(
+        "which maps only uid {} and gid {} ({}your own ids {} and {})",
+        inside.0,
+        inside.1,
+        if map_root {
+            "--map-root: root for "
+        } else {
+            ""
+        },
+        own.0,
+        own.1
+    );
+    if uid != inside.0 {
+        bail!("--user {arg}: uid {uid} does not exist in an unprivileged sandbox's user namespace, {mapped}");
+    }
+    if gid != inside.1 {
+        bail!("--user {arg}: gid {gid} does not exist in an unprivileged sandbox's user namespace, {mapped}");
+    }
+    Ok(Some(inside))
+}
+
+/// An unprivileged sandbox can limit resources only in a cgroup delegated to the user:
+/// check, before anything is made, that each requested limit has one, and say why not.
+fn check_limits_rootless(id: &str, wanted: &[(&str, &str, bool)]) -> Result<()> {
+    if !wanted.iter().any(|w| w.2) {
+        return Ok(());
+    }
+    let h = cgroups::Hierarchies::detect()?;
+    let mut cg = cgroups::Cgroup::resolve(&h, None, id)?;
+    cg.leave_out_unwritable(&h)?;
+    for (flag, controller, _) in wanted.iter().filter(|w| w.2) {
+        cg.need(controller, flag)?;
+    }
+    Ok(())
 }
 
 fn tmpfs_mount(dst: &str, mode: &str) -> Mount {
@@ -712,24 +836,29 @@ fn run_sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
     let res = (|| {
         // Before anything exists: whoever kills us, the reaper cleans up.
         let claim = reaper::start(rt, &plan.id)?;
-        let (bundle, host_root) = match &plan.rootfs {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let h = HostRoot::mount(&claim.dir)?;
-                (claim.dir.clone(), Some(h))
-            }
-        };
+        if let Some((uid, gid)) = plan.userns {
+            // An unprivileged caller: a user namespace of our own, where we hold the
+            // capabilities the rest needs (our mount namespace, the container's
+            // namespaces), all confined to what the user owns. The reaper stays outside.
+            container::userns::enter_own(uid, gid)?;
+        }
+        // The host's root is bound onto the claimed directory by the
+        // container's init, in its own mount namespace (the first mount of
+        // the spec): nothing of it reaches a mount table outside.
+        let bundle = plan.rootfs.clone().unwrap_or_else(|| claim.dir.clone());
         let mut spec = plan.spec.clone();
         spec.annotations
             .insert(reaper::OWNER.into(), reaper::owner());
         let opts = CreateOptions {
             bundle,
             spec: Some(spec),
+            // An unprivileged sandbox without limits has no use for a cgroup: its
+            // pid namespace holds its processes.
+            no_cgroup: plan.userns.is_some() && !plan.limits,
             ..Default::default()
         };
         let res = supervise(rt, &plan, &opts);
-        // The mount point goes after the container, the claim last.
-        drop(host_root);
+        // The claimed directory goes after the container.
         drop(claim);
         res
     })();
@@ -737,83 +866,6 @@ fn run_sandbox(rt: &Runtime, a: SandboxArgs) -> Result<i32> {
     // takes its default action, as it would have without us).
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
     res
-}
-
-/// The host's root, read-only, at `<root>/.sandbox/<id>` (the sandbox's
-/// claimed directory), in a mount namespace private to this process (see
-/// the module notes).
-struct HostRoot {
-    dir: PathBuf,
-    mounted: bool,
-}
-
-impl HostRoot {
-    fn mount(dir: &Path) -> Result<HostRoot> {
-        let mut h = HostRoot {
-            dir: dir.to_path_buf(),
-            mounted: false,
-        };
-        h.mount_inner()?;
-        Ok(h)
-    }
-
-    fn mount_inner(&mut self) -> Result<()> {
-        use container::sys;
-        // SAFETY: NEWNS only (no FILES); the runtime is single-threaded.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-            .context("unshare the runtime's mount namespace")?;
-        sys::mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_SLAVE | libc::MS_REC,
-            None,
-        )
-        .context("make / a slave mount in the runtime's mount namespace")?;
-        sys::mount(
-            Some("/"),
-            &self.dir,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .with_context(|| format!("bind / to {}", self.dir.display()))?;
-        self.mounted = true;
-        sys::mount(None, &self.dir, None, libc::MS_PRIVATE | libc::MS_REC, None)
-            .with_context(|| format!("make {} private", self.dir.display()))?;
-        for sub in ["proc", "sys", "dev", "run", "tmp"] {
-            let p = self.dir.join(sub);
-            // Not a mount point on this host (EINVAL), or absent: nothing to do.
-            match sys::umount_detach(&p) {
-                Ok(()) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
-                Err(e) => return Err(e).with_context(|| format!("detach {}", p.display())),
-            }
-        }
-        let fd = rustix::fs::open(
-            &self.dir,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .with_context(|| format!("open {}", self.dir.display()))?;
-        sys::mount_setattr(
-            fd.as_fd(),
-            true,
-            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
-            0,
-            0,
-        )
-        .with_context(|| format!("make {} read-only", self.dir.display()))?;
-        Ok(())
-    }
-}
-
-impl Drop for HostRoot {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = container::sys::umount_detach(&self.dir);
-        }
-    }
 }
 
 /// Kills and deletes the container on every path out of `supervise`.
@@ -872,11 +924,6 @@ fn supervise(rt: &Runtime, plan: &Plan, opts: &CreateOptions) -> Result<i32> {
         pid: created.pid,
         reaped: false,
     };
-    if plan.own_net {
-        if let Err(e) = loopback_up(created.pid) {
-            tracing::warn!("sandbox {id}: bring up the loopback interface: {e}");
-        }
-    }
     let master = console.and_then(container::console::Receiver::master);
     rt.start(id)?;
     let code = wait_code(rt, id, created.pid, plan.timeout, master)?;
@@ -1025,45 +1072,6 @@ fn signal_mask(pid: i32, field: &str, signo: i32) -> bool {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .is_some_and(|mask| (1..=64).contains(&signo) && mask & (1u64 << (signo - 1)) != 0)
-}
-
-/// Bring up `lo` in the network namespace of `pid` (a new network namespace
-/// has only a loopback interface, and it is down).
-fn loopback_up(pid: i32) -> std::io::Result<()> {
-    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-    let own = fs::File::open("/proc/self/ns/net")?;
-    let theirs = fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    move_into_link_name_space(theirs.as_fd(), Some(LinkNameSpaceType::Network))?;
-    let res = set_lo_up();
-    move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::Network))?;
-    res
-}
-
-fn set_lo_up() -> std::io::Result<()> {
-    // SAFETY: a plain socket(2) call; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
-    unsafe {
-        if libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(raw, libc::SIOCSIFFLAGS, &ifr) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1589,6 +1597,7 @@ mod tests {
             workdir: Some("/".into()),
             hostname: "sandbox".into(),
             user: None,
+            map_root: false,
             name: Some("t1".into()),
             tty: false,
             no_tty: true,
@@ -1626,7 +1635,6 @@ mod tests {
         );
         assert!(dests.contains(&"/run"));
         assert!(l.seccomp.is_none());
-        assert!(!p.own_net);
     }
 
     #[test]

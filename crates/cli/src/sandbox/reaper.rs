@@ -3,9 +3,9 @@
 //!
 //! A sandbox leaves up to four things: its container (state directory,
 //! cgroup directories in every hierarchy, processes), and the directory
-//! `<root>/.sandbox/<id>` that holds the host's root for it. The mount on
-//! that directory and the sandbox's mount namespace go with the process, but
-//! directories do not remove themselves: an empty cgroup stays until someone
+//! `<root>/.sandbox/<id>.<pid>` on which its init mounts the host's root. The
+//! mounts go with the container's mount namespace, but directories do not
+//! remove themselves: an empty cgroup stays until someone
 //! calls rmdir, and cgroupfs offers no removal that does not need a live
 //! process (v1's `release_agent` is one global program per hierarchy, the
 //! host's to set; v2 has nothing of the kind). So someone alive must do it:
@@ -24,21 +24,25 @@
 //!   still leaves the leftovers (that is the one case left, and
 //!   `bulkhead delete --force ID` plus `rmdir` clean it by hand).
 //!
-//! The reaper also *claims* the ID (`mkdir .sandbox/<id>`): a claim it made
-//! is the proof that the leftovers of that name are this sandbox's, so it
-//! never removes another sandbox's. The container's state carries the
-//! sandbox process's identity in an annotation ([`OWNER`]), so a plain
-//! `create` of the same ID is never deleted either.
+//! Nobody waits for the reaper: the sandbox forks it and goes on. What the
+//! reaper may remove is fixed before the fork: the sandbox's directory is
+//! named by the sandbox's ID *and pid* (`.sandbox/<id>.<pid>`), so it can
+//! only be this sandbox's (another sandbox of the same name has another
+//! pid), and the sandbox makes it right after the fork, before anything
+//! else; and the container's state carries the sandbox process's identity
+//! in an annotation ([`OWNER`]), so another sandbox of the same name, or a
+//! plain `create` of that ID, is never deleted. (Waiting for the reaper to
+//! report, as a first version did, cost a scheduler time slice on a busy
+//! machine: the parent blocked until the new child got a CPU.)
 //!
-//! Cost: one fork and one pipe round trip per sandbox (a few hundred µs).
+//! Cost: one fork per sandbox.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use container::Runtime;
 
 /// Where sandboxes' directories live, under the state root. Not a valid
@@ -49,8 +53,8 @@ pub const SANDBOX_DIR: &str = ".sandbox";
 /// START", START from /proc/PID/stat, so a reused pid does not match).
 pub const OWNER: &str = "org.bulkhead.sandbox.owner";
 
-/// The sandbox's directory `<root>/.sandbox/<id>`, claimed by the reaper;
-/// removed (with `.sandbox` if empty) when dropped, after everything else.
+/// The sandbox's directory `<root>/.sandbox/<id>.<pid>`; removed (with `.sandbox` if
+/// empty) when dropped, after everything else.
 pub struct Claim {
     pub dir: PathBuf,
     parent: PathBuf,
@@ -71,12 +75,12 @@ pub fn owner() -> String {
     format!("{pid} {start}")
 }
 
-/// Fork the reaper of sandbox `id` and let it claim the sandbox's directory.
+/// Fork the reaper of sandbox `id`, then make the sandbox's directory.
 /// The caller must be single-threaded, and should have blocked the signals
 /// it handles (the reaper keeps that mask: they stay pending, harmless).
 pub fn start(rt: &Runtime, id: &str) -> Result<Claim> {
     let parent = rt.root.join(SANDBOX_DIR);
-    let dir = parent.join(id);
+    let dir = parent.join(format!("{id}.{}", std::process::id()));
     let owner = owner();
     // Opened here, so the reaper watches this process even if it exits
     // before the reaper runs (its pid could be reused by then).
@@ -85,55 +89,21 @@ pub fn start(rt: &Runtime, id: &str) -> Result<Claim> {
         rustix::process::PidfdFlags::empty(),
     )
     .context("pidfd_open of the sandbox process")?;
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
     // SAFETY: the caller is single-threaded, so the child may run any code;
     // it never returns from `reap` (it ends with _exit).
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()).context("fork the sandbox's reaper"),
-        0 => {
-            drop(r);
-            reap(rt, id, &dir, &parent, &owner, me, w)
-        }
+        0 => reap(rt, id, &dir, &parent, &owner, me),
         _ => {
-            drop((me, w));
-            let mut answer = Vec::new();
-            fs::File::from(r)
-                .read_to_end(&mut answer)
-                .context("read the reaper's answer")?;
-            match answer.first() {
-                Some(0) => Ok(Claim { dir, parent }),
-                Some(_) => {
-                    let errno = answer
-                        .get(1..5)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
-                    if errno == libc::EEXIST {
-                        bail!(
-                            "sandbox {id:?} already exists ({} is in use)",
-                            dir.display()
-                        );
-                    }
-                    Err(std::io::Error::from_raw_os_error(errno))
-                        .with_context(|| format!("create {}", dir.display()))
-                }
-                None => bail!(
-                    "the sandbox's reaper exited before claiming {}",
-                    dir.display()
-                ),
-            }
+            drop(me);
+            make_dir(&dir, &parent).with_context(|| format!("create {}", dir.display()))?;
+            Ok(Claim { dir, parent })
         }
     }
 }
 
-/// The reaper's life: claim, report, wait for the sandbox process, clean up.
-fn reap(
-    rt: &Runtime,
-    id: &str,
-    dir: &Path,
-    parent: &Path,
-    owner: &str,
-    sandbox: OwnedFd,
-    answer: OwnedFd,
-) -> ! {
+/// The reaper's life: wait for the sandbox process, clean up.
+fn reap(rt: &Runtime, id: &str, dir: &Path, parent: &Path, owner: &str, sandbox: OwnedFd) -> ! {
     // Out of the terminal's process group and session: job-control signals
     // and a kill of the sandbox's process group do not reach us.
     let _ = rustix::process::setsid();
@@ -147,21 +117,14 @@ fn reap(
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-    let claimed = claim(dir, parent);
-    let mut msg = vec![u8::from(claimed.is_err())];
-    if let Err(e) = &claimed {
-        msg.extend_from_slice(&e.raw_os_error().unwrap_or(0).to_ne_bytes());
-    }
-    // A sandbox already dead does not read this (EPIPE): we clean up anyway.
-    let _ = fs::File::from(answer).write_all(&msg);
-    if claimed.is_err() {
-        container::sys::exit_now(0);
-    }
     wait_exit(&sandbox);
-    // The sandbox removes its directory last: if it is gone, all is.
+    // The sandbox makes its directory first and removes it last: if it is
+    // absent, there is nothing (left) to remove.
     if dir.exists() {
         let res = rt.delete_if(id, true, |s| match s {
             Some(s) => s.annotations.get(OWNER).map(String::as_str) == Some(owner),
+            // A directory without state is a create killed before its first
+            // write: garbage whoever made it (its lock is free, we hold it).
             None => true,
         });
         if let Err(e) = res {
@@ -175,8 +138,8 @@ fn reap(
     container::sys::exit_now(0)
 }
 
-/// mkdir `<parent>/<id>`, creating `parent` as needed.
-fn claim(dir: &Path, parent: &Path) -> std::io::Result<()> {
+/// mkdir `dir`, creating `parent` as needed.
+fn make_dir(dir: &Path, parent: &Path) -> std::io::Result<()> {
     // Another sandbox may remove an empty parent between our two mkdirs.
     let mut tries = 0;
     loop {

@@ -26,7 +26,7 @@ fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result
     let Some(rootfs) = plan.rootfs.clone() else {
         bail!("--vm needs --rootfs DIR: the host's root cannot be shared with a VM (the guest has no virtio-fs or 9p); DIR becomes the VM's read-only disk");
     };
-    if !plan.own_net {
+    if a.net == "host" {
         bail!("--vm --net host: the VM has no network device");
     }
     let old_mask = container::block_forwarded_signals();
