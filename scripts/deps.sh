@@ -9,8 +9,9 @@ PKGS="$PKGS linux-source-6.1 build-essential flex bison bc libelf-dev cpio patch
 PKGS="$PKGS e2fsprogs"
 # Rootless tests (tests/rootless.rs, rootless podman in tests/engines.rs) make a user
 # (passwd: useradd) whose multi-id maps go through newuidmap/newgidmap (uidmap); rootless
-# podman also wants slirp4netns, fuse-overlayfs and catatonit.
-PKGS="$PKGS passwd uidmap slirp4netns fuse-overlayfs catatonit"
+# podman also wants slirp4netns, fuse-overlayfs and catatonit; bench/ compares the
+# unprivileged sandbox with bubblewrap.
+PKGS="$PKGS passwd uidmap slirp4netns fuse-overlayfs catatonit bubblewrap"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

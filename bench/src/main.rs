@@ -1,18 +1,19 @@
 //! bulkhead's side-by-side benchmarks: bulkhead vs crun and runc (container
 //! lifecycle, with and without podman's seccomp profile, a burst of 50, the
 //! kernel floor), bulkhead's VMM vs QEMU microvm (the test guest, and the Linux guest
-//! kernel against QEMU's TCG), and containers in micro-VMs (each backend) vs the same
-//! bundle as a plain container. Runtimes alternate
-//! within each round so machine noise hits them alike; the report gives
+//! kernel against QEMU's TCG), containers in micro-VMs (each backend) vs the same
+//! bundle as a plain container, and the unprivileged `sandbox` vs bubblewrap. Runtimes
+//! alternate within each round so machine noise hits them alike; the report gives
 //! medians, p90 and ratios to crun, as a Markdown table and an SVG chart.
 //!
 //! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N]
 //! [--only LIST] [--out DIR]` where LIST is a comma list of
-//! lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace.
+//! lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace,sandbox.
 
 mod floor;
 mod linux;
 mod proc;
+mod sandbox;
 mod snapshot;
 mod stats;
 mod vmc;
@@ -80,7 +81,7 @@ fn parse_args() -> Opts {
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
             "-h" | "--help" => {
-                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace] [--out DIR]");
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace,sandbox] [--out DIR]");
                 std::process::exit(0);
             }
             _ => die(&format!("unknown argument {a}")),
@@ -686,7 +687,7 @@ fn main() {
     let view = V1View::new();
     let v1 = Env {
         mntns: Some(view.ns.as_raw_fd()),
-        cgroup_procs: None,
+        ..Env::default()
     };
     let mk = |label: &str, name: &'static str, bin: &Path, env: &Env| Runtime {
         label: label.to_string(),
@@ -824,6 +825,9 @@ fn main() {
         ("runc", &runc),
     ] {
         let _ = writeln!(report, "| {n} | {} |", proc::file_size(p));
+    }
+    if want(&o, "sandbox") {
+        sandbox::table(o.rounds, &bulkhead, &work, &mut report, &mut charts);
     }
     if want(&o, "vmm") {
         vmm_table(&o, &repo, &bulkhead, &work, &mut report, &mut charts);

@@ -26,6 +26,10 @@ pub struct Env {
     pub mntns: Option<RawFd>,
     /// Write the child's pid here before exec (a cgroup.procs file).
     pub cgroup_procs: Option<PathBuf>,
+    /// Run as this uid and gid (no supplementary groups): an unprivileged user.
+    pub user: Option<(u32, u32)>,
+    /// Give the child this descriptor as its fd 3.
+    pub fd3: Option<RawFd>,
 }
 
 /// Run `cmd` to completion and measure it.
@@ -36,8 +40,10 @@ pub fn run(cmd: &mut Command, env: &Env) -> io::Result<Run> {
         .stderr(fs::File::create(&errf)?);
     let mntns = env.mntns;
     let procs = env.cgroup_procs.clone();
+    let (user, fd3) = (env.user, env.fd3);
     // SAFETY: only async-signal-safe calls between fork and exec (setns, open,
-    // write, getpid); the path bytes were prepared before the fork.
+    // write, dup2, setgroups, setresgid, setresuid); the path bytes were
+    // prepared before the fork.
     let procs_c = procs.map(|p| std::ffi::CString::new(p.to_string_lossy().as_bytes()).unwrap());
     unsafe {
         cmd.pre_exec(move || {
@@ -54,6 +60,19 @@ pub fn run(cmd: &mut Command, env: &Env) -> io::Result<Run> {
                 // "0" means the writing process itself.
                 libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);
+            }
+            if let Some(fd) = fd3 {
+                if libc::dup2(fd, 3) != 3 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
