@@ -624,11 +624,175 @@ fn sandbox_vm_runs_the_command_on_its_own_kernel() {
     assert_eq!(o.status.code(), Some(4), "{o:?}");
     let o = sandbox(&["--rootfs", r, "--timeout", "1", "--", "sleep", "100"]);
     assert_eq!(o.status.code(), Some(124), "{o:?}");
-    let o = sandbox(&["--", "true"]);
-    assert_eq!(o.status.code(), Some(125));
+    // The builtin VMM cannot share the host's root: the way out, before anything exists.
+    let o = output(
+        Command::new(bin())
+            .args(["sandbox", "--vm", "--vm-backend", "builtin", "--", "true"])
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--vm needs --rootfs"),
-        "{o:?}"
+        err.contains("needs the qemu backend") && err.contains("--rootfs DIR"),
+        "{err}"
     );
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `sandbox --vm` with the host's root, as `sandbox` has it: `--vm-backend qemu` (here and in
+/// the next test) because that is the backend with 9p.
+fn sandbox_vm(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["sandbox", "--vm", "--vm-backend", "qemu", "--vm-image"])
+        .arg(image())
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Nothing of sandbox `id` is left: state directory, cgroups, its QEMU.
+fn assert_sandbox_gone(id: &str) {
+    assert!(
+        !Path::new("/run/bulkhead").join(id).exists(),
+        "state directory of {id} left"
+    );
+    assert_eq!(
+        cgroup_dirs_named(id),
+        Vec::<PathBuf>::new(),
+        "cgroups of {id} left"
+    );
+}
+
+#[test]
+fn sandbox_vm_sees_the_host_root_read_only_and_shares_binds() {
+    // A marker outside /tmp (which the sandbox replaces with its own): under the target
+    // directory, part of the host's root the VM sees.
+    let host = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("sbvm-host"));
+    fs::create_dir_all(&host).unwrap();
+    let marker = host.join("marker");
+    let content = format!("marker {}\n", unique("content"));
+    fs::write(&marker, &content).unwrap();
+    let m = marker.to_str().unwrap();
+    // The host's file, read through the VM; writes refused; a private /tmp; exit codes.
+    let id = unique("sbvm-root");
+    let o = output(&mut sandbox_vm(&[
+        "--name",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "cat {m}; echo changed > {m} || echo write-refused; echo x > /etc/hostname-x || echo create-refused; \
+             echo tmp=$(ls -A /tmp | wc -l); cat /etc/hostname; exit 4"
+        ),
+    ]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "stdout: {out}\nstderr: {err}");
+    let hostname = fs::read_to_string("/etc/hostname").unwrap();
+    assert_eq!(
+        out,
+        format!("{content}write-refused\ncreate-refused\ntmp=0\n{hostname}"),
+        "stderr: {err}"
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap(),
+        content,
+        "the host's file changed"
+    );
+    assert!(!Path::new("/etc/hostname-x").exists());
+    assert_sandbox_gone(&id);
+
+    // --bind: a writable directory (what the VM writes reaches the host, as the jail's uid)
+    // and a read-only one.
+    let rw = std::env::temp_dir().join(unique("sbvm-rw"));
+    let ro = std::env::temp_dir().join(unique("sbvm-ro"));
+    fs::create_dir_all(&rw).unwrap();
+    fs::create_dir_all(&ro).unwrap();
+    fs::write(ro.join("f"), "read-only data\n").unwrap();
+    let id = unique("sbvm-bind");
+    let o = output(&mut sandbox_vm(&[
+        "--name",
+        &id,
+        "--bind",
+        &format!("{}:/mnt", rw.display()),
+        "--bind",
+        &format!("{}:/srv:ro", ro.display()),
+        "--",
+        "sh",
+        "-c",
+        "cat /srv/f; echo new > /mnt/out && echo wrote; echo x > /srv/f || echo ro-refused; exit 7",
+    ]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    assert_eq!(out, "read-only data\nwrote\nro-refused\n", "{o:?}");
+    assert_eq!(fs::read_to_string(rw.join("out")).unwrap(), "new\n");
+    let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(rw.join("out")).unwrap());
+    assert_eq!(
+        owner, 77777,
+        "files the guest makes belong to QEMU's jail uid"
+    );
+    assert_eq!(
+        fs::read_to_string(ro.join("f")).unwrap(),
+        "read-only data\n"
+    );
+    assert_sandbox_gone(&id);
+    for d in [&host, &rw, &ro] {
+        fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// While a `sandbox --vm` with the host's root runs: QEMU jailed, with the one capability it
+/// serves the files with, the host's root as a read-only view without /tmp; SIGTERM to
+/// bulkhead ends it with 143 and leaves nothing.
+#[test]
+fn sandbox_vm_host_root_qemu_is_jailed_and_a_signal_ends_it() {
+    let id = unique("sbvm-sig");
+    let mut child = sandbox_vm(&["--name", &id, "--", "sh", "-c", "echo ready; sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(&output(Command::new(bin()).args(["state", &id])))).unwrap();
+    let monitor = state["pid"].as_i64().unwrap();
+    let hv = children(monitor);
+    assert_eq!(hv.len(), 1, "{hv:?}");
+    let status = fs::read_to_string(format!("/proc/{}/status", hv[0])).unwrap();
+    for want in [
+        "Uid:\t77777",
+        // CAP_DAC_OVERRIDE, and nothing else.
+        "CapEff:\t0000000000000002",
+        "CapBnd:\t0000000000000002",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(
+            status.contains(want),
+            "{want:?} not in QEMU's status:\n{status}"
+        );
+    }
+    let root = PathBuf::from(format!("/proc/{}/root", hv[0]));
+    assert!(root.join(".host-root/etc/hostname").is_file());
+    assert!(
+        !root.join("etc").exists(),
+        "the host's root outside the view"
+    );
+    for hidden in ["tmp", "run", "proc", "sys", "dev"] {
+        let n = fs::read_dir(root.join(".host-root").join(hidden))
+            .unwrap()
+            .count();
+        assert_eq!(n, 0, "/{hidden} of the host in QEMU's view");
+    }
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143), "{st}");
+    assert!(gone(monitor) && gone(hv[0]), "the VM outlived the sandbox");
+    assert_sandbox_gone(&id);
 }

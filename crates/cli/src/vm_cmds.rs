@@ -23,6 +23,7 @@ pub fn overrides(backend: Option<&str>, image: Option<PathBuf>) -> Result<Overri
     Ok(Overrides {
         backend: backend.map(Backend::parse).transpose()?,
         image,
+        ..Default::default()
     })
 }
 

@@ -44,7 +44,7 @@ impl Inside<'_> {
     pub fn confine(self, late: &[oci::Rlimit]) -> Result<Confined> {
         use oci::NamespaceType::{Cgroup, Network};
         container::namespaces::unshare(namespaces::flags(&[Network]))?;
-        root::enter_empty_root(&self.jail.ro_binds)?;
+        root::enter_empty_root(self.jail)?;
         // As late as possible (while CAP_SYS_ADMIN is still held): on cgroup v1 the
         // supervisor's placement may still be waiting for an RCU grace period.
         self.chan
@@ -68,7 +68,7 @@ impl Inside<'_> {
             }
         }
         container::process::set_rlimits(&limits)?;
-        privileges::drop_all(self.jail.uid, self.jail.gid)?;
+        privileges::drop_all(self.jail.uid, self.jail.gid, self.jail.keep_caps)?;
         let chan = self
             .chan
             .as_fd()

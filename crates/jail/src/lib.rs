@@ -3,7 +3,8 @@
 //! too"), with no knowledge of any VMM.
 //!
 //! ```text
-//! let jail = Jail { name, uid, gid, cgroup: Some(CgroupPlan { .. }), rlimits, keep_fds, ro_binds };
+//! let mut jail = Jail::new(name);         // then: uid, gid, cgroup, rlimits, keep_fds, binds...
+//! jail.cgroup = Some(CgroupPlan { .. });
 //! let prepared = jail.prepare()?;          // checks input, creates the cgroup: nothing else yet
 //! let mut child = prepared.spawn(|inside| {
 //!     // in the child: new pid/mount/ipc/uts/time namespaces, host filesystem still visible
@@ -33,13 +34,18 @@
 //!    [`container::rootfs::pivot_root_to`]); the old root is detached. Nothing of the host is
 //!    reachable by path: whatever the process needs it opened before, and uses by descriptor.
 //!    [`Jail::ro_binds`] adds read-only binds (a program to exec needs its loader and
-//!    libraries).
+//!    libraries); a VMM that shares host files with its guest (QEMU's 9p) also gets
+//!    [`Jail::rw_binds`], a read-only view of the host's root ([`Jail::host_root`]) and the
+//!    file capability it needs to serve them ([`Jail::keep_caps`]) and its own /proc
+//!    ([`Jail::proc`]); one that opens a device
+//!    by path after confinement (QEMU and /dev/kvm) gets a node of its own
+//!    ([`Jail::devices`]).
 //! 5. the child waits until the supervisor has placed it, then unshares the **cgroup
 //!    namespace**, rooted at its cgroup.
 //! 6. **rlimits** (the jail's, then the caller's late ones, e.g. NOFILE from the descriptors it
 //!    actually opened: [`rlimits`]), **user**: every capability out of the bounding set,
 //!    setgroups([]) + setresgid + setresuid to the unprivileged ids, then the other four
-//!    capability sets cleared ([`container::capabilities`], [`container::process::switch_user`]),
+//!    capability sets cleared (all but [`Jail::keep_caps`], which are raised as ambient) ([`container::capabilities`], [`container::process::switch_user`]),
 //!    **no_new_privs**, **non-dumpable** (no ptrace, no core, /proc/PID owned by root), the
 //!    parent-death signal re-armed (the uid change clears it).
 //! 7. **seccomp**: the caller's. A builtin VMM installs one filter per thread, each thread on
@@ -113,12 +119,36 @@ pub struct Jail {
     pub rlimits: Vec<oci::Rlimit>,
     /// Descriptors the child keeps besides 0, 1 and 2.
     pub keep_fds: Vec<RawFd>,
-    /// Host paths bind-mounted read-only (nosuid, nodev) at the same path in the empty root.
+    /// Host paths bind-mounted read-only (nosuid, nodev, all the way down) at the same path
+    /// in the empty root.
     pub ro_binds: Vec<PathBuf>,
+    /// Host directories bind-mounted writable (nosuid, nodev) at the same path: what a VMM
+    /// serves its guest for writing (QEMU's 9p export of a shared directory).
+    pub rw_binds: Vec<PathBuf>,
+    /// The host's root filesystem, read-only (nosuid, nodev, all the way down), at this path
+    /// of the empty root, without the host's /proc, /sys, /dev, /run and /tmp: for a VMM
+    /// that shares the host's files with its guest. It widens what the process can read to
+    /// every host file its uid and capabilities allow; nothing of it is writable.
+    pub host_root: Option<PathBuf>,
+    /// Host character devices the process opens by path after confinement (QEMU opens
+    /// /dev/kvm itself): each is made anew at the same path, in a tmpfs that is the only
+    /// mount of the root allowing device nodes, owned by the jail's uid, mode 0600.
+    pub devices: Vec<PathBuf>,
+    /// A /proc of the jail's own pid namespace, read-only, showing only processes
+    /// (`subset=pid`: nothing of the kernel's, no /proc/sys) and only those of the jail's
+    /// uid (`hidepid=invisible`): for a program that names its own descriptors by path
+    /// (QEMU's 9p server changes modes and extended attributes through /proc/self/fd/N).
+    pub proc: bool,
+    /// Capabilities kept (a bit per capability number) in every set, ambient included, so
+    /// they survive the uid change and an exec; nothing else is kept. Empty for a VMM that
+    /// opens its files as root before confinement; a VMM that serves host files to its
+    /// guest by path afterwards may need `CAP_DAC_OVERRIDE`.
+    pub keep_caps: u64,
 }
 
 impl Jail {
-    /// A jail with the default ids, no cgroup, no rlimits, nothing kept, nothing bound.
+    /// A jail with the default ids, no cgroup, no rlimits, nothing kept, nothing bound, no
+    /// device, no capability.
     pub fn new(name: impl Into<String>) -> Jail {
         Jail {
             name: name.into(),
@@ -128,6 +158,11 @@ impl Jail {
             rlimits: Vec::new(),
             keep_fds: Vec::new(),
             ro_binds: Vec::new(),
+            rw_binds: Vec::new(),
+            host_root: None,
+            devices: Vec::new(),
+            proc: false,
+            keep_caps: 0,
         }
     }
 }

@@ -15,23 +15,32 @@ fn prctl(option: libc::c_int, arg: libc::c_ulong, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Become `uid`/`gid` with no supplementary groups and no capability in any of the five sets.
-pub(crate) fn drop_all(uid: u32, gid: u32) -> Result<()> {
-    capabilities::drop_bounding(0)?;
+/// Become `uid`/`gid` with no supplementary groups and no capability in any of the five sets
+/// but `keep` (in all five: ambient, so they survive an exec of a file without capabilities).
+pub(crate) fn drop_all(uid: u32, gid: u32, keep: u64) -> Result<()> {
+    capabilities::drop_bounding(keep)?;
     container::process::switch_user(&oci::User {
         uid,
         gid,
         umask: None,
         additional_gids: Vec::new(),
     })?;
-    // switch_user kept the permitted set across the uid change (PR_SET_KEEPCAPS): clear
-    // effective, permitted and inheritable in one capset, and the ambient set with them.
-    capabilities::apply(&Resolved::default(), 0)?;
+    // switch_user kept the permitted set across the uid change (PR_SET_KEEPCAPS): set
+    // effective, permitted and inheritable to `keep` in one capset, and the ambient set with
+    // them (cleared first: it may hold what the caller had).
     prctl(
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
         "clear the ambient capabilities",
     )?;
+    let kept = Resolved {
+        bounding: keep,
+        effective: keep,
+        permitted: keep,
+        inheritable: keep,
+        ambient: keep,
+    };
+    capabilities::apply(&kept, 0)?;
     rustix::thread::set_no_new_privs(true).map_err(|e| sys_err("set no_new_privs")(e.into()))?;
     // Not dumpable: no core file, no ptrace by the same uid, /proc/PID owned by root.
     prctl(libc::PR_SET_DUMPABLE, 0, "make the process non-dumpable")?;

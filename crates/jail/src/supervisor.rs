@@ -33,8 +33,34 @@ impl Jail {
                 )));
             }
         }
-        for b in &self.ro_binds {
+        for b in self.ro_binds.iter().chain(&self.rw_binds) {
             root::check_bind(b)?;
+        }
+        if let Some(at) = &self.host_root {
+            root::check_target(at)?;
+            // Its own directory: a bind inside or around it would mix host paths into the view.
+            let clash = self
+                .ro_binds
+                .iter()
+                .chain(&self.rw_binds)
+                .find(|b| b.starts_with(at) || at.starts_with(b));
+            if let Some(b) = clash {
+                return Err(Error::Invalid(format!(
+                    "jail host root at {}: overlaps the bind of {}",
+                    at.display(),
+                    b.display()
+                )));
+            }
+        }
+        for d in &self.devices {
+            root::check_device(d)?;
+        }
+        let beyond = u32::from(container::capabilities::last_cap()) + 1;
+        if self.keep_caps.checked_shr(beyond).unwrap_or(0) != 0 {
+            return Err(Error::Invalid(format!(
+                "jail capabilities {:#x}: beyond this kernel's last capability",
+                self.keep_caps
+            )));
         }
         for &fd in &self.keep_fds {
             // SAFETY: fcntl(F_GETFD) only probes the descriptor number.

@@ -20,9 +20,10 @@ fn main() {
     }
     confine_then_keep_running_rust();
     confine_then_exec_a_program();
+    host_files_devices_and_kept_capabilities();
     bad_input_fails_before_anything_exists();
     a_child_failing_during_setup_is_reported_and_cleaned_up();
-    println!("jail confine: 4 checks passed");
+    println!("jail confine: 5 checks passed");
 }
 
 fn tag(what: &str) -> String {
@@ -180,40 +181,16 @@ fn is_static_elf(path: &Path) -> bool {
     })
 }
 
-fn confine_then_exec_a_program() {
+/// Run `sh -c script` of the static busybox in jail `j` (a cgroup needed), stdout and stderr
+/// into a pipe: how it ended, what it wrote, and its cgroup directories (with parents).
+fn exec_busybox(
+    mut j: Jail,
+    script: String,
+    filter: Option<seccomp::Filter>,
+) -> (Exit, String, Vec<PathBuf>) {
     let busybox = Path::new("/bin/busybox");
-    if !is_static_elf(busybox) {
-        println!(
-            "SKIPPED confine_then_exec_a_program: /bin/busybox is missing or not static \
-             (scripts/deps.sh installs busybox-static)"
-        );
-        return;
-    }
-    let bind = std::env::temp_dir().join(tag("bind"));
-    std::fs::create_dir_all(&bind).unwrap();
-    std::fs::write(bind.join("data"), "bound\n").unwrap();
-    std::fs::set_permissions(bind.join("data"), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut j = Jail::new(tag("exec"));
-    j.uid = 4321;
-    j.gid = 4322;
-    j.cgroup = Some(plan(jail::DEFAULT_CGROUP_PARENT));
-    j.ro_binds = vec![bind.clone()];
     let (mut r, w) = pipe();
     j.keep_fds = vec![w.as_raw_fd()];
-    // chdir refused by the filter (EPERM) where it would work otherwise: the filter is on.
-    let filter = seccomp::compile(
-        &serde_json::from_str(
-            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
-            {"names":["chdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let script = format!(
-        "id -u; id -g; ls -a /; read l < {d}/data; echo $l; \
-         echo x > {d}/data || echo read-only; cd /tmp 2>&1; echo end",
-        d = bind.display()
-    );
     let prepared = j.prepare().expect("prepare");
     let dirs = cgroup_dirs(&prepared);
     let wfd = w.as_raw_fd();
@@ -232,15 +209,52 @@ fn confine_then_exec_a_program() {
                 .map(|a| CString::new(*a).unwrap())
                 .collect();
             let env = [CString::new("PATH=/bin").unwrap()];
-            let e = inside.exec(&program, &argv, &env, &[], Some(&filter));
+            let e = inside.exec(&program, &argv, &env, &[], filter.as_ref());
             Err(format!("{:?}", e.err()))
         })
         .expect("spawn");
     drop(w);
     child.wait_ready().expect("the jail completes before exec");
-    assert_eq!(child.wait().expect("wait"), Exit::Code(0));
+    let exit = child.wait().expect("wait");
     let mut out = String::new();
     r.read_to_string(&mut out).unwrap();
+    (exit, out, dirs)
+}
+
+fn confine_then_exec_a_program() {
+    let busybox = Path::new("/bin/busybox");
+    if !is_static_elf(busybox) {
+        println!(
+            "SKIPPED confine_then_exec_a_program: /bin/busybox is missing or not static \
+             (scripts/deps.sh installs busybox-static)"
+        );
+        return;
+    }
+    let bind = std::env::temp_dir().join(tag("bind"));
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::write(bind.join("data"), "bound\n").unwrap();
+    std::fs::set_permissions(bind.join("data"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut j = Jail::new(tag("exec"));
+    j.uid = 4321;
+    j.gid = 4322;
+    j.cgroup = Some(plan(jail::DEFAULT_CGROUP_PARENT));
+    j.ro_binds = vec![bind.clone()];
+    // chdir refused by the filter (EPERM) where it would work otherwise: the filter is on.
+    let filter = seccomp::compile(
+        &serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+            {"names":["chdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let script = format!(
+        "id -u; id -g; ls -a /; read l < {d}/data; echo $l; \
+         echo x > {d}/data || echo read-only; cd /tmp 2>&1; echo end",
+        d = bind.display()
+    );
+    let (exit, out, dirs) = exec_busybox(j, script, Some(filter));
+    assert_eq!(exit, Exit::Code(0), "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..5], ["4321", "4322", ".", "..", "tmp"], "{out}");
     assert_eq!(lines[5], "bound", "{out}");
@@ -258,6 +272,91 @@ fn confine_then_exec_a_program() {
         );
     }
     std::fs::remove_dir_all(&bind).unwrap();
+}
+
+/// What a VMM sharing host files with its guest gets (QEMU serving 9p): the host's root
+/// read-only without its /proc, /sys, /dev, /run and /tmp, a read-only and a writable bind,
+/// a device node of its own, a /proc of its own pid namespace, and CAP_DAC_OVERRIDE kept
+/// across the exec -- and nothing more.
+fn host_files_devices_and_kept_capabilities() {
+    if !is_static_elf(Path::new("/bin/busybox")) {
+        println!("SKIPPED host_files_devices_and_kept_capabilities: no static /bin/busybox");
+        return;
+    }
+    let ro = std::env::temp_dir().join(tag("share-ro"));
+    let rw = std::env::temp_dir().join(tag("share-rw"));
+    for d in [&ro, &rw] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // Root's, mode 0600: readable only with CAP_DAC_OVERRIDE.
+    std::fs::write(ro.join("secret"), "secret\n").unwrap();
+    std::fs::set_permissions(ro.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let jail = |keep_caps: u64| {
+        let mut j = Jail::new(tag("share"));
+        j.uid = 4321;
+        j.gid = 4322;
+        j.cgroup = Some(plan(jail::DEFAULT_CGROUP_PARENT));
+        j.ro_binds = vec![ro.clone()];
+        j.rw_binds = vec![rw.clone()];
+        j.host_root = Some("/.host".into());
+        j.devices = vec!["/dev/null".into()];
+        j.proc = true;
+        j.keep_caps = keep_caps;
+        j
+    };
+    const CAP_DAC_OVERRIDE: u64 = 1 << 1;
+    let script = format!(
+        "read h < /.host/etc/hostname; echo $h; \
+         for d in proc sys dev run tmp; do set -- $(ls -A /.host/$d); echo $d=$#; done; \
+         echo x > /.host/etc/hostname || echo host-read-only; \
+         echo x > {ro}/secret || echo bind-read-only; read l < {ro}/secret; echo $l; \
+         echo w > {rw}/new && echo written; \
+         echo z > /dev/null && echo device; ls /dev; ls /proc; ls -A /",
+        ro = ro.display(),
+        rw = rw.display()
+    );
+    let (exit, out, _) = exec_busybox(jail(CAP_DAC_OVERRIDE), script.clone(), None);
+    assert_eq!(exit, Exit::Code(0), "{out}");
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap();
+    assert!(out.starts_with(&hostname), "{out}");
+    for d in ["proc", "sys", "dev", "run", "tmp"] {
+        assert!(out.contains(&format!("\n{d}=0\n")), "{d} not empty: {out}");
+    }
+    for want in [
+        "\nhost-read-only\n",
+        "\nbind-read-only\nsecret\n",
+        "\nwritten\n",
+        "\ndevice\nnull\n",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    // /proc: the jail's processes only (the shell, pid 1, and ls), nothing of the kernel's.
+    let proc: Vec<&str> = out
+        .split("\nnull\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.host\n").next())
+        .unwrap_or_default()
+        .lines()
+        .collect();
+    assert_eq!(proc.len(), 4, "{out}");
+    assert_eq!(proc[0], "1", "{out}");
+    assert!(proc[1].parse::<u32>().is_ok(), "{out}");
+    assert_eq!(proc[2..], ["self", "thread-self"], "{out}");
+    // The root: the view, the binds' top directory, /dev, /proc; nothing else of the host.
+    assert!(out.ends_with("\n.host\ndev\nproc\ntmp\n"), "{out}");
+    let new = rw.join("new");
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "w\n");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&new).unwrap()),
+        4321
+    );
+    // Without the capability, root's file stays closed: the capability is what opened it.
+    std::fs::remove_file(&new).unwrap();
+    let (_, out, _) = exec_busybox(jail(0), script, None);
+    assert!(out.contains("secret: Permission denied"), "{out}");
+    for d in [&ro, &rw] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }
 
 fn bad_input_fails_before_anything_exists() {
@@ -287,6 +386,19 @@ fn bad_input_fails_before_anything_exists() {
     let mut j = base();
     j.ro_binds = vec!["/nonexistent-jail-bind".into()];
     check(j, "does not exist");
+    let mut j = base();
+    j.devices = vec!["/etc/passwd".into()];
+    check(j, "directly under /dev");
+    let mut j = base();
+    j.devices = vec!["/dev/shm".into()];
+    check(j, "not a character device");
+    let mut j = base();
+    j.host_root = Some("/usr/x".into());
+    j.ro_binds = vec!["/usr".into()];
+    check(j, "overlaps the bind of /usr");
+    let mut j = base();
+    j.keep_caps = 1 << 63;
+    check(j, "beyond this kernel's last capability");
     let mut j = base();
     j.cgroup.as_mut().unwrap().memory = Some(-5);
     check(j, "memory");

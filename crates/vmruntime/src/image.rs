@@ -113,6 +113,12 @@ impl GuestImage {
             .as_deref()
             .is_some_and(|c| c.lines().any(|l| l == format!("{option}=y")))
     }
+
+    /// The kernel's recorded configuration says it was built without this option (false
+    /// when no configuration was recorded).
+    pub fn kernel_lacks(&self, option: &str) -> bool {
+        self.manifest.kernel_config.is_some() && !self.kernel_has(option)
+    }
 }
 
 /// Inputs of [`build`].
@@ -385,6 +391,7 @@ mod tests {
         assert!(lines.iter().any(|l| l.starts_with("built: ")), "{lines:?}");
         assert!(a.kernel_has("CONFIG_9P_FS"));
         assert!(!a.kernel_has("CONFIG_EROFS_FS"));
+        assert!(a.kernel_lacks("CONFIG_EROFS_FS") && !a.kernel_lacks("CONFIG_9P_FS"));
         let mut again = Vec::new();
         let b = build(&opts("c1"), &mut |l| again.push(l.to_string())).unwrap();
         assert_eq!(a.dir, b.dir);

@@ -21,7 +21,12 @@
 //!   the guest kernel is one isolation layer, the container's namespaces, cgroup v2,
 //!   seccomp filter and capabilities inside it the second.
 //! - [`image`] (kernel + initramfs, cached by content) and [`disk`] (the bundle's rootfs
-//!   as an ext4 image made by `mkfs.ext4 -d`, cached by content).
+//!   as an ext4 image made by `mkfs.ext4 -d`, cached by content). Or no disk: `sandbox
+//!   --vm` shares the host's root read-only, and its `--bind` directories, over 9p (QEMU's
+//!   virtio-9p device; the builtin VMM has none), which QEMU serves from inside its jail
+//!   ([`host::backend`]).
+//! - QEMU runs jailed whatever the accelerator: with KVM the jail gives it a /dev/kvm node of
+//!   its own, since QEMU opens that device by path.
 //! - [`host`]: the backends (builtin VMM, QEMU), the per-container monitor process, the
 //!   OCI operations the CLI calls.
 //! - Why a monitor process rather than the hypervisor's pid in `state`: engines (conmon,

@@ -58,13 +58,35 @@ pub enum Frame {
     },
 }
 
-/// The guest disk holding the container's root filesystem.
+/// The filesystem holding the container's root: a guest disk, or the host's root shared
+/// through 9p.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootfsDisk {
-    /// Block device in the guest, e.g. `/dev/vda`.
+    /// What mount(2) mounts: a block device in the guest (`/dev/vda`), or a 9p mount tag.
     pub device: String,
-    /// Filesystem type passed to mount(2), e.g. `ext4`.
+    /// Filesystem type passed to mount(2), e.g. `ext4` or `9p`.
     pub fstype: String,
+    /// mount(2)'s data (filesystem options), e.g. [`NINEP_OPTIONS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+}
+
+/// How the guest mounts a 9p export of the hypervisor (QEMU's virtio-9p device): the
+/// virtio transport, the Linux dialect, permission checks by the guest kernel on the
+/// host's owners and modes (the hypervisor's own credentials are only a second gate), and
+/// 512 KiB messages (fewer round trips than the default 8 KiB).
+pub const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,access=client,msize=524288";
+
+/// A host directory a bind mount of the config names, exported by the hypervisor over 9p:
+/// the agent mounts the export tagged `tag` (with [`NINEP_OPTIONS`]) and makes it the
+/// source of `spec.mounts[mount]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedDir {
+    pub mount: usize,
+    pub tag: String,
+    /// Mounted read-only in the guest (the export is read-only on the host as well).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
 }
 
 /// The content of a host file a bind mount of the config names: the agent writes it in the
@@ -108,6 +130,8 @@ pub enum ToAgent {
         rootfs: RootfsDisk,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         bind_files: Vec<BindFile>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        shared_dirs: Vec<SharedDir>,
         spec: Box<oci::Spec>,
     },
     Start {
@@ -286,9 +310,20 @@ pub mod annotations {
     pub const CPUS: &str = "run.bulkhead.vm.cpus";
     pub const BOOT_TIMEOUT: &str = "run.bulkhead.vm.boot-timeout";
     pub const DISK_MAX: &str = "run.bulkhead.vm.disk-max";
+    /// QEMU's accelerator: `kvm` or `tcg`.
+    pub const ACCEL: &str = "run.bulkhead.vm.accel";
 
     /// Every annotation of ours, for the unknown-name check.
-    pub const ALL: [&str; 7] = [VM, BACKEND, IMAGE, MEMORY, CPUS, BOOT_TIMEOUT, DISK_MAX];
+    pub const ALL: [&str; 8] = [
+        VM,
+        BACKEND,
+        IMAGE,
+        MEMORY,
+        CPUS,
+        BOOT_TIMEOUT,
+        DISK_MAX,
+        ACCEL,
+    ];
 }
 
 /// True when the annotations ask for a VM (`run.bulkhead.vm=true`).
@@ -463,6 +498,14 @@ mod tests {
         }
         assert!(parse::<ToAgent>(br#"{"type":"reboot","id":1}"#).is_err());
         assert!(parse::<ToAgent>(br#"{"type":"start"}"#).is_err());
+    }
+
+    #[test]
+    fn documented_9p_options_are_the_code_s() {
+        assert!(doc().contains(&format!("`{NINEP_OPTIONS}`")));
+        assert!(blocks("json to-agent")
+            .iter()
+            .any(|b| b.contains(&format!("\"options\":\"{NINEP_OPTIONS}\""))));
     }
 
     #[test]

@@ -19,7 +19,10 @@ use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 
 use crate::conn::{set_nonblocking, Conn, HIGH_WATER};
 use crate::error::{msg, Context, Error, Result};
-use crate::protocol::{self, BindFile, Frame, GuestProcess, RootfsDisk, Stream, ToAgent, ToHost};
+use crate::protocol::{
+    self, BindFile, Frame, GuestProcess, RootfsDisk, SharedDir, Stream, ToAgent, ToHost,
+    NINEP_OPTIONS,
+};
 
 /// Where the agent keeps its files.
 pub struct Layout {
@@ -370,8 +373,12 @@ impl Server {
                 container,
                 rootfs,
                 bind_files,
+                shared_dirs,
                 spec,
-            } => (id, self.create(&container, &rootfs, &bind_files, *spec)),
+            } => (
+                id,
+                self.create(&container, &rootfs, &bind_files, &shared_dirs, *spec),
+            ),
             ToAgent::Start { id } => (id, self.start()),
             ToAgent::Signal {
                 id,
@@ -417,6 +424,7 @@ impl Server {
         id: &str,
         disk: &RootfsDisk,
         files: &[BindFile],
+        shared: &[SharedDir],
         mut spec: oci::Spec,
     ) -> Result<ToHost> {
         if self.container.is_some() || self.procs.contains_key(&0) {
@@ -429,6 +437,7 @@ impl Server {
         let rootfs = mount_rootfs(&self.layout.work, disk)?;
         root.path = rootfs.display().to_string();
         write_bind_files(&self.layout.work, files, &mut spec)?;
+        mount_shared_dirs(&self.layout.work, shared, &mut spec)?;
         let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);
         let io = Stdio::new(terminal)?;
         let opts = CreateOptions {
@@ -646,20 +655,27 @@ impl Stdio {
     }
 }
 
-/// Mount the root filesystem disk read-only at `<work>/disk` and stack an overlay with a
-/// tmpfs upper layer on it at `<work>/rootfs`: the container library creates mount points
-/// in the root (even one the config wants read-only, which it remounts read-only after),
-/// and a writable root's writes stay in guest memory; the disk is never written.
+/// Mount the root filesystem read-only at `<work>/disk` and stack an overlay with a tmpfs
+/// upper layer on it at `<work>/rootfs`: the container library creates mount points in the
+/// root (even one the config wants read-only, which it remounts read-only after), and a
+/// writable root's writes stay in guest memory; the disk is never written. A root shared by
+/// the host over 9p is the host's own files: nosuid and nodev as well (its setuid bits and
+/// device nodes are the host's, not the container's).
 fn mount_rootfs(work: &Path, disk: &RootfsDisk) -> Result<PathBuf> {
     use container::sys::mount;
+    let host_files = if disk.fstype == "9p" {
+        libc::MS_NOSUID | libc::MS_NODEV
+    } else {
+        0
+    };
     let lower = work.join("disk");
     fs::create_dir_all(&lower).ctx(|| format!("mkdir {}", lower.display()))?;
     mount(
         Some(&disk.device),
         &lower,
         Some(&disk.fstype),
-        libc::MS_RDONLY,
-        None,
+        libc::MS_RDONLY | host_files,
+        disk.options.as_deref(),
     )
     .ctx(|| format!("mount {} ({}) read-only", disk.device, disk.fstype))?;
     let rw = work.join("rw");
@@ -678,9 +694,47 @@ fn mount_rootfs(work: &Path, disk: &RootfsDisk) -> Result<PathBuf> {
         rw.display(),
         rw.display()
     );
-    mount(Some("overlay"), &top, Some("overlay"), 0, Some(&data))
-        .ctx(|| format!("mount overlay on {}", top.display()))?;
+    mount(
+        Some("overlay"),
+        &top,
+        Some("overlay"),
+        host_files,
+        Some(&data),
+    )
+    .ctx(|| format!("mount overlay on {}", top.display()))?;
     Ok(top)
+}
+
+/// Mount each host directory the hypervisor exports over 9p at `<work>/shared/<mount>`
+/// (nosuid, nodev: the host's setuid bits and device nodes; read-only when exported so) and
+/// make it the source of its bind mount.
+fn mount_shared_dirs(work: &Path, shared: &[SharedDir], spec: &mut oci::Spec) -> Result<()> {
+    for d in shared {
+        let m = spec.mounts.get_mut(d.mount).ok_or_else(|| {
+            msg(format!(
+                "shared directory for mounts[{}]: no such mount",
+                d.mount
+            ))
+        })?;
+        let dir = work.join("shared").join(d.mount.to_string());
+        fs::create_dir_all(&dir).ctx(|| format!("mkdir {}", dir.display()))?;
+        let ro = if d.readonly { libc::MS_RDONLY } else { 0 };
+        container::sys::mount(
+            Some(&d.tag),
+            &dir,
+            Some("9p"),
+            libc::MS_NOSUID | libc::MS_NODEV | ro,
+            Some(NINEP_OPTIONS),
+        )
+        .ctx(|| {
+            format!(
+                "mount the host directory shared as {} for {}",
+                d.tag, m.destination
+            )
+        })?;
+        m.source = Some(dir.display().to_string());
+    }
+    Ok(())
 }
 
 /// Write the host's bind-mounted files into `<work>/files/` and point their mounts there.

@@ -1,6 +1,7 @@
 //! Hypervisor backends: the builtin VMM (`bulkhead vm run`) and QEMU (`-M microvm`). Both
-//! boot the same guest image and reach the same agent; they differ in the command line and
-//! the transport (vsock vs a virtio-serial port).
+//! boot the same guest image and reach the same agent; they differ in the command line, the
+//! transport (vsock vs a virtio-serial port), and what only QEMU has: 9p exports of host
+//! directories ([`Share`]).
 //!
 //! [`spawn`] is the one place a hypervisor process starts: the VMM jail wraps it there.
 //!
@@ -83,6 +84,57 @@ impl Backend {
     }
 }
 
+/// QEMU's accelerator: KVM, or its TCG JIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn parse(s: &str) -> Result<Accel> {
+        match s {
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            _ => Err(msg(format!(
+                "unknown QEMU accelerator {s:?} (expected kvm or tcg)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    /// KVM where it is hardware-backed; TCG elsewhere: on an emulating KVM, QEMU's JIT runs
+    /// a guest kernel faster than the emulator, and Linux does not boot there under QEMU
+    /// (KVM's emulator rejects the kernel's `int3` self-test, which only the builtin VMM
+    /// completes itself).
+    pub fn host_default() -> Accel {
+        if hardware_kvm() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+
+    /// Check what the accelerator needs on this host.
+    pub fn check(self) -> Result<()> {
+        if self == Accel::Kvm && !Path::new(KVM_DEVICE).exists() {
+            return Err(msg(format!(
+                "QEMU accelerator kvm: {KVM_DEVICE} does not exist (no KVM on this host; use tcg)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The device QEMU opens for KVM (by this path: QEMU 7.2 takes no descriptor for it).
+const KVM_DEVICE: &str = "/dev/kvm";
+
 /// KVM backed by the CPU's virtualisation extensions (not an emulating, nested KVM), as
 /// the builtin VMM judges it.
 pub fn hardware_kvm() -> bool {
@@ -106,13 +158,49 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 pub struct VmDesc {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    /// The root filesystem disk (attached read-only).
-    pub disk: PathBuf,
+    /// The root filesystem disk (attached read-only); none when the root is shared.
+    pub disk: Option<PathBuf>,
+    /// Host directories exported to the guest over 9p (QEMU only).
+    pub shares: Vec<Share>,
     pub memory_mib: u64,
     pub cpus: u8,
     /// The builtin VMM's vsock `uds`: the agent's connection arrives at `<socket>_1024`.
     /// (QEMU gets its end of a socket pair instead, as descriptor [`AGENT_FD`].)
     pub socket: PathBuf,
+    /// QEMU's accelerator.
+    pub accel: Accel,
+}
+
+/// A host directory QEMU exports to the guest over 9p (`-fsdev local` + a
+/// `virtio-9p-device` with mount tag `tag`). QEMU serves it by path from inside its jail,
+/// with `security_model=none`: the guest sees the host's owners and modes, files it creates
+/// belong to QEMU's jail uid, and it can change no owner or mode it does not own (so no
+/// setuid file of another user can be made on the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    /// The host directory; `/` is the host's root as the jail's view shows it (without
+    /// /proc, /sys, /dev, /run and /tmp).
+    pub path: PathBuf,
+    /// Exported read-only (`readonly=on`: QEMU refuses every write, whatever the guest).
+    pub readonly: bool,
+}
+
+/// Where the jail shows QEMU the host's root.
+const JAIL_HOST_ROOT: &str = "/.host-root";
+
+/// The 9p mount tag of the host's root.
+pub const HOST_ROOT_TAG: &str = "hostroot";
+
+impl Share {
+    /// The path QEMU serves, inside its jail.
+    fn jail_path(&self) -> PathBuf {
+        if self.path == Path::new("/") {
+            PathBuf::from(JAIL_HOST_ROOT)
+        } else {
+            self.path.clone()
+        }
+    }
 }
 
 /// The descriptor number of the agent's socket in QEMU (`-chardev socket,fd=3`).
@@ -150,21 +238,28 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                 .arg("--memory")
                 .arg(vm.memory_mib.to_string())
                 .arg("--cpus")
-                .arg(vm.cpus.to_string())
-                .arg("--disk")
-                .arg(format!("{},ro", vm.disk.display()))
-                .arg("--vsock")
+                .arg(vm.cpus.to_string());
+            if let Some(disk) = &vm.disk {
+                c.arg("--disk").arg(format!("{},ro", disk.display()));
+            }
+            if !vm.shares.is_empty() {
+                return Err(msg(
+                    "VM backend builtin: the builtin VMM has no 9p or virtio-fs device to share host directories with",
+                ));
+            }
+            c.arg("--vsock")
                 .arg(format!("{GUEST_CID},uds={}", vm.socket.display()));
             c
         }
         Backend::Qemu => {
-            let accel = if hardware_kvm() {
-                "kvm"
-            } else {
+            let (accel, cpu) = match vm.accel {
+                // This KVM refuses the ARCH_CAPABILITIES MSR value QEMU 7.2 sets for `-cpu
+                // host` on an emulating KVM (an assertion ends QEMU): leave that MSR out there.
+                Accel::Kvm if !hardware_kvm() => ("kvm", "host,-arch-capabilities"),
+                Accel::Kvm => ("kvm", "host"),
                 // A bounded translation cache: the default (1 GiB) would be reserved per VM.
-                "tcg,tb-size=64"
+                Accel::Tcg => ("tcg,tb-size=64", "max"),
             };
-            let cpu = if hardware_kvm() { "host" } else { "max" };
             let mut c = Command::new(find_program(QEMU).unwrap_or_else(|| QEMU.into()));
             c.args(["-M", "microvm,acpi=off,rtc=off,isa-serial=on"])
                 .args(["-accel", accel, "-cpu", cpu])
@@ -176,14 +271,29 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                 .arg("-initrd")
                 .arg(&vm.initramfs)
                 .args(["-append", &cmdline])
-                .args(["-serial", "stdio"])
-                .arg("-drive")
-                .arg(format!(
-                    "id=rootfs,file={},format=raw,if=none,readonly=on",
-                    qemu_escape(&vm.disk)
-                ))
-                .args(["-device", "virtio-blk-device,drive=rootfs"])
-                .args(["-device", "virtio-serial-device"])
+                .args(["-serial", "stdio"]);
+            if let Some(disk) = &vm.disk {
+                c.arg("-drive")
+                    .arg(format!(
+                        "id=rootfs,file={},format=raw,if=none,readonly=on",
+                        qemu_escape(disk)
+                    ))
+                    .args(["-device", "virtio-blk-device,drive=rootfs"]);
+            }
+            for s in &vm.shares {
+                // multidevs=remap: an export spanning several host filesystems (the host's
+                // root does) gets inode numbers that cannot collide in the guest.
+                c.arg("-fsdev")
+                    .arg(format!(
+                        "local,id={},path={},security_model=none,multidevs=remap{}",
+                        s.tag,
+                        qemu_escape(&s.jail_path()),
+                        if s.readonly { ",readonly=on" } else { "" }
+                    ))
+                    .arg("-device")
+                    .arg(format!("virtio-9p-device,fsdev={0},mount_tag={0}", s.tag));
+            }
+            c.args(["-device", "virtio-serial-device"])
                 .arg("-chardev")
                 .arg(format!("socket,id=agent,fd={AGENT_FD}"))
                 .args([
@@ -298,14 +408,22 @@ const QEMU_PIDS: i64 = 128;
 
 /// Run QEMU confined: the jail crate's namespaces, an empty read-only root holding only
 /// read-only binds of /usr (QEMU, its libraries and firmware), /lib and /lib64 (the loader's
-/// path) and the
-/// image and disk, the unprivileged uid, no capabilities, no_new_privs, a cgroup of its own
-/// inside the monitor's (the container's) with a memory and a pids limit; plus QEMU's own
-/// seccomp sandbox. The console, log and agent socket arrive as descriptors.
+/// path), the image and the disk, the unprivileged uid, no capabilities, no_new_privs, a
+/// cgroup of its own inside the monitor's (the container's) with a memory and a pids limit;
+/// plus QEMU's own seccomp sandbox. The console, log and agent socket arrive as descriptors.
 ///
-/// With KVM acceleration QEMU opens /dev/kvm by path, which the jail's root (no device
-/// nodes) cannot give it: on hardware-KVM hosts a `qemu` VM runs unjailed (logged), which is
-/// why the builtin VMM is the default there.
+/// What QEMU opens by path after the exec gets into the root as well:
+/// - with KVM, `/dev/kvm`: QEMU 7.2 opens it itself (no option takes a descriptor), so the
+///   jail makes a node of its own for it (owned by the jail's uid, in a tmpfs of its own:
+///   the root's other mounts allow no device node);
+/// - with shares (9p), the exported directories (read-only or writable as exported; the
+///   host's root as a read-only view without /proc, /sys, /dev, /run and /tmp), and
+///   `CAP_DAC_OVERRIDE`, so that QEMU, serving the files by path as an unprivileged uid,
+///   does not narrow what the guest may read and write to what that uid may (the guest
+///   kernel checks the container's own permissions on the host's owners and modes). This
+///   widens what a compromised QEMU reaches to those directories: docs in the README. Its
+///   9p server also names files through /proc/self/fd/N (changing modes, extended
+///   attributes): the jail mounts a /proc of its own pid namespace, processes only.
 fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, OwnedFd};
@@ -315,25 +433,6 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
         "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]);
     let program = find_program(QEMU).ok_or_else(|| msg(format!("{QEMU} not found")))?;
-    if hardware_kvm() {
-        tracing::warn!("qemu with KVM: the jail has no /dev/kvm, so QEMU runs unjailed");
-        cmd.stdout(append(&io.console)?).stderr(append(&io.log)?);
-        let agent_raw = io.agent.as_ref().map(|a| a.as_raw_fd());
-        // SAFETY: dup2/fcntl/prctl with integer arguments between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(fd) = agent_raw {
-                    inherit_as(fd, AGENT_FD)?;
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().ctx(|| format!("start {QEMU}"))?;
-        return Ok(Hypervisor::Process(child));
-    }
     let cstr = |s: &std::ffi::OsStr| {
         CString::new(s.as_encoded_bytes()).map_err(|_| msg("NUL in an argument"))
     };
@@ -353,27 +452,36 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
             binds.push(d.into());
         }
     }
-    for f in [&vm.kernel, &vm.initramfs, &vm.disk] {
+    for f in [&vm.kernel, &vm.initramfs].into_iter().chain(&vm.disk) {
         if !binds.iter().any(|b| f.starts_with(b)) {
             binds.push(f.clone());
         }
     }
     let keep = [console.as_raw_fd(), log.as_raw_fd(), agent.as_raw_fd()];
     let id: String = (0..6).map(|_| format!("{:02x}", rand_byte())).collect();
-    let j = jail::Jail {
-        name: format!("vm-{id}"),
-        uid: jail::DEFAULT_ID,
-        gid: jail::DEFAULT_ID,
-        cgroup: Some(jail::CgroupPlan {
-            parent: String::new(),
-            memory: Some(((vm.memory_mib + QEMU_OVERHEAD_MIB) << 20) as i64),
-            pids: Some(QEMU_PIDS),
-            cpu_quota: None,
-        }),
-        rlimits: Vec::new(),
-        keep_fds: keep.to_vec(),
-        ro_binds: binds,
-    };
+    let mut j = jail::Jail::new(format!("vm-{id}"));
+    j.cgroup = Some(jail::CgroupPlan {
+        parent: String::new(),
+        memory: Some(((vm.memory_mib + QEMU_OVERHEAD_MIB) << 20) as i64),
+        pids: Some(QEMU_PIDS),
+        cpu_quota: None,
+    });
+    j.keep_fds = keep.to_vec();
+    j.ro_binds = binds;
+    for s in &vm.shares {
+        match (s.path == Path::new("/"), s.readonly) {
+            (true, _) => j.host_root = Some(s.jail_path()),
+            (false, true) => j.ro_binds.push(s.path.clone()),
+            (false, false) => j.rw_binds.push(s.path.clone()),
+        }
+    }
+    if !vm.shares.is_empty() {
+        j.keep_caps = CAP_DAC_OVERRIDE;
+        j.proc = true;
+    }
+    if vm.accel == Accel::Kvm {
+        j.devices.push(KVM_DEVICE.into());
+    }
     let prepared = j
         .prepare()
         .map_err(|e| msg(format!("jail for QEMU: {e}")))?;
@@ -408,6 +516,9 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
     Ok(Hypervisor::Jailed(Box::new(running)))
 }
 
+/// The capability that lets QEMU serve shared files whatever their modes (capabilities(7)).
+const CAP_DAC_OVERRIDE: u64 = 1 << 1;
+
 /// Make `fd` descriptor `to` without close-on-exec (dup2 onto itself would keep it set).
 fn inherit_as(fd: i32, to: i32) -> std::io::Result<()> {
     // SAFETY: fcntl/dup2 on descriptor numbers; errors are reported.
@@ -439,10 +550,12 @@ mod tests {
         VmDesc {
             kernel: "/img/vmlinux".into(),
             initramfs: "/img/initramfs.cpio".into(),
-            disk: "/cache/d,1.ext4".into(),
+            disk: Some("/cache/d,1.ext4".into()),
+            shares: Vec::new(),
             memory_mib: 256,
             cpus: 1,
             socket: "/run/x/agent.sock".into(),
+            accel: Accel::Tcg,
         }
     }
 
@@ -466,6 +579,48 @@ mod tests {
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert!(append.contains("reboot=t"));
         assert!(append.contains("bulkhead.transport=port:bulkhead.agent"));
+    }
+
+    #[test]
+    fn qemu_shares_and_accelerators() {
+        let mut d = desc();
+        d.disk = None;
+        d.shares = vec![
+            Share {
+                tag: HOST_ROOT_TAG.into(),
+                path: "/".into(),
+                readonly: true,
+            },
+            Share {
+                tag: "bind7".into(),
+                path: "/srv/a,b".into(),
+                readonly: false,
+            },
+        ];
+        let joined = args(&command(Backend::Qemu, &d).unwrap()).join(" ");
+        assert!(!joined.contains("-drive"), "{joined}");
+        assert!(joined.contains(
+            "-fsdev local,id=hostroot,path=/.host-root,security_model=none,multidevs=remap,readonly=on -device virtio-9p-device,fsdev=hostroot,mount_tag=hostroot"
+        ), "{joined}");
+        assert!(joined.contains(
+            "-fsdev local,id=bind7,path=/srv/a,,b,security_model=none,multidevs=remap -device virtio-9p-device,fsdev=bind7,mount_tag=bind7"
+        ), "{joined}");
+        assert!(
+            joined.contains("-accel tcg,tb-size=64 -cpu max"),
+            "{joined}"
+        );
+        d.accel = Accel::Kvm;
+        let joined = args(&command(Backend::Qemu, &d).unwrap()).join(" ");
+        assert!(joined.contains("-accel kvm -cpu host"), "{joined}");
+        // The builtin VMM has no 9p device: refused, not ignored.
+        let e = command(Backend::Builtin, &d).unwrap_err().to_string();
+        assert!(e.contains("no 9p or virtio-fs device"), "{e}");
+        assert_eq!(Accel::parse("kvm").unwrap(), Accel::Kvm);
+        assert_eq!(Accel::parse(Accel::Tcg.name()).unwrap(), Accel::Tcg);
+        assert!(Accel::parse("hvf")
+            .unwrap_err()
+            .to_string()
+            .contains("kvm or tcg"));
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::protocol::{GuestProcess, ToAgent, ToHost};
 pub struct VmInfo {
     pub backend: String,
     pub image: PathBuf,
-    pub disk: PathBuf,
+    /// None: the root is the host's, over 9p.
+    pub disk: Option<PathBuf>,
     pub memory_mib: u64,
     pub cpus: u8,
 }
@@ -166,11 +167,17 @@ impl VmRuntime {
             }
         };
         let t = std::time::Instant::now();
-        let disk = crate::disk::rootfs_disk(&rootfs, &self.cache, plan.disk_max)?;
+        let disk = match plan.host_root {
+            true => None,
+            false => Some(crate::disk::rootfs_disk(
+                &rootfs,
+                &self.cache,
+                plan.disk_max,
+            )?),
+        };
         tracing::debug!(
-            "vm {id}: disk ready in {} ms: {}",
-            t.elapsed().as_millis(),
-            disk.display()
+            "vm {id}: disk ready in {} ms: {disk:?}",
+            t.elapsed().as_millis()
         );
 
         let sd = StateDir::create(&self.root, id)?;

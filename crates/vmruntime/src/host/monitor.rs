@@ -31,7 +31,7 @@ use crate::host::plan::VmPlan;
 use crate::host::relay::{host_pty, Relay};
 use crate::host::signals::Signals;
 use crate::host::{console_summary, files, tail};
-use crate::protocol::{self, Frame, RootfsDisk, Stream, ToAgent, ToHost};
+use crate::protocol::{self, Frame, Stream, ToAgent, ToHost};
 
 /// How long the VM may take to power off after the container exited.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(3);
@@ -44,7 +44,8 @@ pub struct MonitorArgs {
     /// The container's state directory.
     pub dir: PathBuf,
     pub plan: VmPlan,
-    pub disk: PathBuf,
+    /// The root filesystem disk; none when the root is the host's (over 9p).
+    pub disk: Option<PathBuf>,
     /// The connected console socket, when the process has a terminal.
     pub console: Option<OwnedFd>,
     /// Where the monitor reports the outcome of create (one JSON line).
@@ -230,9 +231,11 @@ impl Monitor {
             kernel: plan.image.kernel(),
             initramfs: plan.image.initramfs(),
             disk: a.disk.clone(),
+            shares: plan.shares(),
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
             socket,
+            accel: plan.accel,
         };
         let started = Instant::now();
         let io = backend::HvIo {
@@ -296,11 +299,9 @@ impl Monitor {
         agent.send(&ToAgent::Create {
             id: 0,
             container: a.id.clone(),
-            rootfs: RootfsDisk {
-                device: "/dev/vda".into(),
-                fstype: "ext4".into(),
-            },
+            rootfs: plan.rootfs_mount(),
             bind_files: plan.bind_files.clone(),
+            shared_dirs: plan.shared_dirs.iter().map(|(d, _)| d.clone()).collect(),
             spec: Box::new(plan.spec.clone()),
         });
         agent.flush_blocking(Some(Instant::now() + plan.boot_timeout))?;

@@ -5,8 +5,11 @@
 //!
 //! What changes on the way into the guest:
 //! - bind mounts of host **files** travel with the create request (the guest cannot see the
-//!   host's files); an **empty** host directory becomes a tmpfs (podman's /dev/shm);
-//!   other host directories cannot be shared (no virtio-fs): refused;
+//!   host's files); host **directories** are exported over 9p when the caller asks for it
+//!   (`sandbox --vm`, QEMU only); otherwise an **empty** one becomes a tmpfs (podman's
+//!   /dev/shm) and others are refused;
+//! - the root is a disk made from `root.path`, or with [`Overrides::host_root`] the host's
+//!   own root, read-only over 9p (QEMU only);
 //! - a network namespace joined by `path` (an engine's network) becomes a new, private
 //!   network namespace in the guest, with only `lo`: the VM has no network device yet
 //!   (warned); joining other namespaces by path is refused (they are the host's);
@@ -20,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{msg, Result};
-use crate::host::backend::Backend;
+use crate::host::backend::{Accel, Backend, Share, HOST_ROOT_TAG};
 use crate::image::GuestImage;
-use crate::protocol::{annotations as ann, BindFile};
+use crate::protocol::{annotations as ann, BindFile, RootfsDisk, SharedDir, NINEP_OPTIONS};
 
 /// Guest RAM when the config sets no memory limit.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -33,6 +36,9 @@ const MEMORY_HEADROOM_MIB: u64 = 64;
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest bind-mounted host file copied into the guest.
 const MAX_BIND_FILE: u64 = 1 << 20;
+/// Most host directories exported to one guest: each is a virtio-mmio device, and QEMU's
+/// microvm has 24 transports for the disk, the agent's port and these.
+const MAX_SHARED_DIRS: usize = 16;
 
 /// A container's VM, decided.
 #[derive(Debug, Clone)]
@@ -48,8 +54,48 @@ pub struct VmPlan {
     /// The config for the guest.
     pub spec: oci::Spec,
     pub bind_files: Vec<BindFile>,
+    /// Host directories the guest mounts over 9p: the protocol's entry, the host path.
+    pub shared_dirs: Vec<(SharedDir, PathBuf)>,
+    /// The guest's root is the host's, over 9p; `rootfs` becomes no disk.
+    pub host_root: bool,
+    /// QEMU's accelerator.
+    pub accel: Accel,
     /// Messages for the log (what was adapted).
     pub warnings: Vec<String>,
+}
+
+impl VmPlan {
+    /// What QEMU exports over 9p.
+    pub fn shares(&self) -> Vec<Share> {
+        let root = self.host_root.then(|| Share {
+            tag: HOST_ROOT_TAG.into(),
+            path: "/".into(),
+            readonly: true,
+        });
+        let dirs = self.shared_dirs.iter().map(|(d, path)| Share {
+            tag: d.tag.clone(),
+            path: path.clone(),
+            readonly: d.readonly,
+        });
+        root.into_iter().chain(dirs).collect()
+    }
+
+    /// How the agent mounts the container's root.
+    pub fn rootfs_mount(&self) -> RootfsDisk {
+        if self.host_root {
+            RootfsDisk {
+                device: HOST_ROOT_TAG.into(),
+                fstype: "9p".into(),
+                options: Some(NINEP_OPTIONS.into()),
+            }
+        } else {
+            RootfsDisk {
+                device: "/dev/vda".into(),
+                fstype: "ext4".into(),
+                options: None,
+            }
+        }
+    }
 }
 
 /// Settings a caller gives beside the config (`sandbox --vm` flags); annotations win.
@@ -57,7 +103,17 @@ pub struct VmPlan {
 pub struct Overrides {
     pub backend: Option<Backend>,
     pub image: Option<PathBuf>,
+    /// The guest's root is the host's root, read-only over 9p, rather than a disk made from
+    /// `root.path` (`sandbox --vm` without `--rootfs`). QEMU only.
+    pub host_root: bool,
+    /// Bind mounts of host directories are exported to the guest over 9p rather than
+    /// refused (`sandbox --vm --bind`). QEMU only.
+    pub share_dirs: bool,
 }
+
+/// Why the builtin VMM cannot do what 9p does.
+const NO_9P: &str =
+    "needs the qemu backend: the builtin VMM has no 9p or virtio-fs device to share host files with";
 
 fn get<'a>(a: &'a BTreeMap<String, String>, k: &str) -> Option<&'a str> {
     a.get(k).map(String::as_str)
@@ -121,6 +177,23 @@ pub fn plan(spec: &oci::Spec, rootfs: &Path, over: &Overrides, cache: &Path) -> 
         None => over.backend.unwrap_or_else(Backend::host_default),
     };
     backend.check()?;
+    let accel = match get(a, ann::ACCEL) {
+        Some(x) => Accel::parse(x)?,
+        None => Accel::host_default(),
+    };
+    if backend == Backend::Qemu {
+        accel.check()?;
+    } else if a.contains_key(ann::ACCEL) {
+        return Err(msg(format!(
+            "annotation {}: for the qemu backend only",
+            ann::ACCEL
+        )));
+    }
+    if over.host_root && backend == Backend::Builtin {
+        return Err(msg(format!(
+            "the host's root as the VM's root {NO_9P} (use the qemu backend, or a root filesystem directory)"
+        )));
+    }
     let image_dir = get(a, ann::IMAGE).map(PathBuf::from).or(over.image.clone());
     let image = GuestImage::resolve(image_dir.as_deref(), cache)?;
     let limit_mib = spec
@@ -145,7 +218,20 @@ pub fn plan(spec: &oci::Spec, rootfs: &Path, over: &Overrides, cache: &Path) -> 
         .map(|m| m << 20)
         .unwrap_or(crate::disk::DEFAULT_MAX_BYTES);
     let mut warnings = Vec::new();
-    let (spec, bind_files) = guest_spec(spec, &mut warnings)?;
+    let (spec, bind_files, shared_dirs) = guest_spec(spec, over.share_dirs, &mut warnings)?;
+    if (over.host_root || !shared_dirs.is_empty()) && image.kernel_lacks("CONFIG_9P_FS") {
+        return Err(msg(format!(
+            "the guest image {} has a kernel without 9p (CONFIG_9P_FS), which sharing host files needs: rebuild the kernel (guest/build-kernel.sh) and the image (bulkhead vm image build)",
+            image.dir.display()
+        )));
+    }
+    if let (Some((d, _)), Backend::Builtin) = (shared_dirs.first(), backend) {
+        let dst = &spec.mounts[d.mount].destination;
+        return Err(msg(format!(
+            "mounts[{}] ({dst}): sharing a host directory {NO_9P}",
+            d.mount
+        )));
+    }
     Ok(VmPlan {
         backend,
         image,
@@ -156,6 +242,9 @@ pub fn plan(spec: &oci::Spec, rootfs: &Path, over: &Overrides, cache: &Path) -> 
         rootfs: rootfs.to_path_buf(),
         spec,
         bind_files,
+        shared_dirs,
+        host_root: over.host_root,
+        accel,
         warnings,
     })
 }
@@ -164,11 +253,16 @@ fn is_bind(m: &oci::Mount) -> bool {
     m.typ.as_deref() == Some("bind") || m.options.iter().any(|o| o == "bind" || o == "rbind")
 }
 
-/// The config as the guest gets it, and the host files it needs (see the module notes).
+/// Host directories exported over 9p: the protocol's entry and the host path.
+type SharedDirs = Vec<(SharedDir, PathBuf)>;
+
+/// The config as the guest gets it, the host files it needs, and (with `share_dirs`) the
+/// host directories it mounts over 9p (see the module notes).
 pub fn guest_spec(
     spec: &oci::Spec,
+    share_dirs: bool,
     warnings: &mut Vec<String>,
-) -> Result<(oci::Spec, Vec<BindFile>)> {
+) -> Result<(oci::Spec, Vec<BindFile>, SharedDirs)> {
     let mut spec = spec.clone();
     if let Some(h) = &spec.hooks {
         let any = [
@@ -213,6 +307,7 @@ pub fn guest_spec(
         }
     }
     let mut files = Vec::new();
+    let mut shared = Vec::new();
     let mut total = 0u64;
     for (i, m) in spec.mounts.iter_mut().enumerate() {
         if !is_bind(m) {
@@ -237,6 +332,29 @@ pub fn guest_spec(
                 .map_err(|e| msg(format!("mounts[{i}] ({}): read {src}: {e}", m.destination)))?;
             total += bytes.len() as u64;
             files.push(BindFile::new(i, meta.permissions().mode() & 0o7777, &bytes));
+        } else if meta.is_dir() && share_dirs {
+            if shared.len() == MAX_SHARED_DIRS {
+                return Err(msg(format!(
+                    "mounts[{i}] ({}): more than {MAX_SHARED_DIRS} host directories shared with one VM",
+                    m.destination
+                )));
+            }
+            let path = fs::canonicalize(&src).map_err(|e| {
+                msg(format!(
+                    "mounts[{i}] ({}): source {src}: {e}",
+                    m.destination
+                ))
+            })?;
+            let readonly = m.options.iter().any(|o| o == "ro" || o == "rro");
+            let tag = format!("bind{i}");
+            shared.push((
+                SharedDir {
+                    mount: i,
+                    tag,
+                    readonly,
+                },
+                path,
+            ));
         } else if meta.is_dir() {
             let empty = fs::read_dir(&src)
                 .map(|mut d| d.next().is_none())
@@ -271,7 +389,7 @@ pub fn guest_spec(
             4 * MAX_BIND_FILE
         )));
     }
-    Ok((spec, files))
+    Ok((spec, files, shared))
 }
 
 #[cfg(test)]
@@ -302,7 +420,7 @@ mod tests {
         s.mounts.push(bind(&dir.join("hosts"), "/etc/hosts"));
         s.mounts.push(bind(&dir.join("empty"), "/dev/shm"));
         let mut w = Vec::new();
-        let (g, files) = guest_spec(&s, &mut w).unwrap();
+        let (g, files, _) = guest_spec(&s, false, &mut w).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].mount, n);
         assert_eq!(files[0].bytes().unwrap(), b"127.0.0.1 localhost\n");
@@ -311,8 +429,44 @@ mod tests {
         assert_eq!(shm.options, ["rw", "nosuid", "mode=1777"]);
         // A directory with content cannot be shared.
         s.mounts.push(bind(&dir.join("full"), "/data"));
-        let e = guest_spec(&s, &mut w).unwrap_err().to_string();
+        let e = guest_spec(&s, false, &mut w).unwrap_err().to_string();
         assert!(e.contains("/data") && e.contains("cannot be shared"), "{e}");
+        // ...unless directories are exported over 9p: every one, empty or not, read-only
+        // as its options say; files are still copied.
+        let mut ro = bind(&dir.join("full"), "/ro");
+        ro.options.push("rro".into());
+        s.mounts.push(ro);
+        let (g, files, shared) = guest_spec(&s, true, &mut w).unwrap();
+        assert_eq!(files.len(), 1);
+        let shared: Vec<_> = shared
+            .iter()
+            .map(|(d, p)| (d.mount, d.tag.as_str(), d.readonly, p.clone()))
+            .collect();
+        assert_eq!(
+            shared,
+            [
+                (
+                    n + 1,
+                    format!("bind{}", n + 1).as_str(),
+                    false,
+                    dir.join("empty")
+                ),
+                (
+                    n + 2,
+                    format!("bind{}", n + 2).as_str(),
+                    false,
+                    dir.join("full")
+                ),
+                (
+                    n + 3,
+                    format!("bind{}", n + 3).as_str(),
+                    true,
+                    dir.join("full")
+                ),
+            ]
+        );
+        // Shared mounts keep their bind type (the agent replaces the source).
+        assert_eq!(g.mounts[n + 1].typ.as_deref(), Some("bind"));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -325,7 +479,7 @@ mod tests {
             path: Some("/run/netns/x".into()),
         });
         let mut w = Vec::new();
-        let (g, _) = guest_spec(&s, &mut w).unwrap();
+        let (g, _, _) = guest_spec(&s, false, &mut w).unwrap();
         assert!(g.linux.unwrap().namespaces.iter().all(|n| n.path.is_none()));
         assert_eq!(w.len(), 1, "{w:?}");
         let mut s2 = base();
@@ -333,7 +487,7 @@ mod tests {
             typ: oci::NamespaceType::Ipc,
             path: Some("/proc/1/ns/ipc".into()),
         });
-        let e = guest_spec(&s2, &mut w).unwrap_err().to_string();
+        let e = guest_spec(&s2, false, &mut w).unwrap_err().to_string();
         assert!(e.contains("ipc namespace"), "{e}");
         let mut s3 = base();
         s3.hooks = Some(oci::Hooks {
@@ -343,7 +497,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        assert!(guest_spec(&s3, &mut w)
+        assert!(guest_spec(&s3, false, &mut w)
             .unwrap_err()
             .to_string()
             .contains("hooks"));
