@@ -79,12 +79,15 @@ pub fn run(args: MonitorArgs) -> ! {
             std::process::exit(1);
         }
     };
+    // Created: from now on the container outlives its `create` (the engine waits for us).
+    // Before the report, not after: `create` exits as soon as it has recorded it, and a
+    // parent-death signal still armed then would kill us. (A `create` killed in between
+    // leaves a record `delete` removes: we are in the container's cgroup.)
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     send(&Report::Created {
         guest_pid: m.guest_pid,
     });
-    // Created: from now on the container outlives its `create` (the engine waits for us).
-    // SAFETY: plain prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     drop(report);
     drop(args.report);
     tracing::debug!(
