@@ -361,6 +361,27 @@ fn bad_input_fails_create_with_one_line_and_leaves_nothing() {
     assert!(e.contains("/data") && e.contains("cannot be shared"), "{e}");
     assert_nothing_left(&rt, &id, &[]);
 
+    // No network namespace: the host's network, which a VM cannot share.
+    let mut b = vm_bundle("vmhostnet", "true", "qemu");
+    let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "network");
+    b.save();
+    let id = unique("vmhostnet");
+    rt.track(&id);
+    let e = fails(&rt.create(&id, &b));
+    assert!(e.contains("the host's network"), "{e}");
+    assert_nothing_left(&rt, &id, &[]);
+
+    // An unknown QEMU accelerator.
+    let mut b = vm_bundle("vmaccel", "true", "qemu");
+    b.config["annotations"]["run.bulkhead.vm.accel"] = "hvf".into();
+    b.save();
+    let id = unique("vmaccel");
+    rt.track(&id);
+    let e = fails(&rt.create(&id, &b));
+    assert!(e.contains("expected kvm or tcg"), "{e}");
+    assert_nothing_left(&rt, &id, &[]);
+
     // An unknown backend.
     let b = vm_bundle("vmbk", "true", "firecracker");
     let id = unique("vmbk");
@@ -518,6 +539,26 @@ fn podman_runs_containers_in_qemu_vms() {
     );
     assert_eq!(o.code(5).trim(), "3");
 
+    // An existing network namespace (`--network ns:PATH`, as CNI-driven engines pass theirs):
+    // the VM takes its interface's address and reaches the host through it.
+    let net = TestNet::new();
+    let mut a: Vec<String> = ["run", "--network"].iter().map(|s| s.to_string()).collect();
+    a.push(format!("ns:/run/netns/{}", net.ns));
+    a.extend(engines_support::ULIMITS.iter().map(|s| s.to_string()));
+    a.extend(["--cgroup-parent".to_string(), p.cgroup_parent.clone()]);
+    a.extend(args(&[
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        &format!("wget -q -O- {}", net.url()),
+    ]));
+    let o = p.podman(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.code(0), TestNet::BODY);
+    assert_eq!(net.peers(), [net.guest_ip()]);
+    net.assert_clean();
+    drop(net);
+
     // Detached, exec (exit codes, 127 for a missing program), stop, rm.
     let name = unique("vmpod");
     let a = args(&[
@@ -566,20 +607,247 @@ fn podman_runs_containers_in_qemu_vms() {
 }
 
 /// The same path on bulkhead's own VMM. On this machine's emulating KVM a run takes
-/// ~30 s, so one run covers it: output, exit code, cleanup.
+/// ~30 s, so one run covers it: output, exit code, the engine's network carried in (the
+/// VMM makes the tap, started in the namespace), cleanup.
 #[test]
 fn builtin_vmm_runs_a_container() {
     let rt = Rt::new();
     fs::create_dir_all(&rt.root).unwrap();
-    let b = vm_bundle(
+    let net = TestNet::new();
+    let mut b = vm_bundle(
         "vmbuiltin",
-        "echo \"in $(uname -s) on $(cat /proc/cmdline | grep -o 'bulkhead.backend=[a-z]*')\"; exit 6",
+        &format!(
+            "echo \"in $(uname -s) on $(cat /proc/cmdline | grep -o 'bulkhead.backend=[a-z]*')\"; wget -q -O- {}; exit 6",
+            net.url()
+        ),
         "builtin",
     );
+    net.join(&mut b);
     let id = unique("vmbuiltin");
     let (code, out, err) = rt.run_container(&id, &b);
     assert_eq!(code, 6, "stdout: {out}\nstderr: {err}");
-    assert_eq!(out, "in Linux on bulkhead.backend=builtin\n");
+    assert_eq!(
+        out,
+        format!("in Linux on bulkhead.backend=builtin\n{}", TestNet::BODY)
+    );
+    assert_eq!(
+        net.peers(),
+        [net.guest_ip()],
+        "the request came from the container's address"
+    );
+    net.assert_clean();
+    assert_nothing_left(&rt, &id, &[]);
+}
+
+/// An engine's network, as podman or a CNI plugin makes it: a network namespace holding one
+/// end of a veth pair with an address and a default route; the other end on the host, with
+/// an HTTP server answering once per connection and recording who asked. Removed on drop.
+struct TestNet {
+    ns: String,
+    host_if: String,
+    subnet: String,
+    port: u16,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestNet {
+    const BODY: &'static str = "hello from the host\n";
+
+    fn ip(args: &[&str]) {
+        let o = output(Command::new("ip").args(args));
+        ok(&o);
+    }
+
+    fn new() -> TestNet {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        // A /24 of 10.0.0.0/8 per process and test: other test binaries run at the same time.
+        let subnet = format!("10.{}.{}", 100 + pid % 100, (pid / 100 % 50) * 5 + n);
+        let ns = format!("bhnet-{pid}-{n}");
+        let host_if = format!("bhv{}-{n}", pid % 100_000);
+        let net = TestNet {
+            ns,
+            host_if,
+            subnet,
+            port: 0,
+            peers: Default::default(),
+        };
+        Self::ip(&["netns", "add", &net.ns]);
+        Self::ip(&[
+            "link",
+            "add",
+            &net.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &net.ns,
+        ]);
+        Self::ip(&[
+            "addr",
+            "add",
+            &format!("{}.1/24", net.subnet),
+            "dev",
+            &net.host_if,
+        ]);
+        Self::ip(&["link", "set", &net.host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut a = vec!["-n", net.ns.as_str()];
+            a.extend_from_slice(args);
+            Self::ip(&a);
+        };
+        inside(&["addr", "add", &net.guest_cidr(), "dev", "eth0"]);
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{}.1", net.subnet),
+        ]);
+        let listener = std::net::TcpListener::bind(format!("{}.1:0", net.subnet)).unwrap();
+        let mut net = net;
+        net.port = listener.local_addr().unwrap().port();
+        let peers = net.peers.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                use std::io::{Read, Write};
+                let mut conn = conn;
+                let mut req = [0u8; 1024];
+                let _ = conn.read(&mut req);
+                peers
+                    .lock()
+                    .unwrap()
+                    .push(conn.peer_addr().unwrap().ip().to_string());
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                    Self::BODY.len(),
+                    Self::BODY
+                );
+            }
+        });
+        net
+    }
+
+    fn guest_ip(&self) -> String {
+        format!("{}.2", self.subnet)
+    }
+
+    fn guest_cidr(&self) -> String {
+        format!("{}/24", self.guest_ip())
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}.1:{}/", self.subnet, self.port)
+    }
+
+    /// Make the bundle's container join this network namespace, as an engine does.
+    fn join(&self, b: &mut Bundle) {
+        for n in b.config["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = format!("/run/netns/{}", self.ns).into();
+            }
+        }
+        b.save();
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.peers.lock().unwrap().clone()
+    }
+
+    /// The namespace as the engine made it: no tap, no redirect on its interface.
+    fn assert_clean(&self) {
+        let links = ok(&output(Command::new("ip").args(["-n", &self.ns, "link"])));
+        assert!(!links.contains("bhvm0"), "the tap is left:\n{links}");
+        let qdiscs = ok(&output(
+            Command::new("tc").args(["-n", &self.ns, "qdisc", "show", "dev", "eth0"]),
+        ));
+        assert!(
+            !qdiscs.contains("ingress"),
+            "the redirect is left:\n{qdiscs}"
+        );
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        // The namespace's end of the veth goes with it, and the pair with that end.
+        // (The host's end is normally gone by then: quiet.)
+        for args in [["netns", "del", &self.ns], ["link", "del", &self.host_if]] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// The network an engine gave the container, carried into a QEMU VM: the guest has the
+/// namespace's address, MAC and default route, reaches the host through them, and nothing
+/// is left in the namespace afterwards; namespaces the VM cannot take are refused.
+#[test]
+fn an_engines_network_namespace_is_carried_into_a_qemu_vm() {
+    let rt = Rt::new();
+    fs::create_dir_all(&rt.root).unwrap();
+    let net = TestNet::new();
+    let veth_mac = ok(&output(
+        Command::new("ip").args(["-n", &net.ns, "-br", "link", "show", "eth0"]),
+    ));
+    let mut b = vm_bundle(
+        "vmnet",
+        &format!(
+            "ip -4 -o addr show eth0 | grep -o 'inet [0-9./]*'; cat /sys/class/net/eth0/address; \
+             ip route | grep default; cat /proc/sys/net/ipv4/ping_group_range; wget -q -O- {}; exit 3",
+            net.url()
+        ),
+        "qemu",
+    );
+    // A network sysctl (podman sets this one): for the guest's network namespace, which the
+    // container shares.
+    b.config["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ping_group_range": "0 0"});
+    net.join(&mut b);
+    let id = unique("vmnet");
+    let (code, out, err) = rt.run_container(&id, &b);
+    assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
+    let ns_mac = veth_mac.split_whitespace().nth(2).unwrap_or_default();
+    assert_eq!(
+        out,
+        format!(
+            "inet {}\n{ns_mac}\ndefault via {}.1 dev eth0 \n0\t0\n{}",
+            net.guest_cidr(),
+            net.subnet,
+            TestNet::BODY
+        ),
+        "stderr: {err}"
+    );
+    assert_eq!(net.peers(), [net.guest_ip()]);
+    net.assert_clean();
+    assert_nothing_left(&rt, &id, &[]);
+
+    // Two interfaces with an address: which one would the VM be? Refused before it boots.
+    TestNet::ip(&[
+        "-n", &net.ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth2",
+    ]);
+    TestNet::ip(&[
+        "-n",
+        &net.ns,
+        "addr",
+        "add",
+        "192.168.77.1/24",
+        "dev",
+        "eth1",
+    ]);
+    let id = unique("vmnet2");
+    rt.track(&id);
+    let e = fails(&rt.create(&id, &b));
+    assert!(
+        e.contains("2 interfaces with an IPv4 address (eth0, eth1)"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    net.assert_clean();
     assert_nothing_left(&rt, &id, &[]);
 }
 

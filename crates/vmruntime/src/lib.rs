@@ -25,6 +25,10 @@
 //!   --vm` shares the host's root read-only, and its `--bind` directories, over 9p (QEMU's
 //!   virtio-9p device; the builtin VMM has none), which QEMU serves from inside its jail
 //!   ([`host::backend`]).
+//! - The network an engine gives the container (a network namespace joined by path) is
+//!   carried into the VM as Kata does it: a tap joined to the namespace's interface by tc
+//!   redirects, the interface's address on the guest's ([`host::network`] on the host,
+//!   [`agent::network`] in the guest, both through [`netif`]).
 //! - QEMU runs jailed whatever the accelerator: with KVM the jail gives it a /dev/kvm node of
 //!   its own, since QEMU opens that device by path.
 //! - [`host`]: the backends (builtin VMM, QEMU), the per-container monitor process, the
@@ -43,6 +47,7 @@ pub mod disk;
 pub mod error;
 pub mod host;
 pub mod image;
+pub mod netif;
 pub mod protocol;
 
 pub use error::{Error, Result};

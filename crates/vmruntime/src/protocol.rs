@@ -115,6 +115,19 @@ impl BindFile {
     }
 }
 
+/// The network the container had on the host, carried into the guest: the guest's one
+/// network interface gets this IPv4 address and MTU (its MAC address is the hypervisor's
+/// to set), and the default route through `gateway`. The container then shares the
+/// guest's network namespace: the VM is its network boundary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    /// CIDR, e.g. `10.88.0.5/16`.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    pub mtu: u32,
+}
+
 /// Messages the host sends. Every request but `hello` carries an `id` the agent answers
 /// with exactly one `ok` or `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +145,8 @@ pub enum ToAgent {
         bind_files: Vec<BindFile>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         shared_dirs: Vec<SharedDir>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<GuestNetwork>,
         spec: Box<oci::Spec>,
     },
     Start {

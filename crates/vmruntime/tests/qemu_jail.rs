@@ -65,6 +65,7 @@ fn qemu_with_kvm_runs_jailed() {
         cpus: 1,
         socket: dir.0.join("unused.sock"),
         accel: Accel::Kvm,
+        net_mac: None,
     };
     let (_ours, theirs) = container::console::relay_pair().unwrap();
     let console = dir.0.join("console.log");
@@ -72,6 +73,8 @@ fn qemu_with_kvm_runs_jailed() {
         console: console.clone(),
         log: dir.0.join("qemu.log"),
         agent: Some(theirs),
+        tap: None,
+        netns: None,
     };
     let hv = backend::spawn(Backend::Qemu, &vm, io).expect("spawn QEMU with KVM, jailed");
     assert!(matches!(hv, Hypervisor::Jailed(_)), "QEMU runs jailed");

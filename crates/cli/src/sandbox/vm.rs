@@ -10,7 +10,7 @@
 //! exports too (read-only ones read-only on the host side as well); `--bind` files are
 //! copied in. The builtin VMM has no 9p or virtio-fs device: there, the host's root and
 //! `--bind` directories are refused with the way out (`--vm-backend qemu`, `--rootfs`).
-//! The VM has no network device, so `--net host` is refused. Exit codes are `sandbox`'s:
+//! A VM cannot share the host's network, so `--net host` is refused. Exit codes are `sandbox`'s:
 //! the command's own, 124 on timeout, 128+N when bulkhead was stopped by signal N (the VM
 //! is killed at once: the host cannot see whether the command handles the signal), 125
 //! when the sandbox could not be set up.
@@ -36,7 +36,7 @@ fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result
         bail!("--vm without --rootfs shares the host's root with the VM over 9p, which needs the qemu backend (the builtin VMM has no 9p or virtio-fs device): add --vm-backend qemu, or give --rootfs DIR (it becomes the VM's read-only disk)");
     }
     if a.net == "host" {
-        bail!("--vm --net host: the VM has no network device");
+        bail!("--vm --net host: a VM cannot share the host's network (its own kernel has its own network stack)");
     }
     let over = Overrides {
         host_root: plan.rootfs.is_none(),

@@ -6,6 +6,7 @@
 //! library as on the host — and powers the guest off when the container is gone.
 
 pub mod boot;
+pub mod network;
 pub mod server;
 pub mod transport;
 

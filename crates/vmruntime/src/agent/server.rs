@@ -20,8 +20,8 @@ use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use crate::conn::{set_nonblocking, Conn, HIGH_WATER};
 use crate::error::{msg, Context, Error, Result};
 use crate::protocol::{
-    self, BindFile, Frame, GuestProcess, RootfsDisk, SharedDir, Stream, ToAgent, ToHost,
-    NINEP_OPTIONS,
+    self, BindFile, Frame, GuestNetwork, GuestProcess, RootfsDisk, SharedDir, Stream, ToAgent,
+    ToHost, NINEP_OPTIONS,
 };
 
 /// Where the agent keeps its files.
@@ -39,6 +39,14 @@ impl Layout {
             state_root: PathBuf::from("/run/bulkhead"),
         }
     }
+}
+
+/// What a create request brings besides the config.
+struct Guest<'a> {
+    rootfs: &'a RootfsDisk,
+    files: &'a [BindFile],
+    shared: &'a [SharedDir],
+    network: Option<&'a GuestNetwork>,
 }
 
 /// What poll reported: the connection's events, SIGCHLD, each process's descriptors.
@@ -374,11 +382,17 @@ impl Server {
                 rootfs,
                 bind_files,
                 shared_dirs,
+                network,
                 spec,
-            } => (
-                id,
-                self.create(&container, &rootfs, &bind_files, &shared_dirs, *spec),
-            ),
+            } => {
+                let guest = Guest {
+                    rootfs: &rootfs,
+                    files: &bind_files,
+                    shared: &shared_dirs,
+                    network: network.as_ref(),
+                };
+                (id, self.create(&container, guest, *spec))
+            }
             ToAgent::Start { id } => (id, self.start()),
             ToAgent::Signal {
                 id,
@@ -419,25 +433,22 @@ impl Server {
             .ok_or_else(|| msg("no container has been created"))
     }
 
-    fn create(
-        &mut self,
-        id: &str,
-        disk: &RootfsDisk,
-        files: &[BindFile],
-        shared: &[SharedDir],
-        mut spec: oci::Spec,
-    ) -> Result<ToHost> {
+    fn create(&mut self, id: &str, g: Guest<'_>, mut spec: oci::Spec) -> Result<ToHost> {
         if self.container.is_some() || self.procs.contains_key(&0) {
             return Err(msg("this VM runs a container already"));
+        }
+        if let Some(n) = g.network {
+            super::network::configure(n)?;
+            super::network::apply_net_sysctls(&mut spec)?;
         }
         let root = spec
             .root
             .as_mut()
             .ok_or_else(|| msg("create: the config has no root"))?;
-        let rootfs = mount_rootfs(&self.layout.work, disk)?;
+        let rootfs = mount_rootfs(&self.layout.work, g.rootfs)?;
         root.path = rootfs.display().to_string();
-        write_bind_files(&self.layout.work, files, &mut spec)?;
-        mount_shared_dirs(&self.layout.work, shared, &mut spec)?;
+        write_bind_files(&self.layout.work, g.files, &mut spec)?;
+        mount_shared_dirs(&self.layout.work, g.shared, &mut spec)?;
         let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);
         let io = Stdio::new(terminal)?;
         let opts = CreateOptions {

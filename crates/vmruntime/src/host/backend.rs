@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::agent::transport::{Transport, PORT_NAME, VSOCK_PORT};
 use crate::error::{msg, Context, Result};
+use crate::host::network;
 
 pub const QEMU: &str = "qemu-system-x86_64";
 /// The guest CID the builtin VMM's vsock device gets.
@@ -169,6 +170,9 @@ pub struct VmDesc {
     pub socket: PathBuf,
     /// QEMU's accelerator.
     pub accel: Accel,
+    /// The guest's network interface: its MAC address (the tap is [`network::TAP`]: QEMU
+    /// gets its descriptor as [`TAP_FD`], the builtin VMM opens it by name).
+    pub net_mac: Option<String>,
 }
 
 /// A host directory QEMU exports to the guest over 9p (`-fsdev local` + a
@@ -205,6 +209,8 @@ impl Share {
 
 /// The descriptor number of the agent's socket in QEMU (`-chardev socket,fd=3`).
 pub const AGENT_FD: i32 = 3;
+/// The descriptor number of the tap in QEMU (`-netdev tap,fd=4`).
+pub const TAP_FD: i32 = 4;
 
 /// The kernel command line for `backend`. `reboot=`: how the agent's reboot(2) ends the VM
 /// (see agent::boot::power_off). (On an emulating KVM the builtin VMM adds what the guest
@@ -246,6 +252,10 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                 return Err(msg(
                     "VM backend builtin: the builtin VMM has no 9p or virtio-fs device to share host directories with",
                 ));
+            }
+            if let Some(mac) = &vm.net_mac {
+                c.arg("--net")
+                    .arg(format!("tap={},mac={mac}", network::TAP));
             }
             c.arg("--vsock")
                 .arg(format!("{GUEST_CID},uds={}", vm.socket.display()));
@@ -292,6 +302,12 @@ pub fn command(backend: Backend, vm: &VmDesc) -> Result<Command> {
                     ))
                     .arg("-device")
                     .arg(format!("virtio-9p-device,fsdev={0},mount_tag={0}", s.tag));
+            }
+            if let Some(mac) = &vm.net_mac {
+                c.arg("-netdev")
+                    .arg(format!("tap,id=net0,fd={TAP_FD}"))
+                    .arg("-device")
+                    .arg(format!("virtio-net-device,netdev=net0,mac={mac}"));
             }
             c.args(["-device", "virtio-serial-device"])
                 .arg("-chardev")
@@ -354,11 +370,15 @@ impl Hypervisor {
 }
 
 /// Descriptors the hypervisor gets: the guest's serial console is its stdout, its own
-/// messages go to its stderr, and QEMU's end of the agent socket is [`AGENT_FD`].
-pub struct HvIo {
+/// messages go to its stderr, QEMU's end of the agent socket is [`AGENT_FD`] and its tap
+/// [`TAP_FD`]; the builtin VMM starts in the container's network namespace `netns` (where
+/// it makes the tap).
+pub struct HvIo<'a> {
     pub console: PathBuf,
     pub log: PathBuf,
     pub agent: Option<std::os::fd::OwnedFd>,
+    pub tap: Option<std::os::fd::OwnedFd>,
+    pub netns: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 fn append(p: &Path) -> Result<std::fs::File> {
@@ -375,17 +395,25 @@ fn append(p: &Path) -> Result<std::fs::File> {
 ///   unprivileged uid, per-thread seccomp filters) in a cgroup inside the caller's, which
 ///   is the container's (`--cgroup-parent ""`);
 /// - QEMU: [`jail_qemu`] confines it the same way before it execs.
-pub fn spawn(backend: Backend, vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
+pub fn spawn(backend: Backend, vm: &VmDesc, io: HvIo<'_>) -> Result<Hypervisor> {
     match backend {
         Backend::Builtin => {
+            use std::os::fd::AsRawFd;
             let mut cmd = command(backend, vm)?;
             cmd.arg("--cgroup-parent").arg("");
             cmd.stdout(append(&io.console)?).stderr(append(&io.log)?);
-            // SAFETY: prctl with integer arguments, async-signal-safe, between fork and exec.
+            let netns = io.netns.map(|n| n.as_raw_fd());
+            // SAFETY: prctl and setns with integer arguments, async-signal-safe, between fork
+            // and exec.
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    if let Some(fd) = netns {
+                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
@@ -424,7 +452,7 @@ const QEMU_PIDS: i64 = 128;
 ///   widens what a compromised QEMU reaches to those directories: docs in the README. Its
 ///   9p server also names files through /proc/self/fd/N (changing modes, extended
 ///   attributes): the jail mounts a /proc of its own pid namespace, processes only.
-fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
+fn jail_qemu(vm: &VmDesc, io: HvIo<'_>) -> Result<Hypervisor> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, OwnedFd};
     let mut cmd = command(Backend::Qemu, vm)?;
@@ -457,7 +485,16 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
             binds.push(f.clone());
         }
     }
-    let keep = [console.as_raw_fd(), log.as_raw_fd(), agent.as_raw_fd()];
+    let tap = io.tap;
+    // (descriptor, the number QEMU finds it at)
+    let mut keep = vec![
+        (console.as_raw_fd(), 1),
+        (log.as_raw_fd(), 2),
+        (agent.as_raw_fd(), AGENT_FD),
+    ];
+    if let Some(t) = &tap {
+        keep.push((t.as_raw_fd(), TAP_FD));
+    }
     let id: String = (0..6).map(|_| format!("{:02x}", rand_byte())).collect();
     let mut j = jail::Jail::new(format!("vm-{id}"));
     j.cgroup = Some(jail::CgroupPlan {
@@ -466,7 +503,7 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
         pids: Some(QEMU_PIDS),
         cpu_quota: None,
     });
-    j.keep_fds = keep.to_vec();
+    j.keep_fds = keep.iter().map(|k| k.0).collect();
     j.ro_binds = binds;
     for s in &vm.shares {
         match (s.path == Path::new("/"), s.readonly) {
@@ -491,10 +528,7 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
             let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
             inherit_as(null.as_raw_fd(), 0).map_err(|e| format!("/dev/null to 0: {e}"))?;
             drop(null);
-            let [c, l, a] = keep;
-            for (fd, to) in [(c, 1), (l, 2), (a, AGENT_FD)] {
-                inherit_as(fd, to).map_err(|e| format!("descriptor {fd} to {to}: {e}"))?;
-            }
+            place(&keep).map_err(|e| format!("descriptors for QEMU: {e}"))?;
             // Opened here, where the host's files are still reachable (the jail closed
             // what the monitor had open but the descriptors it keeps).
             let prog = rustix::fs::open(
@@ -509,7 +543,7 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
             }
         })
         .map_err(|e| msg(format!("jail for QEMU: {e}")))?;
-    drop((console, log, agent));
+    drop((console, log, agent, tap));
     running
         .wait_ready()
         .map_err(|e| msg(format!("jail for QEMU: {e}")))?;
@@ -518,6 +552,25 @@ fn jail_qemu(vm: &VmDesc, io: HvIo) -> Result<Hypervisor> {
 
 /// The capability that lets QEMU serve shared files whatever their modes (capabilities(7)).
 const CAP_DAC_OVERRIDE: u64 = 1 << 1;
+
+/// Put each descriptor at its number (inherited across exec): first all out of the way,
+/// above every target, so that no dup2 overwrites a source another one still needs.
+fn place(fds: &[(i32, i32)]) -> std::io::Result<()> {
+    let above = fds.iter().map(|f| f.1).max().unwrap_or(0) + 1;
+    let mut moved = Vec::new();
+    for &(fd, to) in fds {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor number; errors are reported.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+        if high < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        moved.push((high, to));
+    }
+    for (high, to) in moved {
+        inherit_as(high, to)?;
+    }
+    Ok(())
+}
 
 /// Make `fd` descriptor `to` without close-on-exec (dup2 onto itself would keep it set).
 fn inherit_as(fd: i32, to: i32) -> std::io::Result<()> {
@@ -556,6 +609,7 @@ mod tests {
             cpus: 1,
             socket: "/run/x/agent.sock".into(),
             accel: Accel::Tcg,
+            net_mac: None,
         }
     }
 
@@ -610,8 +664,12 @@ mod tests {
             "{joined}"
         );
         d.accel = Accel::Kvm;
+        d.net_mac = Some("72:a1:c1:b6:3b:31".into());
         let joined = args(&command(Backend::Qemu, &d).unwrap()).join(" ");
         assert!(joined.contains("-accel kvm -cpu host"), "{joined}");
+        assert!(joined.contains(
+            "-netdev tap,id=net0,fd=4 -device virtio-net-device,netdev=net0,mac=72:a1:c1:b6:3b:31"
+        ), "{joined}");
         // The builtin VMM has no 9p device: refused, not ignored.
         let e = command(Backend::Builtin, &d).unwrap_err().to_string();
         assert!(e.contains("no 9p or virtio-fs device"), "{e}");
@@ -625,7 +683,14 @@ mod tests {
 
     #[test]
     fn builtin_command_line() {
-        let a = args(&command(Backend::Builtin, &desc()).unwrap());
+        let mut d = desc();
+        d.net_mac = Some("72:a1:c1:b6:3b:31".into());
+        let a = args(&command(Backend::Builtin, &d).unwrap());
+        assert!(
+            a.join(" ")
+                .contains("--net tap=bhvm0,mac=72:a1:c1:b6:3b:31"),
+            "{a:?}"
+        );
         assert_eq!(&a[..2], ["vm", "run"]);
         let joined = a.join(" ");
         assert!(joined.contains("--disk /cache/d,1.ext4,ro"), "{joined}");

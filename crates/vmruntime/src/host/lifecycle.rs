@@ -145,9 +145,6 @@ impl VmRuntime {
             )));
         }
         let plan = plan::plan(&spec, &rootfs, over, &self.cache)?;
-        for w in &plan.warnings {
-            tracing::warn!("{w}");
-        }
         let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);
         let console = match (terminal, opts.console_fd, &opts.console_socket) {
             (false, _, _) => None,

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod control;
 pub mod lifecycle;
 pub mod monitor;
+pub mod network;
 pub mod plan;
 pub mod relay;
 pub mod signals;

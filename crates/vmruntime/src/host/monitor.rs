@@ -27,6 +27,7 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use crate::conn::{timespec, Conn, HIGH_WATER};
 use crate::error::{msg, Context, Error, Result};
 use crate::host::backend::{self, Backend, VmDesc};
+use crate::host::network;
 use crate::host::plan::VmPlan;
 use crate::host::relay::{host_pty, Relay};
 use crate::host::signals::Signals;
@@ -116,6 +117,8 @@ struct Client {
 }
 
 struct Monitor {
+    /// The container's network carried into the VM: its redirect goes at the end.
+    net: Option<network::Network>,
     id: String,
     dir: PathBuf,
     agent: Conn,
@@ -230,7 +233,17 @@ impl Monitor {
             }
             None => None,
         };
+        // The container's network (an engine's namespace, joined by path): QEMU gets a tap
+        // made now; the builtin VMM makes it, started inside the namespace.
+        let mut net = match &plan.netns {
+            Some(p) => network::prepare(p, plan.backend == Backend::Qemu)?,
+            None => None,
+        };
+        for w in net.iter().flat_map(|n| &n.warnings) {
+            tracing::warn!("{w}");
+        }
         let desc = VmDesc {
+            net_mac: net.as_ref().map(|n| n.mac.clone()),
             kernel: plan.image.kernel(),
             initramfs: plan.image.initramfs(),
             disk: a.disk.clone(),
@@ -245,6 +258,11 @@ impl Monitor {
             console: a.dir.join(files::CONSOLE_LOG),
             log: a.dir.join(files::HYPERVISOR_LOG),
             agent: agent_theirs,
+            tap: net.as_mut().and_then(|n| n.tap.take()),
+            netns: net
+                .as_ref()
+                .filter(|_| plan.backend == Backend::Builtin)
+                .map(|n| n.netns()),
         };
         let child = backend::spawn(plan.backend, &desc, io)?;
         let child_fd = match Pid::from_raw(child.pid())
@@ -299,13 +317,26 @@ impl Monitor {
             version: protocol::VERSION,
             software: protocol::software(),
         });
+        let mut spec = plan.spec.clone();
+        if let Some(n) = &mut net {
+            // The tap exists now (the builtin VMM made it before the guest ran).
+            if let Err(e) = n.redirect() {
+                return Err(m.fail(format!("the container's network: {e}")));
+            }
+            // The container shares the guest's network: the VM is its boundary.
+            if let Some(l) = spec.linux.as_mut() {
+                l.namespaces
+                    .retain(|ns| ns.typ != oci::NamespaceType::Network);
+            }
+        }
         agent.send(&ToAgent::Create {
             id: 0,
             container: a.id.clone(),
             rootfs: plan.rootfs_mount(),
             bind_files: plan.bind_files.clone(),
             shared_dirs: plan.shared_dirs.iter().map(|(d, _)| d.clone()).collect(),
-            spec: Box::new(plan.spec.clone()),
+            network: net.as_ref().map(|n| n.guest.clone()),
+            spec: Box::new(spec),
         });
         agent.flush_blocking(Some(Instant::now() + plan.boot_timeout))?;
         let reply = m.recv(
@@ -325,6 +356,7 @@ impl Monitor {
             child, child_fd, ..
         } = m;
         Ok(Monitor {
+            net,
             id: a.id.clone(),
             dir: a.dir.clone(),
             agent,
@@ -774,6 +806,10 @@ impl Monitor {
                 let _ = poll(&mut fds, Some(&timespec(left)));
             }
             child.finish();
+        }
+        // The process exits without running destructors: the redirect goes here.
+        if let Some(mut n) = self.net.take() {
+            n.teardown();
         }
         for f in [files::CONTROL, files::AGENT] {
             let _ = std::fs::remove_file(self.dir.join(f));

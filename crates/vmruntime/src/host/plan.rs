@@ -10,9 +10,11 @@
 //!   /dev/shm) and others are refused;
 //! - the root is a disk made from `root.path`, or with [`Overrides::host_root`] the host's
 //!   own root, read-only over 9p (QEMU only);
-//! - a network namespace joined by `path` (an engine's network) becomes a new, private
-//!   network namespace in the guest, with only `lo`: the VM has no network device yet
-//!   (warned); joining other namespaces by path is refused (they are the host's);
+//! - a network namespace joined by `path` (an engine's network) is carried into the VM
+//!   ([`crate::host::network`]: a tap joined to its interface, the interface's address in
+//!   the guest), or, with no interface but loopback in it, becomes a private one in the
+//!   guest; no network namespace at all (the host's network) is refused, as is joining
+//!   other namespaces by path (they are the host's);
 //! - hooks (they would run on the host against a process in the guest) and a seccomp
 //!   `listenerPath` (a host socket) are refused.
 
@@ -56,12 +58,12 @@ pub struct VmPlan {
     pub bind_files: Vec<BindFile>,
     /// Host directories the guest mounts over 9p: the protocol's entry, the host path.
     pub shared_dirs: Vec<(SharedDir, PathBuf)>,
+    /// The network namespace the config joins, whose network the VM takes over.
+    pub netns: Option<PathBuf>,
     /// The guest's root is the host's, over 9p; `rootfs` becomes no disk.
     pub host_root: bool,
     /// QEMU's accelerator.
     pub accel: Accel,
-    /// Messages for the log (what was adapted).
-    pub warnings: Vec<String>,
 }
 
 impl VmPlan {
@@ -217,8 +219,12 @@ pub fn plan(spec: &oci::Spec, rootfs: &Path, over: &Overrides, cache: &Path) -> 
     let disk_max = parse_num(a, ann::DISK_MAX, 1, 1 << 20)?
         .map(|m| m << 20)
         .unwrap_or(crate::disk::DEFAULT_MAX_BYTES);
-    let mut warnings = Vec::new();
-    let (spec, bind_files, shared_dirs) = guest_spec(spec, over.share_dirs, &mut warnings)?;
+    let GuestSpec {
+        spec,
+        bind_files,
+        shared_dirs,
+        netns,
+    } = guest_spec(spec, over.share_dirs)?;
     if (over.host_root || !shared_dirs.is_empty()) && image.kernel_lacks("CONFIG_9P_FS") {
         return Err(msg(format!(
             "the guest image {} has a kernel without 9p (CONFIG_9P_FS), which sharing host files needs: rebuild the kernel (guest/build-kernel.sh) and the image (bulkhead vm image build)",
@@ -243,9 +249,9 @@ pub fn plan(spec: &oci::Spec, rootfs: &Path, over: &Overrides, cache: &Path) -> 
         spec,
         bind_files,
         shared_dirs,
+        netns,
         host_root: over.host_root,
         accel,
-        warnings,
     })
 }
 
@@ -253,16 +259,23 @@ fn is_bind(m: &oci::Mount) -> bool {
     m.typ.as_deref() == Some("bind") || m.options.iter().any(|o| o == "bind" || o == "rbind")
 }
 
-/// Host directories exported over 9p: the protocol's entry and the host path.
-type SharedDirs = Vec<(SharedDir, PathBuf)>;
+/// What the guest gets of a config.
+#[derive(Debug)]
+pub struct GuestSpec {
+    /// The config for the guest (its network namespace private, no path).
+    pub spec: oci::Spec,
+    /// Host files bind-mounted by the config, copied in.
+    pub bind_files: Vec<BindFile>,
+    /// Host directories exported over 9p: the protocol's entry and the host path.
+    pub shared_dirs: Vec<(SharedDir, PathBuf)>,
+    /// The network namespace the config joined.
+    pub netns: Option<PathBuf>,
+}
 
-/// The config as the guest gets it, the host files it needs, and (with `share_dirs`) the
-/// host directories it mounts over 9p (see the module notes).
-pub fn guest_spec(
-    spec: &oci::Spec,
-    share_dirs: bool,
-    warnings: &mut Vec<String>,
-) -> Result<(oci::Spec, Vec<BindFile>, SharedDirs)> {
+/// The config as the guest gets it, the host files it needs, (with `share_dirs`) the host
+/// directories it mounts over 9p, and the network namespace it joined (see the module
+/// notes).
+pub fn guest_spec(spec: &oci::Spec, share_dirs: bool) -> Result<GuestSpec> {
     let mut spec = spec.clone();
     if let Some(h) = &spec.hooks {
         let any = [
@@ -281,30 +294,37 @@ pub fn guest_spec(
             ));
         }
     }
-    if let Some(linux) = spec.linux.as_mut() {
-        for (i, ns) in linux.namespaces.iter_mut().enumerate() {
-            let Some(path) = &ns.path else { continue };
-            if ns.typ == oci::NamespaceType::Network {
-                warnings.push(format!(
-                    "linux.namespaces[{i}]: the network namespace {path} is the host's; the container gets a private one in the VM (loopback only)"
-                ));
-                ns.path = None;
-            } else {
-                return Err(msg(format!(
-                    "linux.namespaces[{i}]: joining the host's {} namespace {path} is not possible from inside a VM",
-                    ns.typ.proc_name()
-                )));
-            }
+    let mut netns = None;
+    let linux = spec.linux.get_or_insert_with(Default::default);
+    if !linux
+        .namespaces
+        .iter()
+        .any(|n| n.typ == oci::NamespaceType::Network)
+    {
+        return Err(msg(
+            "linux.namespaces: no network namespace, i.e. the host's network, which a VM cannot share: give the container a network namespace (a new one, or an engine's by path)",
+        ));
+    }
+    for (i, ns) in linux.namespaces.iter_mut().enumerate() {
+        let Some(path) = &ns.path else { continue };
+        if ns.typ == oci::NamespaceType::Network {
+            netns = Some(PathBuf::from(path));
+            ns.path = None;
+        } else {
+            return Err(msg(format!(
+                "linux.namespaces[{i}]: joining the host's {} namespace {path} is not possible from inside a VM",
+                ns.typ.proc_name()
+            )));
         }
-        if linux
-            .seccomp
-            .as_ref()
-            .is_some_and(|s| s.listener_path.is_some())
-        {
-            return Err(msg(
-                "linux.seccomp.listenerPath: a host socket cannot receive notifications from inside a VM",
-            ));
-        }
+    }
+    if linux
+        .seccomp
+        .as_ref()
+        .is_some_and(|s| s.listener_path.is_some())
+    {
+        return Err(msg(
+            "linux.seccomp.listenerPath: a host socket cannot receive notifications from inside a VM",
+        ));
     }
     let mut files = Vec::new();
     let mut shared = Vec::new();
@@ -389,7 +409,12 @@ pub fn guest_spec(
             4 * MAX_BIND_FILE
         )));
     }
-    Ok((spec, files, shared))
+    Ok(GuestSpec {
+        spec,
+        bind_files: files,
+        shared_dirs: shared,
+        netns,
+    })
 }
 
 #[cfg(test)]
@@ -419,26 +444,28 @@ mod tests {
         let n = s.mounts.len();
         s.mounts.push(bind(&dir.join("hosts"), "/etc/hosts"));
         s.mounts.push(bind(&dir.join("empty"), "/dev/shm"));
-        let mut w = Vec::new();
-        let (g, files, _) = guest_spec(&s, false, &mut w).unwrap();
+        let g = guest_spec(&s, false).unwrap();
+        let files = &g.bind_files;
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].mount, n);
         assert_eq!(files[0].bytes().unwrap(), b"127.0.0.1 localhost\n");
-        let shm = &g.mounts[n + 1];
+        let shm = &g.spec.mounts[n + 1];
         assert_eq!(shm.typ.as_deref(), Some("tmpfs"));
         assert_eq!(shm.options, ["rw", "nosuid", "mode=1777"]);
         // A directory with content cannot be shared.
         s.mounts.push(bind(&dir.join("full"), "/data"));
-        let e = guest_spec(&s, false, &mut w).unwrap_err().to_string();
+        let e = guest_spec(&s, false).unwrap_err().to_string();
         assert!(e.contains("/data") && e.contains("cannot be shared"), "{e}");
         // ...unless directories are exported over 9p: every one, empty or not, read-only
         // as its options say; files are still copied.
         let mut ro = bind(&dir.join("full"), "/ro");
         ro.options.push("rro".into());
         s.mounts.push(ro);
-        let (g, files, shared) = guest_spec(&s, true, &mut w).unwrap();
+        let g = guest_spec(&s, true).unwrap();
+        let files = &g.bind_files;
         assert_eq!(files.len(), 1);
-        let shared: Vec<_> = shared
+        let shared: Vec<_> = g
+            .shared_dirs
             .iter()
             .map(|(d, p)| (d.mount, d.tag.as_str(), d.readonly, p.clone()))
             .collect();
@@ -466,7 +493,7 @@ mod tests {
             ]
         );
         // Shared mounts keep their bind type (the agent replaces the source).
-        assert_eq!(g.mounts[n + 1].typ.as_deref(), Some("bind"));
+        assert_eq!(g.spec.mounts[n + 1].typ.as_deref(), Some("bind"));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -478,16 +505,30 @@ mod tests {
             typ: oci::NamespaceType::Network,
             path: Some("/run/netns/x".into()),
         });
-        let mut w = Vec::new();
-        let (g, _, _) = guest_spec(&s, false, &mut w).unwrap();
-        assert!(g.linux.unwrap().namespaces.iter().all(|n| n.path.is_none()));
-        assert_eq!(w.len(), 1, "{w:?}");
+        let g = guest_spec(&s, false).unwrap();
+        assert!(g
+            .spec
+            .linux
+            .unwrap()
+            .namespaces
+            .iter()
+            .all(|n| n.path.is_none()));
+        assert_eq!(g.netns, Some(PathBuf::from("/run/netns/x")));
+        // No network namespace: the host's network, which a VM cannot share.
+        let mut s4 = base();
+        s4.linux
+            .as_mut()
+            .unwrap()
+            .namespaces
+            .retain(|n| n.typ != oci::NamespaceType::Network);
+        let e = guest_spec(&s4, false).unwrap_err().to_string();
+        assert!(e.contains("the host's network"), "{e}");
         let mut s2 = base();
         s2.linux.as_mut().unwrap().namespaces.push(oci::Namespace {
             typ: oci::NamespaceType::Ipc,
             path: Some("/proc/1/ns/ipc".into()),
         });
-        let e = guest_spec(&s2, false, &mut w).unwrap_err().to_string();
+        let e = guest_spec(&s2, false).unwrap_err().to_string();
         assert!(e.contains("ipc namespace"), "{e}");
         let mut s3 = base();
         s3.hooks = Some(oci::Hooks {
@@ -497,7 +538,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        assert!(guest_spec(&s3, false, &mut w)
+        assert!(guest_spec(&s3, false)
             .unwrap_err()
             .to_string()
             .contains("hooks"));
