@@ -826,6 +826,29 @@ fn an_engines_network_namespace_is_carried_into_a_qemu_vm() {
     net.assert_clean();
     assert_nothing_left(&rt, &id, &[]);
 
+    // The host's own network namespace: its interface would be taken from the host.
+    let mut host = vm_bundle("vmnethost", "true", "qemu");
+    for n in host.config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if n["type"] == "network" {
+            n["path"] = format!("/proc/{}/ns/net", std::process::id()).into();
+        }
+    }
+    host.save();
+    let id = unique("vmnethost");
+    rt.track(&id);
+    let e = fails(&rt.create(&id, &host));
+    assert!(e.contains("the host's own"), "{e}");
+    assert_nothing_left(&rt, &id, &[]);
+
+    // A namespace another VM uses already (its tap is there): one VM per namespace.
+    TestNet::ip(&["-n", &net.ns, "tuntap", "add", "bhvm0", "mode", "tap"]);
+    let id = unique("vmnet1");
+    rt.track(&id);
+    let e = fails(&rt.create(&id, &b));
+    assert!(e.contains("holds bhvm0 already"), "{e}");
+    assert_nothing_left(&rt, &id, &[]);
+    TestNet::ip(&["-n", &net.ns, "link", "del", "bhvm0"]);
+
     // Two interfaces with an address: which one would the VM be? Refused before it boots.
     TestNet::ip(&[
         "-n", &net.ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth2",
@@ -951,7 +974,7 @@ fn sandbox_vm_sees_the_host_root_read_only_and_shares_binds() {
         "-c",
         &format!(
             "cat {m}; echo changed > {m} || echo write-refused; echo x > /etc/hostname-x || echo create-refused; \
-             echo tmp=$(ls -A /tmp | wc -l); cat /etc/hostname; exit 4"
+             echo tmp=$(ls -A /tmp | wc -l); echo lo=$(cat /sys/class/net/lo/flags); cat /etc/hostname; exit 4"
         ),
     ]));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -960,7 +983,8 @@ fn sandbox_vm_sees_the_host_root_read_only_and_shares_binds() {
     let hostname = fs::read_to_string("/etc/hostname").unwrap();
     assert_eq!(
         out,
-        format!("{content}write-refused\ncreate-refused\ntmp=0\n{hostname}"),
+        // lo up (flags 0x9: up, loopback), as `sandbox` has it.
+        format!("{content}write-refused\ncreate-refused\ntmp=0\nlo=0x9\n{hostname}"),
         "stderr: {err}"
     );
     assert!(err.contains("Read-only file system"), "{err}");

@@ -6,7 +6,7 @@
 
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::error::{msg, Context, Result};
 
@@ -116,6 +116,54 @@ fn parse_routes(text: &str) -> Vec<Route> {
             })
         })
         .collect()
+}
+
+/// The calling thread in another network namespace until dropped.
+pub struct Inside {
+    home: OwnedFd,
+}
+
+impl Inside {
+    pub fn enter(netns: BorrowedFd<'_>) -> Result<Inside> {
+        let home = rustix::fs::open(
+            "/proc/thread-self/ns/net",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ctx(|| "open /proc/thread-self/ns/net".into())?;
+        setns(netns).ctx(|| "enter a network namespace".into())?;
+        Ok(Inside { home })
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.home.as_fd()) {
+            // Nothing of bulkhead's needs its first network namespace (its sockets are
+            // paths), but say it.
+            tracing::warn!("return to the original network namespace: {e}");
+        }
+    }
+}
+
+fn setns(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    rustix::thread::move_into_link_name_space(fd, Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(Into::into)
+}
+
+/// Whether an interface of that name exists (in the calling thread's namespace).
+pub fn exists(name: &str) -> Result<bool> {
+    let s = inet_socket()?;
+    let mut r = ifreq(name)?;
+    // SAFETY: SIOCGIFINDEX reads the name and writes the index of one struct ifreq.
+    let rc = unsafe {
+        libc::ioctl(
+            s.as_raw_fd(),
+            libc::SIOCGIFINDEX,
+            &mut r as *mut libc::ifreq,
+        )
+    };
+    Ok(rc == 0)
 }
 
 fn inet_socket() -> Result<OwnedFd> {

@@ -50,6 +50,16 @@ pub fn apply_net_sysctls(spec: &mut oci::Spec) -> Result<()> {
     Ok(())
 }
 
+/// Bring loopback up in the network namespace of process `pid` (a container's own, new
+/// one): engines give a container's namespace its loopback up, and so does `sandbox`.
+pub fn loopback_up_in(pid: i32) -> Result<()> {
+    let ns: std::os::fd::OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .ctx(|| format!("open /proc/{pid}/ns/net"))?
+        .into();
+    let _inside = netif::Inside::enter(std::os::fd::AsFd::as_fd(&ns))?;
+    netif::set_up("lo")
+}
+
 /// `a.b.c.d/n`.
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
     let bad = || {

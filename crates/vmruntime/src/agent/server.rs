@@ -450,6 +450,11 @@ impl Server {
         write_bind_files(&self.layout.work, g.files, &mut spec)?;
         mount_shared_dirs(&self.layout.work, g.shared, &mut spec)?;
         let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);
+        let private_net = spec
+            .linux
+            .as_ref()
+            .and_then(|l| l.namespace(oci::NamespaceType::Network))
+            .is_some_and(|n| n.path.is_none());
         let io = Stdio::new(terminal)?;
         let opts = CreateOptions {
             bundle: self.layout.work.clone(),
@@ -460,6 +465,11 @@ impl Server {
         };
         let created = self.rt.create(id, &opts)?;
         self.container = Some(id.to_string());
+        if private_net {
+            // Before `start`: the program finds it up. (On failure the container goes
+            // with the VM: the host stops it on this error.)
+            super::network::loopback_up_in(created.pid)?;
+        }
         let p = io.into_proc(created.pid)?;
         self.procs.insert(0, p);
         Ok(ToHost::Ok {

@@ -23,6 +23,7 @@
 //! it or the engine removes the namespace).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -50,46 +51,31 @@ pub struct Network {
     redirected: bool,
 }
 
-/// This thread in another network namespace until dropped.
-struct Inside {
-    home: OwnedFd,
-}
-
-impl Inside {
-    fn enter(netns: BorrowedFd<'_>) -> Result<Inside> {
-        let home = rustix::fs::open(
-            "/proc/thread-self/ns/net",
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .ctx(|| "open /proc/thread-self/ns/net".into())?;
-        setns(netns).ctx(|| "enter the container's network namespace".into())?;
-        Ok(Inside { home })
-    }
-}
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        if let Err(e) = setns(self.home.as_fd()) {
-            // Nothing of the monitor needs the host's network (its sockets are paths), but
-            // say it.
-            tracing::warn!("return to the host's network namespace: {e}");
-        }
-    }
-}
-
-fn setns(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    rustix::thread::move_into_link_name_space(fd, Some(rustix::thread::LinkNameSpaceType::Network))
-        .map_err(Into::into)
-}
-
 /// Look into the network namespace at `path` and, with `make_tap`, make the tap there. None:
 /// the namespace holds no interface but loopback.
 pub fn prepare(path: &Path, make_tap: bool) -> Result<Option<Network>> {
     let netns: OwnedFd = std::fs::File::open(path)
         .ctx(|| format!("open the network namespace {}", path.display()))?
         .into();
-    let _inside = Inside::enter(netns.as_fd())?;
+    // Its interface's traffic goes to the VM: never the host's own (the runtime's, or
+    // init's, should they differ).
+    let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let this = id(path);
+    if this.is_some()
+        && [
+            "/proc/thread-self/ns/net",
+            "/proc/self/ns/net",
+            "/proc/1/ns/net",
+        ]
+        .iter()
+        .any(|h| id(Path::new(h)) == this)
+    {
+        return Err(msg(format!(
+            "network namespace {}: the host's own, whose network a VM cannot take over",
+            path.display()
+        )));
+    }
+    let _inside = netif::Inside::enter(netns.as_fd())?;
     let (v4, v6) = netif::interfaces()?;
     let iface = match v4.as_slice() {
         [] if v6.is_empty() => return Ok(None),
@@ -137,6 +123,12 @@ pub fn prepare(path: &Path, make_tap: bool) -> Result<Option<Network>> {
     }
     let mtu = netif::mtu(&iface.name)?;
     let mac = netif::mac(&iface.name)?;
+    if netif::exists(TAP)? {
+        return Err(msg(format!(
+            "network namespace {}: it holds {TAP} already (one VM per network namespace: is another VM-backed container using it?)",
+            path.display()
+        )));
+    }
     let tap = if make_tap {
         Some(netif::create_tap(TAP).map_err(|e| {
             msg(format!(
@@ -175,7 +167,7 @@ impl Network {
     /// Join the tap (it exists by now, whoever made it) and the interface: the tap up with
     /// the interface's MTU, and a redirect on each one's ingress to the other.
     pub fn redirect(&mut self) -> Result<()> {
-        let _inside = Inside::enter(self.netns.as_fd())?;
+        let _inside = netif::Inside::enter(self.netns.as_fd())?;
         netif::set_mtu(TAP, self.guest.mtu)?;
         netif::set_up(TAP)?;
         // A redirect a killed monitor left behind goes first (the tap it named is gone).
@@ -196,7 +188,7 @@ impl Network {
         if !std::mem::take(&mut self.redirected) {
             return;
         }
-        let res = Inside::enter(self.netns.as_fd())
+        let res = netif::Inside::enter(self.netns.as_fd())
             .and_then(|_inside| tc(&["qdisc", "del", "dev", &self.iface, "ingress"]));
         if let Err(e) = res {
             tracing::warn!("remove the VM's redirect from {}: {e}", self.iface);
