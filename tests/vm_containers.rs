@@ -100,6 +100,24 @@ fn gone(pid: i64) -> bool {
     true
 }
 
+/// The hypervisor `pid` runs as the jail has it: uid 77777, exactly the capabilities `caps`
+/// (hex, effective and bounding), no_new_privs, a seccomp filter.
+fn assert_jailed(pid: i64, caps: &str) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for want in [
+        "Uid:\t77777".to_string(),
+        format!("CapEff:\t{caps}"),
+        format!("CapBnd:\t{caps}"),
+        "NoNewPrivs:\t1".into(),
+        "Seccomp:\t2".into(),
+    ] {
+        assert!(
+            status.contains(&want),
+            "{want:?} not in the hypervisor's status:\n{status}"
+        );
+    }
+}
+
 /// Nothing of container `id` is left on the host: state directory, cgroups, processes.
 fn assert_nothing_left(rt: &Rt, id: &str, pids: &[i64]) {
     assert!(!rt.root.join(id).exists(), "state directory of {id} left");
@@ -156,18 +174,7 @@ fn oci_lifecycle_exec_ps_kill_in_a_qemu_vm() {
         cg.lines().any(|l| l.contains(&format!("{id}/vm-"))),
         "hypervisor not in a cgroup inside the container's:\n{cg}"
     );
-    let status = fs::read_to_string(format!("/proc/{}/status", hv[0])).unwrap();
-    for want in [
-        "Uid:\t77777",
-        "CapEff:\t0000000000000000",
-        "NoNewPrivs:\t1",
-        "Seccomp:\t2",
-    ] {
-        assert!(
-            status.contains(want),
-            "{want:?} not in the hypervisor's status:\n{status}"
-        );
-    }
+    assert_jailed(hv[0], "0000000000000000");
     assert!(
         !Path::new(&format!("/proc/{}/root/etc/passwd", hv[0])).exists(),
         "the hypervisor sees the host's files"
@@ -330,64 +337,51 @@ fn bad_input_fails_create_with_one_line_and_leaves_nothing() {
     fs::create_dir_all(&rt.root).unwrap();
     let qemus_before = qemu_count();
 
-    // No guest image where the config says.
-    let mut b = vm_bundle("vmbad", "true", "qemu");
-    b.config["annotations"]["run.bulkhead.vm.image"] = "/nonexistent/image".into();
-    b.save();
-    let id = unique("vmnoimg");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("bulkhead vm image build"), "{e}");
-    assert_eq!(e.trim().lines().count(), 1, "{e}");
-    assert_nothing_left(&rt, &id, &[]);
-
-    // A root filesystem above the disk budget (1 MiB; busybox alone is larger).
-    let mut b = vm_bundle("vmbig", "true", "qemu");
-    b.config["annotations"]["run.bulkhead.vm.disk-max"] = "1".into();
-    b.save();
-    let id = unique("vmbig");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("run.bulkhead.vm.disk-max"), "{e}");
-    assert_nothing_left(&rt, &id, &[]);
-
+    // A config `edit` makes: create refuses it with one line holding `want`, and leaves
+    // nothing.
+    let refused = |name: &str, edit: &dyn Fn(&mut Bundle), want: &str| {
+        let mut b = vm_bundle(name, "true", "qemu");
+        edit(&mut b);
+        b.save();
+        let id = unique(name);
+        rt.track(&id);
+        let e = fails(&rt.create(&id, &b));
+        assert!(e.contains(want), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert_nothing_left(&rt, &id, &[]);
+    };
+    // No guest image where the config says; a root filesystem above the disk budget (1 MiB;
+    // busybox alone is larger); an unknown QEMU accelerator; an unknown backend.
+    for (name, key, value, want) in [
+        (
+            "vmnoimg",
+            "image",
+            "/nonexistent/image",
+            "bulkhead vm image build",
+        ),
+        ("vmbig", "disk-max", "1", "run.bulkhead.vm.disk-max"),
+        ("vmaccel", "accel", "hvf", "expected kvm or tcg"),
+        ("vmbk", "backend", "firecracker", "unknown VM backend"),
+    ] {
+        let key = format!("run.bulkhead.vm.{key}");
+        refused(
+            name,
+            &|b| b.config["annotations"][&key] = value.into(),
+            want,
+        );
+    }
     // A host directory with content bound into the container: cannot be shared.
-    let mut b = vm_bundle("vmdir", "true", "qemu");
-    let host = b.share("/data");
-    fs::write(host.join("f"), "x").unwrap();
-    let id = unique("vmdir");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("/data") && e.contains("cannot be shared"), "{e}");
-    assert_nothing_left(&rt, &id, &[]);
-
+    refused(
+        "vmdir",
+        &|b| fs::write(b.share("/data").join("f"), "x").unwrap(),
+        "(/data): the host directory",
+    );
     // No network namespace: the host's network, which a VM cannot share.
-    let mut b = vm_bundle("vmhostnet", "true", "qemu");
-    let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
-    ns.retain(|n| n["type"] != "network");
-    b.save();
-    let id = unique("vmhostnet");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("the host's network"), "{e}");
-    assert_nothing_left(&rt, &id, &[]);
-
-    // An unknown QEMU accelerator.
-    let mut b = vm_bundle("vmaccel", "true", "qemu");
-    b.config["annotations"]["run.bulkhead.vm.accel"] = "hvf".into();
-    b.save();
-    let id = unique("vmaccel");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("expected kvm or tcg"), "{e}");
-    assert_nothing_left(&rt, &id, &[]);
-
-    // An unknown backend.
-    let b = vm_bundle("vmbk", "true", "firecracker");
-    let id = unique("vmbk");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("unknown VM backend"), "{e}");
+    let no_netns = |b: &mut Bundle| {
+        let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+    };
+    refused("vmhostnet", &no_netns, "the host's network");
 
     // A guest that never answers: an image whose /init is busybox sleeping.
     let mute = mute_image(&rt.root);
@@ -834,19 +828,20 @@ fn an_engines_network_namespace_is_carried_into_a_qemu_vm() {
         }
     }
     host.save();
-    let id = unique("vmnethost");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &host));
-    assert!(e.contains("the host's own"), "{e}");
-    assert_nothing_left(&rt, &id, &[]);
+    // Refused before the VM boots, in one line, leaving nothing (in the namespace either).
+    let refused = |name: &str, b: &Bundle, want: &str| {
+        let id = unique(name);
+        rt.track(&id);
+        let e = fails(&rt.create(&id, b));
+        assert!(e.contains(want), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert_nothing_left(&rt, &id, &[]);
+    };
+    refused("vmnethost", &host, "the host's own");
 
     // A namespace another VM uses already (its tap is there): one VM per namespace.
     TestNet::ip(&["-n", &net.ns, "tuntap", "add", "bhvm0", "mode", "tap"]);
-    let id = unique("vmnet1");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(e.contains("holds bhvm0 already"), "{e}");
-    assert_nothing_left(&rt, &id, &[]);
+    refused("vmnet1", &b, "holds bhvm0 already");
     TestNet::ip(&["-n", &net.ns, "link", "del", "bhvm0"]);
 
     // Two interfaces with an address: which one would the VM be? Refused before it boots.
@@ -862,16 +857,12 @@ fn an_engines_network_namespace_is_carried_into_a_qemu_vm() {
         "dev",
         "eth1",
     ]);
-    let id = unique("vmnet2");
-    rt.track(&id);
-    let e = fails(&rt.create(&id, &b));
-    assert!(
-        e.contains("2 interfaces with an IPv4 address (eth0, eth1)"),
-        "{e}"
+    refused(
+        "vmnet2",
+        &b,
+        "2 interfaces with an IPv4 address (eth0, eth1)",
     );
-    assert_eq!(e.trim().lines().count(), 1, "{e}");
     net.assert_clean();
-    assert_nothing_left(&rt, &id, &[]);
 }
 
 #[test]
@@ -1055,20 +1046,8 @@ fn sandbox_vm_host_root_qemu_is_jailed_and_a_signal_ends_it() {
     let monitor = state["pid"].as_i64().unwrap();
     let hv = children(monitor);
     assert_eq!(hv.len(), 1, "{hv:?}");
-    let status = fs::read_to_string(format!("/proc/{}/status", hv[0])).unwrap();
-    for want in [
-        "Uid:\t77777",
-        // CAP_DAC_OVERRIDE, and nothing else.
-        "CapEff:\t0000000000000002",
-        "CapBnd:\t0000000000000002",
-        "NoNewPrivs:\t1",
-        "Seccomp:\t2",
-    ] {
-        assert!(
-            status.contains(want),
-            "{want:?} not in QEMU's status:\n{status}"
-        );
-    }
+    // CAP_DAC_OVERRIDE, and nothing else.
+    assert_jailed(hv[0], "0000000000000002");
     let root = PathBuf::from(format!("/proc/{}/root", hv[0]));
     assert!(root.join(".host-root/etc/hostname").is_file());
     assert!(

@@ -153,17 +153,8 @@ fn setns(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 
 /// Whether an interface of that name exists (in the calling thread's namespace).
 pub fn exists(name: &str) -> Result<bool> {
-    let s = inet_socket()?;
-    let mut r = ifreq(name)?;
-    // SAFETY: SIOCGIFINDEX reads the name and writes the index of one struct ifreq.
-    let rc = unsafe {
-        libc::ioctl(
-            s.as_raw_fd(),
-            libc::SIOCGIFINDEX,
-            &mut r as *mut libc::ifreq,
-        )
-    };
-    Ok(rc == 0)
+    ifreq(name)?;
+    Ok(if_ioctl(name, libc::SIOCGIFINDEX, |_| {}, "look the interface up").is_ok())
 }
 
 fn inet_socket() -> Result<OwnedFd> {
@@ -188,13 +179,28 @@ fn ifreq(name: &str) -> Result<libc::ifreq> {
     Ok(r)
 }
 
-/// ioctl(2) on `fd` with `req` for interface `name`, `what` naming it in errors.
+/// ioctl(2) on `fd` with `req` and the struct ifreq `r`, `what` naming it in errors.
 fn ioctl(fd: &OwnedFd, req: libc::c_ulong, r: &mut libc::ifreq, what: &str) -> Result<()> {
     // SAFETY: the interface ioctls read and write one struct ifreq, which `r` is.
     if unsafe { libc::ioctl(fd.as_raw_fd(), req, r as *mut libc::ifreq) } < 0 {
         return Err(std::io::Error::last_os_error()).ctx(|| what.to_string());
     }
     Ok(())
+}
+
+/// One interface ioctl on `name`, on a socket of its own: `fill` sets what the request
+/// carries; returns the struct as the kernel left it.
+fn if_ioctl(
+    name: &str,
+    req: libc::c_ulong,
+    fill: impl FnOnce(&mut libc::ifreq),
+    what: &str,
+) -> Result<libc::ifreq> {
+    let s = inet_socket()?;
+    let mut r = ifreq(name)?;
+    fill(&mut r);
+    ioctl(&s, req, &mut r, what)?;
+    Ok(r)
 }
 
 fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
@@ -213,54 +219,32 @@ fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
 
 /// Bring interface `name` up.
 pub fn set_up(name: &str) -> Result<()> {
-    let s = inet_socket()?;
-    let mut r = ifreq(name)?;
-    ioctl(
-        &s,
-        libc::SIOCGIFFLAGS,
-        &mut r,
-        &format!("read the flags of {name}"),
-    )?;
+    let what = format!("read the flags of {name}");
+    let mut r = if_ioctl(name, libc::SIOCGIFFLAGS, |_| {}, &what)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    let flags = unsafe { r.ifr_ifru.ifru_flags } | libc::IFF_UP as libc::c_short;
+    r.ifr_ifru.ifru_flags = flags;
+    let s = inet_socket()?;
     ioctl(&s, libc::SIOCSIFFLAGS, &mut r, &format!("bring {name} up"))
 }
 
 pub fn mtu(name: &str) -> Result<u32> {
-    let s = inet_socket()?;
-    let mut r = ifreq(name)?;
-    ioctl(
-        &s,
-        libc::SIOCGIFMTU,
-        &mut r,
-        &format!("read the MTU of {name}"),
-    )?;
+    let what = format!("read the MTU of {name}");
+    let r = if_ioctl(name, libc::SIOCGIFMTU, |_| {}, &what)?;
     // SAFETY: SIOCGIFMTU filled the mtu member of the union.
     Ok(unsafe { r.ifr_ifru.ifru_mtu } as u32)
 }
 
 pub fn set_mtu(name: &str, mtu: u32) -> Result<()> {
-    let s = inet_socket()?;
-    let mut r = ifreq(name)?;
-    r.ifr_ifru.ifru_mtu = mtu as libc::c_int;
-    ioctl(
-        &s,
-        libc::SIOCSIFMTU,
-        &mut r,
-        &format!("set the MTU of {name} to {mtu}"),
-    )
+    let what = format!("set the MTU of {name} to {mtu}");
+    let set = |r: &mut libc::ifreq| r.ifr_ifru.ifru_mtu = mtu as libc::c_int;
+    if_ioctl(name, libc::SIOCSIFMTU, set, &what).map(drop)
 }
 
 /// The hardware (MAC) address of `name`, as `aa:bb:cc:dd:ee:ff`.
 pub fn mac(name: &str) -> Result<String> {
-    let s = inet_socket()?;
-    let mut r = ifreq(name)?;
-    ioctl(
-        &s,
-        libc::SIOCGIFHWADDR,
-        &mut r,
-        &format!("read the MAC address of {name}"),
-    )?;
+    let what = format!("read the MAC address of {name}");
+    let r = if_ioctl(name, libc::SIOCGIFHWADDR, |_| {}, &what)?;
     // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
     let data = unsafe { r.ifr_ifru.ifru_hwaddr.sa_data };
     Ok(data[..6]
@@ -272,23 +256,13 @@ pub fn mac(name: &str) -> Result<String> {
 
 /// Give `name` the IPv4 address `address/prefix`.
 pub fn set_ipv4(name: &str, address: Ipv4Addr, prefix: u8) -> Result<()> {
-    let s = inet_socket()?;
-    let mut r = ifreq(name)?;
-    r.ifr_ifru.ifru_addr = sockaddr_in(address);
-    ioctl(
-        &s,
-        libc::SIOCSIFADDR,
-        &mut r,
-        &format!("set {address} on {name}"),
-    )?;
+    let set_addr = |r: &mut libc::ifreq| r.ifr_ifru.ifru_addr = sockaddr_in(address);
+    let what = format!("set {address} on {name}");
+    if_ioctl(name, libc::SIOCSIFADDR, set_addr, &what)?;
     let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0));
-    r.ifr_ifru.ifru_netmask = sockaddr_in(mask);
-    ioctl(
-        &s,
-        libc::SIOCSIFNETMASK,
-        &mut r,
-        &format!("set netmask {mask} on {name}"),
-    )
+    let set_mask = |r: &mut libc::ifreq| r.ifr_ifru.ifru_netmask = sockaddr_in(mask);
+    let what = format!("set netmask {mask} on {name}");
+    if_ioctl(name, libc::SIOCSIFNETMASK, set_mask, &what).map(drop)
 }
 
 /// `struct rtentry` of <linux/route.h> (x86_64), which the libc crate has only for musl.

@@ -381,7 +381,7 @@ pub fn guest_spec(spec: &oci::Spec, share_dirs: bool) -> Result<GuestSpec> {
                 .unwrap_or(false);
             if !empty {
                 return Err(msg(format!(
-                    "mounts[{i}] ({}): the host directory {src} cannot be shared with a VM-backed container (no shared filesystem yet; only files and empty directories)",
+                    "mounts[{i}] ({}): the host directory {src} cannot be shared with a VM-backed container (only files and empty directories can; `sandbox --vm` shares directories over 9p)",
                     m.destination
                 )));
             }
