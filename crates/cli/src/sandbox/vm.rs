@@ -47,10 +47,17 @@ fn run(rt: &Runtime, vm: &VmRuntime, over: &Overrides, a: SandboxArgs) -> Result
     let res = (|| {
         // With a terminal, the host side of the VM's pty comes to us, as for `sandbox`.
         let console = console_receiver(&plan)?;
+        let mut spec = plan.spec.clone();
+        if plan.rootfs.is_none() {
+            // The host's root reaches the guest as its root, over 9p: a bind of the host's `/`
+            // on `/` (how a plan may give it to a container on the host) is not for the guest.
+            spec.mounts
+                .retain(|m| !(m.destination == "/" && m.source.as_deref() == Some("/")));
+        }
         let opts = CreateOptions {
             // The host's root: the spec's root.path (".") names it, and nothing is made of it.
             bundle: plan.rootfs.clone().unwrap_or_else(|| PathBuf::from("/")),
-            spec: Some(plan.spec.clone()),
+            spec: Some(spec),
             console_fd: console.as_ref().map(|c| c.console_fd()),
             ..Default::default()
         };
