@@ -257,7 +257,8 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// The VMM: the only child of the `bulkhead` supervisor.
+/// The VMM: the one child of the `bulkhead` supervisor that is not the jail's cgroup reaper
+/// (`bulkhead-jailrp`).
 pub fn vmm_pid(vm: &Running) -> i32 {
     let pid = vm.pid();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -267,6 +268,10 @@ pub fn vmm_pid(vm: &Running) -> i32 {
         let kids: Vec<i32> = children
             .split_whitespace()
             .filter_map(|c| c.parse().ok())
+            .filter(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .is_ok_and(|n| n.trim() != "bulkhead-jailrp")
+            })
             .collect();
         if kids.len() == 1 {
             return kids[0];

@@ -61,7 +61,16 @@ impl CgroupPlan {
 }
 
 /// Creates the cgroup with its limits; on error nothing is left.
-pub(crate) fn create(name: &str, plan: &CgroupPlan) -> Result<cgroups::Cgroup> {
+#[cfg(test)]
+fn create(name: &str, plan: &CgroupPlan) -> Result<cgroups::Cgroup> {
+    let mut cg = resolve(name, plan)?;
+    make(&mut cg, plan)?;
+    Ok(cg)
+}
+
+/// The cgroup's directories in every hierarchy it joins, and the missing parents that
+/// [`make`] will create ([`cgroups::Cgroup::saved`] lists both): nothing is created yet.
+pub(crate) fn resolve(name: &str, plan: &CgroupPlan) -> Result<cgroups::Cgroup> {
     if name.is_empty() || name.contains('/') {
         return Err(Error::Invalid(format!(
             "jail name {name:?}: must be one non-empty path component"
@@ -73,19 +82,25 @@ pub(crate) fn create(name: &str, plan: &CgroupPlan) -> Result<cgroups::Cgroup> {
     } else {
         format!("{parent}/{name}")
     };
-    let res = plan.resources();
-    cgroups::validate::resources(&res)?;
+    cgroups::validate::resources(&plan.resources())?;
     let hier = cgroups::Hierarchies::detect()?;
     let mut cg = cgroups::Cgroup::resolve(&hier, Some(&path), name)?;
     let wanted = plan.controllers();
     cg.dirs
         .retain(|d| d.v2 || d.controllers.iter().any(|c| wanted.contains(&c.as_str())));
-    cg.create()?;
-    if let Err(e) = cg.apply(&res) {
+    cg.plan_create();
+    Ok(cg)
+}
+
+/// Creates the directories [`resolve`] planned and writes the limits; on error nothing is
+/// left.
+pub(crate) fn make(cg: &mut cgroups::Cgroup, plan: &CgroupPlan) -> Result<()> {
+    cg.create_planned()?;
+    if let Err(e) = cg.apply(&plan.resources()) {
         let _ = cg.destroy();
         return Err(e.into());
     }
-    Ok(cg)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! ```text
 //! let mut jail = Jail::new(name);         // then: uid, gid, cgroup, rlimits, keep_fds, binds...
 //! jail.cgroup = Some(CgroupPlan { .. });
-//! let prepared = jail.prepare()?;          // checks input, creates the cgroup: nothing else yet
+//! let prepared = jail.prepare()?;          // checks input, forks the cgroup's reaper, creates the cgroup
 //! let mut child = prepared.spawn(|inside| {
 //!     // in the child: new pid/mount/ipc/uts/time namespaces, host filesystem still visible
 //!     let vm = open_everything()?;          // files, devices, sockets: by path, as root
@@ -57,7 +57,8 @@
 //!   applies to children, and someone outside the jail has to remove its cgroup and whatever
 //!   the jailed process created by path (it can no longer reach any path). The supervisor is
 //!   the process that called [`Prepared::spawn`]; the child gets SIGKILL when it dies
-//!   (PR_SET_PDEATHSIG). The child is a clone3() copy of the caller, not a re-exec: whatever
+//!   (PR_SET_PDEATHSIG), and a reaper process forked by [`Jail::prepare`] removes the cgroup
+//!   when the supervisor could not (see `reaper.rs`). The child is a clone3() copy of the caller, not a re-exec: whatever
 //!   the caller computed is simply there, and a builtin VMM's child keeps running Rust code.
 //! - **Signals**: the child is pid 1 of its namespace, which the kernel shields from every
 //!   signal it has no handler for; the supervisor turns a terminating signal (INT, TERM,
@@ -86,6 +87,7 @@ mod child;
 mod fds;
 pub mod namespaces;
 mod privileges;
+mod reaper;
 pub mod rlimits;
 mod root;
 mod supervisor;

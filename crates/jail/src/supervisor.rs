@@ -9,17 +9,21 @@ use container::sync::{Channel, Msg};
 use rustix::fs::{Mode, OFlags};
 use rustix::process::{pidfd_send_signal, Signal};
 
+use crate::reaper::Reaper;
 use crate::{cgroup, child, namespaces, root, sys_err, Error, Inside, Jail, Result};
 
 /// A checked jail whose cgroup exists. Dropping it removes the cgroup.
 pub struct Prepared {
     jail: Jail,
     cgroup: Option<cgroups::Cgroup>,
+    /// Removes the cgroup if this process dies without doing it.
+    reaper: Option<Reaper>,
 }
 
 impl Jail {
     /// Check everything that can be wrong with the jail and create its cgroup (with its
-    /// limits). On error nothing exists.
+    /// limits), after forking the cgroup's [reaper](crate::reaper). On error nothing exists.
+    /// The caller must be single-threaded.
     pub fn prepare(self) -> Result<Prepared> {
         for (what, id) in [("uid", self.uid), ("gid", self.gid)] {
             if id == 0 {
@@ -79,11 +83,24 @@ impl Jail {
             }
         }
         container::process::check_rlimits(&self.rlimits)?;
-        let cgroup = match &self.cgroup {
-            Some(plan) => Some(cgroup::create(&self.name, plan)?),
-            None => None,
+        let Some(plan) = &self.cgroup else {
+            return Ok(Prepared {
+                jail: self,
+                cgroup: None,
+                reaper: None,
+            });
         };
-        Ok(Prepared { jail: self, cgroup })
+        let mut cg = cgroup::resolve(&self.name, plan)?;
+        let reaper = Reaper::start(&cg)?;
+        if let Err(e) = cgroup::make(&mut cg, plan) {
+            reaper.disarm();
+            return Err(e);
+        }
+        Ok(Prepared {
+            jail: self,
+            cgroup: Some(cg),
+            reaper: Some(reaper),
+        })
     }
 }
 
@@ -165,6 +182,9 @@ impl Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
+        if let Some(r) = self.reaper.take() {
+            r.disarm();
+        }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.destroy();
         }
