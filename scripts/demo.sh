@@ -3,7 +3,8 @@
 # read-only, a private /tmp, its own namespaces, bulkhead's seccomp profile,
 # few capabilities, no_new_privs, limits — then the breakout-probe battery's
 # score from inside one, and the isolation layers as `bulkhead inspect --self`
-# sees them. No bundle, no image.
+# sees them; then, with the VM guest image built, a command in a micro-VM.
+# No bundle, no image.
 set -eu
 TOP="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$TOP/target/x86_64-unknown-linux-gnu/release/bulkhead"
@@ -26,4 +27,12 @@ echo "\$ bulkhead sandbox -- bulkhead probe | tail -n 1"
 echo
 echo "\$ bulkhead sandbox --memory 256m --pids 64 --timeout 30 -- bulkhead inspect --self"
 # shellcheck disable=SC2086
-exec "$BIN" sandbox $BIND --memory 256m --pids 64 --timeout 30 -- "$INNER" inspect --self
+"$BIN" sandbox $BIND --memory 256m --pids 64 --timeout 30 -- "$INNER" inspect --self
+# The same sandbox in a micro-VM, when the guest image exists (setup.sh builds it): QEMU
+# shares the host's root read-only over 9p, the command runs on the guest's own kernel.
+if [ -e /var/cache/bulkhead/vm/default ]; then
+    echo
+    echo "\$ bulkhead sandbox --vm --vm-backend qemu -- sh -c 'uname -r; bulkhead inspect --self | tail -n 1'"
+    # shellcheck disable=SC2086
+    exec "$BIN" sandbox --vm --vm-backend qemu $BIND -- sh -c "uname -r; $INNER inspect --self | tail -n 1"
+fi
