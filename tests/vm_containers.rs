@@ -600,6 +600,72 @@ fn podman_runs_containers_in_qemu_vms() {
     assert_eq!(p.all_containers(), Vec::<String>::new());
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// containerd 1.6 through `ctr` and its runc v2 shim, the annotation selecting VM mode: the
+/// shim reads the monitor's pid from the pid file, reaps it as a subreaper and relays its
+/// exit status, and drives `exec` and `kill` through the same CLI.
+#[test]
+fn containerd_runs_containers_in_qemu_vms() {
+    use engines_support::{Containerd, Runtime};
+    let c = Containerd::new(&Runtime::bulkhead());
+    let annotations = [
+        "--annotation".to_string(),
+        "run.bulkhead.vm=true".to_string(),
+        "--annotation".to_string(),
+        "run.bulkhead.vm.backend=qemu".to_string(),
+        "--annotation".to_string(),
+        format!("run.bulkhead.vm.image={}", image().display()),
+    ];
+    let opts = |extra: &[&'static str]| -> Vec<String> {
+        let mut v = annotations.to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // run --rm: output, the guest's own kernel, exit code.
+    let id = unique("ctrvm");
+    let o = opts(&["--rm"]);
+    let out = c.run(
+        &strs(&o),
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo hi; grep -o bulkhead.backend=qemu /proc/cmdline; exit 4",
+        ],
+    );
+    assert_eq!(out.code(4), "hi\nbulkhead.backend=qemu\n");
+    assert_eq!(c.list("task"), Vec::<String>::new());
+
+    // Detached: the task's pid is the monitor's; exec through the shim; SIGTERM reaches the
+    // guest's init (it exits, the VM powers off, the monitor ends).
+    let id = unique("ctrvm-d");
+    let o = opts(&["-d"]);
+    c.run(
+        &strs(&o),
+        &id,
+        &["sh", "-c", "trap 'exit 3' TERM; while :; do sleep 1; done"],
+    )
+    .ok();
+    let pid = c.wait_task_status(&id, "RUNNING");
+    assert!(alive(pid));
+    let e = c.exec(&["--exec-id", "e1", &id, "sh", "-c", "echo in-exec; exit 5"]);
+    assert_eq!(e.code(5), "in-exec\n");
+    c.ctr(&["task", "kill", "--signal", "SIGTERM", &id]).ok();
+    c.wait_task_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "the monitor {pid} outlived its task");
+    c.ctr(&["container", "delete", &id]).ok();
+    assert_eq!(c.list("container"), Vec::<String>::new());
+}
+
 /// The same path on bulkhead's own VMM. On this machine's emulating KVM a run takes
 /// ~30 s, so one run covers it: output, exit code, the engine's network carried in (the
 /// VMM makes the tap, started in the namespace), cleanup.
