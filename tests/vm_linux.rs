@@ -3,7 +3,8 @@
 //! software-emulating KVM of the development machines (where the VMM adds its kernel
 //! parameters and instruction fallbacks). A boot costs 15-40 s on the emulating KVM, so each
 //! boot checks several things: one vCPU with the init's marker, the boot-timer report and a
-//! virtio-blk disk the guest reads and writes with `dd`; then two vCPUs.
+//! virtio-blk disk the guest reads and writes with `dd`; then two vCPUs; then a Linux guest
+//! snapshotted mid-run and restored.
 //!
 //! The kernel must exist: `./test.sh` builds it (cached by its inputs) before `cargo test`.
 //! Without it the tests fail and say how to build it; they never skip.
@@ -14,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use vm_common::{pattern, run, shutdown_report, TempDir};
+use vm_common::{
+    pattern, restore, run, shutdown_report, snapshot, spawn, vmm_pid, wait_file, TempDir,
+};
 
 /// Runs one of the guest/ scripts with bash; its stdout, or a panic with its stderr.
 fn guest_script(name: &str, args: &[&Path]) -> String {
@@ -196,4 +199,106 @@ fn linux_brings_up_two_vcpus() {
             "{out}"
         );
     }
+}
+
+/// Prints `tick N UPTIME` once a second (timer interrupts, the clock, the serial port), then
+/// reboots.
+const TICK_INIT: &str = "#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+echo 1 > /proc/sys/kernel/printk
+i=0
+while [ $i -lt 7 ]; do
+  i=$((i+1))
+  echo \"tick $i $($bb cut -d' ' -f1 /proc/uptime)\"
+  $bb sleep 1
+done
+echo linux-guest: done ticking
+$bb reboot -f
+";
+
+/// The `tick N UPTIME` lines of a console log, in order.
+fn ticks(text: &str) -> Vec<(u32, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("tick ")?.split_whitespace();
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A Linux guest snapshotted while it ticks, its VMM killed, and the snapshot restored: the
+/// same kernel and process go on (the tick count continues, the guest's clock does not jump
+/// back), and the restored guest reboots cleanly.
+#[test]
+fn a_linux_guest_continues_after_snapshot_and_restore() {
+    let kernel = kernel();
+    let dir = TempDir::new("vm-linux-snap");
+    let initrd = initramfs(&dir, TICK_INIT);
+    let (api, state, mem) = (
+        dir.path("api.sock"),
+        dir.path("vm.state"),
+        dir.path("vm.mem"),
+    );
+    let (first, second) = (dir.path("first.log"), dir.path("second.log"));
+    let vm = spawn(&[
+        "vm",
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--memory",
+        "64",
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        first.to_str().unwrap(),
+    ]);
+    let boot = Duration::from_secs(300);
+    if wait_file(&first, "tick 2 ", boot).is_none() {
+        panic!("the guest never ticked twice\n{}", vm.finish(boot));
+    }
+    let report = snapshot(&api, &state, &mem);
+    assert_eq!(report["ok"], true, "{report}");
+    // SAFETY: kill(2) on the VMM process, a child of our child.
+    assert_eq!(unsafe { libc::kill(vmm_pid(&vm), libc::SIGKILL) }, 0);
+    let killed = vm.finish(boot);
+    assert_eq!(killed.status.code(), Some(137), "{killed}");
+    let before = std::fs::read_to_string(&first).unwrap();
+    assert!(
+        !before.contains("done ticking"),
+        "the guest ended before the snapshot"
+    );
+
+    let out = restore(
+        &state,
+        &mem,
+        &["--resume", "--console", second.to_str().unwrap()],
+    )
+    .finish(boot);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains("guest shut down (i8042 reset)"),
+        "{out}"
+    );
+    let after = std::fs::read_to_string(&second).unwrap();
+    assert!(after.contains("linux-guest: done ticking"), "{after}");
+    assert!(
+        !ticks(&after).is_empty(),
+        "no tick after the restore\n{after}"
+    );
+    // Both consoles together: ticks 1..=7 once each, in order, on a clock that only goes
+    // forward (the snapshot may have cut a line in two; the halves join).
+    let all = ticks(&(before.clone() + &after));
+    let numbers: Vec<u32> = all.iter().map(|t| t.0).collect();
+    assert_eq!(
+        numbers,
+        (1..=7).collect::<Vec<_>>(),
+        "{before}\n--- restored ---\n{after}"
+    );
+    assert!(
+        all.windows(2).all(|w| w[1].1 > w[0].1),
+        "the guest's uptime went back: {all:?}"
+    );
 }
