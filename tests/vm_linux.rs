@@ -124,9 +124,9 @@ echo \"linux-guest: init sees $cpus cpus\"
 exec $bb reboot -f
 ";
 
-fn boot(kernel: &Path, initrd: &Path, extra: &[&str]) -> vm_common::Finished {
+/// `vm run` of `kernel` and `initrd` with 64 MiB, plus `extra`.
+fn vm_run<'a>(kernel: &'a Path, initrd: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
-        "--debug",
         "vm",
         "run",
         "--kernel",
@@ -137,6 +137,12 @@ fn boot(kernel: &Path, initrd: &Path, extra: &[&str]) -> vm_common::Finished {
         "64",
     ];
     args.extend_from_slice(extra);
+    args
+}
+
+fn boot(kernel: &Path, initrd: &Path, extra: &[&str]) -> vm_common::Finished {
+    let mut args = vec!["--debug"];
+    args.extend(vm_run(kernel, initrd, extra));
     run(&args, Duration::from_secs(300))
 }
 
@@ -267,20 +273,16 @@ fn a_linux_guest_continues_after_snapshot_and_restore() {
         dir.path("vm.mem"),
     );
     let (first, second) = (dir.path("first.log"), dir.path("second.log"));
-    let vm = spawn(&[
-        "vm",
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--memory",
-        "64",
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--console",
-        first.to_str().unwrap(),
-    ]);
+    let vm = spawn(&vm_run(
+        &kernel,
+        &initrd,
+        &[
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            first.to_str().unwrap(),
+        ],
+    ));
     let boot = Duration::from_secs(300);
     if wait_file(&first, "tick 2 ", boot).is_none() {
         panic!("the guest never ticked twice\n{}", vm.finish(boot));
