@@ -70,7 +70,8 @@ fn vm_bundle(name: &str, script: &str, backend: &str) -> Bundle {
     b
 }
 
-/// The children of `pid` (the monitor's hypervisor).
+/// The children of `pid` (the monitor's hypervisor), leaving out the jail's cgroup reaper
+/// (`bulkhead-jailrp`, see crates/jail/src/reaper.rs).
 fn children(pid: i64) -> Vec<i64> {
     let mut out = Vec::new();
     if let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) {
@@ -79,6 +80,9 @@ fn children(pid: i64) -> Vec<i64> {
             out.extend(c.split_whitespace().filter_map(|s| s.parse::<i64>().ok()));
         }
     }
+    out.retain(|c| {
+        fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() != "bulkhead-jailrp")
+    });
     out
 }
 
