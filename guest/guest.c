@@ -13,7 +13,10 @@
  * Two more modes, for snapshot tests, selected with bulkhead_test.mode= on the command line:
  *  - count: prints "count N HASH" lines forever (HASH chains every N, so a line depends on
  *    all before it), after touching bulkhead_test.touch_mib= MiB of memory, until the host
- *    sends 's' on the serial port or Ctrl+Alt+Del through the i8042;
+ *    sends 's' on the serial port or Ctrl+Alt+Del through the i8042; with a virtio-blk disk,
+ *    each step also reads a sector into a buffer only the device writes (never the vCPU), and
+ *    HASH covers that whole buffer (what a diff snapshot must take from the VMM's own record
+ *    of the pages it wrote);
  *  - devices: sets up virtio-blk, -rng and -vsock, queues a disk write without notifying the
  *    device, and waits for a host byte on the serial port ('n': notify, 'w': just wait, as
  *    a restored VMM serves what is queued); then uses rng and vsock.
@@ -934,12 +937,42 @@ static void touch_memory(void)
 	puts(" MiB\n");
 }
 
+/* Written by the disk only: 8 slots of one sector, one page each. */
+static u8 count_disk_buf[8 * 4096] __attribute__((aligned(4096)));
+
 static void count_mode(void)
 {
 	touch_memory();
+	struct vq dq;
+	u64 sectors = 0;
+	const char *p = cmdline;
+	u64 base, irq;
+	while (next_device(&p, &base, &irq)) {
+		if (mmio_r32(base + VIRTIO_DEVICE_ID) == 2 && !sectors) {
+			if (virtio_init(base, 1u << 9, &dq, 1)) {
+				puts("count: disk init failed\n");
+				return;
+			}
+			sectors = mmio_r32(base + VIRTIO_CONFIG);
+			puts("count: reading the disk (");
+			put_dec(sectors);
+			puts(" sectors)\n");
+		}
+	}
 	u64 h = 0xcbf29ce484222325ULL;
 	for (u64 n = 1;; n++) {
 		h = (h ^ n) * 0x100000001b3ULL;
+		if (sectors) {
+			u8 st;
+			u8 *slot = count_disk_buf + (n % 8) * 4096;
+			if (blk_rw(&dq, 0, n % sectors, slot, 512, &st) < 0 || st != 0) {
+				puts("count: disk read failed\n");
+				return;
+			}
+			const u64 *w = (const u64 *)count_disk_buf;
+			for (usize i = 0; i < sizeof(count_disk_buf) / 8; i++)
+				h = (h ^ w[i]) * 0x100000001b3ULL;
+		}
 		puts("count ");
 		put_dec(n);
 		puts(" ");

@@ -25,6 +25,9 @@ pub enum VmCommand {
     Shutdown(ShutdownArgs),
     /// Pause a running VM and write a snapshot of it (it stays paused until resumed).
     Snapshot(SnapshotArgs),
+    /// Write the full memory file of a diff snapshot: the diff's pages over a copy of the
+    /// memory file of the snapshot it follows (then `vm restore` the diff's state with it).
+    MergeSnapshot(MergeArgs),
     /// The guest image VM-backed containers boot.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -56,6 +59,23 @@ pub struct SnapshotArgs {
     /// The memory file to write (guest RAM).
     #[arg(long, value_name = "MEM_FILE")]
     pub mem: PathBuf,
+    /// Write only the pages written since the previous snapshot (or the restore) into the
+    /// memory file, as a sparse file (needs `vm run --track-dirty-pages`).
+    #[arg(long)]
+    pub diff: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The full memory file of the snapshot the diff follows (read, not changed).
+    #[arg(long, value_name = "MEM_FILE")]
+    pub base: PathBuf,
+    /// The diff snapshot's memory file.
+    #[arg(long, value_name = "DIFF_MEM_FILE")]
+    pub diff: PathBuf,
+    /// The full memory file to write (a new file).
+    #[arg(long, value_name = "MEM_FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +95,9 @@ pub struct RestoreArgs {
     /// Write the serial console to FILE instead of stdout (stdin is then not connected).
     #[arg(long, value_name = "FILE")]
     pub console: Option<PathBuf>,
+    /// Track written pages for diff snapshots (a snapshot taken with it keeps it anyway).
+    #[arg(long)]
+    pub track_dirty_pages: bool,
     #[command(flatten)]
     pub jail: JailArgs,
 }
@@ -128,6 +151,10 @@ pub struct RunArgs {
     /// (docs/vm-api.md).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+    /// Track the pages the guest and the devices write, for `vm snapshot --diff` (costs the
+    /// guest KVM's write-protection faults; off by default).
+    #[arg(long)]
+    pub track_dirty_pages: bool,
     #[command(flatten)]
     pub jail: JailArgs,
 }
@@ -240,6 +267,7 @@ impl RunArgs {
         if self.api_socket.is_some() {
             config.api_socket = self.api_socket;
         }
+        config.track_dirty_pages |= self.track_dirty_pages;
         Ok(config)
     }
 }
@@ -282,8 +310,15 @@ pub fn main(cmd: VmCommand) -> anyhow::Result<i32> {
             api_call(&a.api.api_socket, vmm::api::Op::Shutdown { timeout_ms })
         }
         VmCommand::Snapshot(a) => {
-            let report = vmm::api::client::snapshot(&a.api.api_socket, &a.snapshot, &a.mem)?;
+            let report =
+                vmm::api::client::snapshot(&a.api.api_socket, &a.snapshot, &a.mem, a.diff)?;
             println!("{report}");
+            Ok(0)
+        }
+        VmCommand::MergeSnapshot(a) => {
+            let merged = vmm::snapshot::memory::merge(&a.base, &a.diff, &a.out)
+                .map_err(|e| anyhow::anyhow!("vm merge-snapshot: {e}"))?;
+            println!("{}", serde_json::to_string(&merged)?);
             Ok(0)
         }
     }
@@ -313,7 +348,8 @@ fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         );
     }
     let confinement = args.jail.confinement()?;
-    let snapshot = vmm::Restore::open(&args.snapshot, &args.mem)?;
+    let mut snapshot = vmm::Restore::open(&args.snapshot, &args.mem)?;
+    snapshot.state.config.track_dirty_pages |= args.track_dirty_pages;
     match confinement {
         Confinement::None => {
             warn_unjailed();

@@ -170,6 +170,11 @@ pub struct VmConfig {
     /// The control socket (pause, resume, status, snapshot, shutdown: docs/vm-api.md).
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// Track the pages the guest and the devices write (KVM's dirty log and the guest memory
+    /// bitmaps), which diff snapshots need; off by default, so a VM that takes none pays
+    /// nothing.
+    #[serde(default)]
+    pub track_dirty_pages: bool,
 }
 
 fn default_cmdline() -> String {
@@ -198,6 +203,7 @@ impl VmConfig {
             console: None,
             boot_protocol: BootProtocol::default(),
             api_socket: None,
+            track_dirty_pages: false,
         }
     }
 

@@ -11,15 +11,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::memory::GuestMemoryMmap;
 use kvm_bindings::kvm_cpuid_entry2;
 use kvm_ioctls::VmFd;
 use serde::Serialize;
-use vm_memory::GuestMemoryMmap;
 
 use crate::config::VmConfig;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::mmio::{MmioTransport, QueueSnapshot};
+use crate::dirty;
 use crate::kvm::pause::Gate;
 use crate::kvm::state::VmKvmState;
 use crate::shutdown::{ShutdownReason, ShutdownSignal};
@@ -123,6 +124,10 @@ pub struct Machine {
     pub snapshot_support: Result<(), String>,
     pub started: Instant,
     pub restored: bool,
+    /// The id of the snapshot this VM's memory last matched (the last one taken, or the one
+    /// it was restored from): what a diff snapshot follows. None before the first, and after
+    /// a diff that could not be written.
+    pub last_snapshot: Mutex<Option<String>>,
 }
 
 #[derive(Serialize)]
@@ -164,6 +169,11 @@ pub struct Status {
 /// What a snapshot wrote and how long it took.
 #[derive(Serialize)]
 pub struct SnapshotReport {
+    /// The snapshot's id (in both files).
+    pub id: String,
+    /// For a diff: the id of the snapshot whose memory it applies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     pub state_bytes: u64,
     pub memory_file_bytes: u64,
     /// Bytes of guest RAM written (the rest of the memory file is holes).
@@ -267,13 +277,32 @@ impl Machine {
     }
 
     /// Pauses the VM (it stays paused), saves its state to `state_file` and its RAM to
-    /// `mem_file` (both new, empty, writable).
+    /// `mem_file` (both new, empty, writable). A `diff` snapshot's memory file holds only the
+    /// pages written since the previous snapshot (`snapshot::memory`); it needs dirty page
+    /// tracking and a previous snapshot, checked before the VM is paused.
     pub fn snapshot(
         &self,
         state_file: &mut File,
         mem_file: &mut File,
+        diff: bool,
     ) -> Result<SnapshotReport, String> {
         self.snapshot_support.clone()?;
+        let follows =
+            if diff {
+                if !self.config.track_dirty_pages {
+                    return Err(
+                        "a diff snapshot needs dirty page tracking: start the VM with \
+                            --track-dirty-pages"
+                            .into(),
+                    );
+                }
+                let last = lock(&self.last_snapshot).clone();
+                Some(last.ok_or(
+                    "no previous snapshot for a diff to follow: take a full snapshot first",
+                )?)
+            } else {
+                None
+            };
         let t0 = Instant::now();
         self.pause()?;
         let t1 = Instant::now();
@@ -284,6 +313,7 @@ impl Machine {
         let virtio = self.virtio.iter().map(|t| lock(t).save()).collect();
         let state = VmState {
             id: random_id()?,
+            follows: follows.clone(),
             config: self.config.clone(),
             memory_bytes: self.config.memory_mib << 20,
             disk_bytes: self.disk_bytes.clone(),
@@ -299,10 +329,35 @@ impl Machine {
         state_file
             .write_all(&bytes)
             .map_err(|e| format!("write the state file: {e}"))?;
-        let written = memory::write(mem_file, &self.mem, &state.id)
-            .map_err(|e| format!("write the memory file: {e}"))?;
+        // With tracking on, every snapshot (full or diff) restarts the record of what
+        // changed: the vCPUs are paused and devices run only on this thread, so nothing is
+        // written between the read of the records and the memory file.
+        let dirty = match self.config.track_dirty_pages {
+            true => Some(dirty::take(&self.vm, &self.mem)?),
+            false => None,
+        };
+        let written = match (&follows, &dirty) {
+            (Some(f), Some(pages)) => memory::write_diff(mem_file, &self.mem, &state.id, f, pages),
+            _ => memory::write(mem_file, &self.mem, &state.id),
+        };
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // The pages stay dirty for the next snapshot, which still follows the
+                // previous one (this one does not exist).
+                if let Some(pages) = &dirty {
+                    dirty::give_back(&self.mem, pages);
+                }
+                return Err(format!("write the memory file: {e}"));
+            }
+        };
+        if self.config.track_dirty_pages {
+            *lock(&self.last_snapshot) = Some(state.id.clone());
+        }
         let t3 = Instant::now();
         Ok(SnapshotReport {
+            id: state.id,
+            follows,
             state_bytes: bytes.len() as u64,
             memory_file_bytes: written.size,
             memory_data_bytes: written.data,

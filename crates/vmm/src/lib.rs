@@ -65,6 +65,7 @@ pub mod boot;
 pub mod config;
 pub mod control;
 pub mod devices;
+pub mod dirty;
 pub mod error;
 pub mod event_loop;
 pub mod guest_hints;

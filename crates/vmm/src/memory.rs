@@ -13,9 +13,49 @@
 //! The low addresses match what Firecracker and the Linux boot protocol expect, so a Linux
 //! guest finds everything where it looks first.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use std::num::NonZeroUsize;
+
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
+
+/// Guest RAM as the VMM holds it. Each region may carry a bitmap of the pages the VMM itself
+/// wrote through vm-memory's API (devices: disk reads, network and vsock receive, rng): KVM's
+/// dirty log sees only what the vCPUs write, and a diff snapshot needs both. `None` (dirty
+/// tracking off, the default) costs one branch per access.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<Option<AtomicBitmap>>;
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<Option<AtomicBitmap>>;
+/// The memory slice bitmaps and KVM's dirty log count in pages of this size.
+pub const PAGE_SIZE: usize = 4096;
+
+/// A bitmap for a region of `len` bytes when tracking, none otherwise.
+pub fn region_bitmap(len: usize, track_dirty: bool) -> Option<AtomicBitmap> {
+    let page = NonZeroUsize::new(PAGE_SIZE).expect("the page size is not zero");
+    track_dirty.then(|| AtomicBitmap::new(len, page))
+}
+
+/// Anonymous guest memory with the given ranges (MAP_NORESERVE: untouched guest pages cost
+/// the host nothing), with a dirty bitmap per region if `track_dirty`.
+pub fn guest_memory(
+    ranges: &[(GuestAddress, usize)],
+    track_dirty: bool,
+) -> std::result::Result<GuestMemoryMmap, String> {
+    let mut regions = Vec::new();
+    for &(addr, len) in ranges {
+        let mapping = MmapRegionBuilder::new_with_bitmap(len, region_bitmap(len, track_dirty))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| e.to_string())?;
+        regions.push(
+            GuestRegionMmap::new(mapping, addr)
+                .ok_or_else(|| format!("region at {:#x} overflows", addr.0))?,
+        );
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| e.to_string())
+}
 
 pub const GDT_START: u64 = 0x500;
 pub const IDT_START: u64 = 0x520;
@@ -65,13 +105,12 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
     }
 }
 
-/// Allocates guest RAM. The mappings are anonymous and MAP_NORESERVE (vm-memory's default),
-/// so untouched guest pages cost the host nothing.
-pub fn create_guest_memory(size_mib: u64) -> Result<GuestMemoryMmap> {
+/// Allocates guest RAM (see [`guest_memory`]).
+pub fn create_guest_memory(size_mib: u64, track_dirty: bool) -> Result<GuestMemoryMmap> {
     let size = size_mib
         .checked_mul(1 << 20)
         .ok_or_else(|| Error::config("memory", "size overflows"))?;
-    GuestMemoryMmap::from_ranges(&ram_ranges(size))
+    guest_memory(&ram_ranges(size), track_dirty)
         .map_err(|e| Error::GuestMemory(format!("mmap {size_mib} MiB: {e}")))
 }
 

@@ -11,13 +11,13 @@
 //! What the lists leave out, because it happens before the filters: opening anything (files,
 //! /dev/kvm, taps, sockets, a snapshot's memory file), creating the VM and vCPUs, mapping
 //! guest memory (from a snapshot's memory file too) and writing a restored state into KVM,
-//! spawning the threads, signal handlers. Taking a snapshot adds KVM_GET_* requests only: the
+//! spawning the threads, signal handlers. Taking a snapshot adds KVM_GET_* requests only (KVM_GET_DIRTY_LOG for a diff): the
 //! files arrive as descriptors on the API socket (recvmsg) and are written with write/lseek. Argument checks: `ioctl` only with the request numbers listed,
 //! `fcntl` only F_GETFD, `mmap`/`mprotect` never with PROT_EXEC (no new executable memory).
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs,
-    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
+    kvm_clock_data, kvm_debugregs, kvm_dirty_log, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
 };
 use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ, _IOC_WRITE};
 
@@ -126,6 +126,8 @@ pub const KVM_GET_IRQCHIP: u64 = kvm(
 );
 pub const KVM_GET_CLOCK: u64 = kvm(_IOC_READ, 0x7c, std::mem::size_of::<kvm_clock_data>());
 pub const KVM_GET_PIT2: u64 = kvm(_IOC_READ, 0x9f, std::mem::size_of::<kvm_pit_state2>());
+/// The pages vCPUs wrote, for a diff snapshot (VMs started with dirty page tracking).
+pub const KVM_GET_DIRTY_LOG: u64 = kvm(_IOC_WRITE, 0x42, std::mem::size_of::<kvm_dirty_log>());
 
 const NO_EXEC: Only = Only::NoneOf {
     index: 2,
@@ -227,10 +229,16 @@ pub const EVENT_LOOP: &[Allow] = &[
         "ioctl",
         Only::OneOf {
             index: 1,
-            values: &[libc::FIONBIO, KVM_GET_IRQCHIP, KVM_GET_PIT2, KVM_GET_CLOCK],
+            values: &[
+                libc::FIONBIO,
+                KVM_GET_IRQCHIP,
+                KVM_GET_PIT2,
+                KVM_GET_CLOCK,
+                KVM_GET_DIRTY_LOG,
+            ],
         },
         "non-blocking vsock and API connections; the PICs, IOAPIC, PIT and KVM clock for a \
-         snapshot",
+         snapshot, and KVM's dirty log for a diff snapshot",
     ),
     any("getrandom", "virtio-rng; a snapshot's id"),
     any(
@@ -409,6 +417,7 @@ mod tests {
     vmm_sys_util::ioctl_iowr_nr!(REF_KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
     vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
     vmm_sys_util::ioctl_ior_nr!(REF_KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
+    vmm_sys_util::ioctl_iow_nr!(REF_KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 
     #[test]
     fn ioctl_numbers_are_the_kernels() {
@@ -430,12 +439,14 @@ mod tests {
             (KVM_GET_IRQCHIP, REF_KVM_GET_IRQCHIP()),
             (KVM_GET_CLOCK, REF_KVM_GET_CLOCK()),
             (KVM_GET_PIT2, REF_KVM_GET_PIT2()),
+            (KVM_GET_DIRTY_LOG, REF_KVM_GET_DIRTY_LOG()),
         ] {
             assert_eq!(ours, reference);
         }
         // The kernel's numbers for two of them, from its headers.
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
         assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
     }
 
     #[test]

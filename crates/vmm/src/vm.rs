@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -236,7 +238,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     let vsock_connector = confined.and_then(|c| c.vsock_connector);
     // The KVM VM, its memory and interrupt controller.
     let vm = Arc::new(create_vm(&kvm)?);
-    register_memory(&kvm, &vm, &mem)?;
+    register_memory(&kvm, &vm, &mem, config.track_dirty_pages)?;
     let shutdown = Arc::new(ShutdownSignal::new()?);
     let stop = Arc::new(AtomicBool::new(false));
     let boot_time: BootTime = Arc::new(Mutex::new(None));
@@ -359,6 +361,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
         snapshot_support: check_support(&kvm),
         started: Instant::now(),
         restored,
+        last_snapshot: Mutex::new(None),
     });
     Ok(Vm {
         vcpus,
@@ -391,7 +394,7 @@ impl Vm {
         config.validate()?;
         let kvm = open_kvm()?;
         let mem_size = config.memory_mib << 20;
-        let mem = create_guest_memory(config.memory_mib)?;
+        let mem = create_guest_memory(config.memory_mib, config.track_dirty_pages)?;
 
         // Kernel, initrd and boot structures.
         let kernel = load_kernel(&mem, &config.kernel, config.boot_protocol)?;
@@ -519,7 +522,7 @@ impl Vm {
         config.api_socket = api_socket;
         let state = &r.state;
         let kvm = open_kvm()?;
-        let mem = memory_file::map(&r.mem_file, state.memory_bytes)
+        let mem = memory_file::map(&r.mem_file, state.memory_bytes, config.track_dirty_pages)
             .map_err(|e| Error::Snapshot(format!("memory file {}: {e}", r.mem_path.display())))?;
         let (devices, vsock_index) = make_devices(&config)?;
         let disk_bytes = config.disk_sizes();
@@ -580,6 +583,11 @@ impl Vm {
                 .restore(s)
                 .map_err(Error::Snapshot)?;
         }
+        // The restored memory is the snapshot's: a diff taken from here follows it.
+        *vm.machine
+            .last_snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(state.id.clone());
         vm.attach_console(&config)?;
         tracing::debug!(
             "restored {} ({} MiB, {} vCPUs) {} after VMM process start",

@@ -8,8 +8,9 @@
 
 use virtio_queue::{Queue, QueueT};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 use vmm::devices::virtio::queue::{drain_queue, parse_chain, ChainError, MAX_CHAIN_BYTES};
+use vmm::memory::{guest_memory, GuestMemoryMmap};
 
 const VRING_DESC_F_NEXT: u16 = 1;
 const VRING_DESC_F_WRITE: u16 = 2;
@@ -39,8 +40,11 @@ impl XorShift {
 }
 
 fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(LOW.0), LOW.1), (GuestAddress(HIGH.0), HIGH.1)])
-        .unwrap()
+    guest_memory(
+        &[(GuestAddress(LOW.0), LOW.1), (GuestAddress(HIGH.0), HIGH.1)],
+        false,
+    )
+    .unwrap()
 }
 
 fn write_desc(

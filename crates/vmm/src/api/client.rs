@@ -132,12 +132,13 @@ impl Drop for Pending {
     }
 }
 
-/// Has the VM at `socket` pause and write a snapshot to `state` and `mem`; returns the VMM's
-/// report. On failure neither path is created or changed.
-pub fn snapshot(socket: &Path, state: &Path, mem: &Path) -> Result<serde_json::Value> {
+/// Has the VM at `socket` pause and write a snapshot (a `diff` one: only the pages written
+/// since the previous snapshot) to `state` and `mem`; returns the VMM's report. On failure
+/// neither path is created or changed.
+pub fn snapshot(socket: &Path, state: &Path, mem: &Path, diff: bool) -> Result<serde_json::Value> {
     let s = Pending::create(state, "snapshot")?;
     let m = Pending::create(mem, "memory file")?;
-    let report = request(socket, Op::Snapshot, &[&s.file, &m.file])?;
+    let report = request(socket, Op::Snapshot { diff }, &[&s.file, &m.file])?;
     m.commit("memory file")?;
     s.commit("snapshot")?;
     Ok(report)

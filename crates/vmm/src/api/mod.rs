@@ -35,8 +35,12 @@ pub enum Op {
         timeout_ms: Option<u64>,
     },
     /// Pause and save the VM into the two descriptors sent with the request: the state file,
-    /// then the memory file.
-    Snapshot,
+    /// then the memory file; with `diff`, a memory file of only the pages written since the
+    /// previous snapshot (the VM must track dirty pages).
+    Snapshot {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        diff: bool,
+    },
 }
 
 /// One request line.
@@ -86,9 +90,13 @@ mod tests {
             }
         );
         assert_eq!(
-            serde_json::to_string(&Request::new(Op::Snapshot)).unwrap(),
+            serde_json::to_string(&Request::new(Op::Snapshot { diff: false })).unwrap(),
             r#"{"v":1,"op":"snapshot"}"#
         );
+        let r: Request = serde_json::from_str(r#"{"v":1,"op":"snapshot","diff":true}"#).unwrap();
+        assert_eq!(r.op, Op::Snapshot { diff: true });
+        let r: Request = serde_json::from_str(r#"{"v":1,"op":"snapshot"}"#).unwrap();
+        assert_eq!(r.op, Op::Snapshot { diff: false });
         assert!(serde_json::from_str::<Request>(r#"{"v":1,"op":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"pause"}"#).is_err());
         let ok = ok_response(serde_json::json!({"state": "paused"}));

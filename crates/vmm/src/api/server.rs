@@ -135,7 +135,7 @@ impl ApiServer {
             Ok(r) => r,
             Err(e) => return error_response(format!("bad request: {e}")),
         };
-        if !matches!(req.op, Op::Snapshot) && !fds.is_empty() {
+        if !matches!(req.op, Op::Snapshot { .. }) && !fds.is_empty() {
             return error_response("only a snapshot request carries descriptors");
         }
         let m = &self.machine;
@@ -153,7 +153,7 @@ impl ApiServer {
                 let t = timeout_ms.map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
                 body(&m.shutdown(t))
             }
-            Op::Snapshot => {
+            Op::Snapshot { diff } => {
                 let mut fds = fds.into_iter();
                 let (Some(state), Some(mem), None) = (fds.next(), fds.next(), fds.next()) else {
                     return error_response(
@@ -162,7 +162,7 @@ impl ApiServer {
                     );
                 };
                 let (mut state, mut mem) = (File::from(state), File::from(mem));
-                match m.snapshot(&mut state, &mut mem) {
+                match m.snapshot(&mut state, &mut mem, diff) {
                     Ok(r) => body(&r),
                     Err(e) => error_response(format!("snapshot: {e}")),
                 }

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use linux_loader::loader::bootparam::{setup_header, XLF_KERNEL_64};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
 
 use crate::boot::params::InitrdPlacement;
 use crate::config::BootProtocol;
@@ -224,7 +226,7 @@ mod tests {
     #[test]
     fn rejects_a_file_that_is_neither_format() {
         let p = temp_file("junk", b"this is not a kernel");
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).unwrap();
+        let mem = crate::memory::guest_memory(&[(GuestAddress(0), 32 << 20)], false).unwrap();
         let err = load_kernel(&mem, &p, BootProtocol::Linux).unwrap_err();
         std::fs::remove_file(&p).unwrap();
         assert!(err.to_string().contains("neither a bzImage"), "{err}");
@@ -233,7 +235,7 @@ mod tests {
     #[test]
     fn initrd_that_does_not_fit_is_an_error() {
         let p = temp_file("initrd", &vec![7u8; 3 << 20]);
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let mem = crate::memory::guest_memory(&[(GuestAddress(0), 16 << 20)], false).unwrap();
         let err = load_initrd(&mem, &p, 14 << 20, 16 << 20).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");
         let ok = load_initrd(&mem, &p, 2 << 20, 16 << 20).unwrap();

@@ -7,7 +7,9 @@
 //! NMI on LINT1). The bytes are assembled by hand, little-endian, so no packed structs or
 //! unsafe transmutes are needed.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
 
 use crate::error::{Error, Result};
 use crate::memory::{HIGH_MEMORY_START, IOAPIC_START, LAPIC_START, MPTABLE_START};

@@ -6,7 +6,9 @@
 //! needs, so that a small guest also reaches the MMIO hole (virtio-mmio, IOAPIC, LAPIC)
 //! without building its own tables. Linux replaces them early; the test guest keeps them.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
 
 use crate::error::{Error, Result};
 use crate::memory::{PDE_START, PDPTE_START, PML4_START};
@@ -40,7 +42,7 @@ mod tests {
 
     #[test]
     fn maps_first_4gib_identity() {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = crate::memory::guest_memory(&[(GuestAddress(0), 1 << 20)], false).unwrap();
         assert_eq!(setup_identity_map(&mem).unwrap(), PML4_START);
         // The last 2 MiB page below 4 GiB (LAPIC/IOAPIC) maps to itself.
         let pd3: u64 = mem.read_obj(GuestAddress(PDPTE_START + 3 * 8)).unwrap();

@@ -7,7 +7,9 @@ use linux_loader::loader::bootparam::{boot_params, setup_header};
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::memory::GuestMemoryMmap;
 
 use crate::error::{Error, Result};
 use crate::memory::{
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn zero_page_has_e820_and_cmdline() {
         let size = 64 << 20;
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap();
+        let mem = crate::memory::guest_memory(&[(GuestAddress(0), size as usize)], false).unwrap();
         write_cmdline(&mem, "console=ttyS0", None).unwrap();
         let initrd = InitrdPlacement {
             addr: 0x300_0000,
@@ -212,7 +214,7 @@ mod tests {
 
     #[test]
     fn cmdline_limit_is_enforced() {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = crate::memory::guest_memory(&[(GuestAddress(0), 1 << 20)], false).unwrap();
         assert!(write_cmdline(&mem, "abcdef", Some(4)).is_err());
         assert!(write_cmdline(&mem, "abc", Some(4)).is_ok());
     }

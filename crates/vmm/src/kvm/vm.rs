@@ -3,9 +3,13 @@
 
 use std::path::Path;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::memory::GuestMemoryMmap;
 
 use crate::error::{Error, Result};
 
@@ -61,8 +65,14 @@ pub fn create_vm(kvm: &Kvm) -> Result<VmFd> {
     Ok(vm)
 }
 
-/// Gives KVM one memory slot per guest RAM region.
-pub fn register_memory(kvm: &Kvm, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
+/// Gives KVM one memory slot per guest RAM region, logging the pages vCPUs write if
+/// `track_dirty` (for diff snapshots: `crate::dirty`).
+pub fn register_memory(
+    kvm: &Kvm,
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    track_dirty: bool,
+) -> Result<()> {
     let max_slots = kvm.get_nr_memslots();
     if mem.num_regions() > max_slots {
         return Err(Error::GuestMemory(format!(
@@ -79,7 +89,11 @@ pub fn register_memory(kvm: &Kvm, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()
             guest_phys_addr: region.start_addr().raw_value(),
             memory_size: region.len(),
             userspace_addr: host as u64,
-            flags: 0,
+            flags: if track_dirty {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
         };
         // SAFETY: the host range is a live mapping owned by `mem`, which the caller keeps
         // alive for as long as the VM exists (the VM struct holds both); KVM only accesses it

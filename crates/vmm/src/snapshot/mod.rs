@@ -45,6 +45,9 @@ use crate::logger::{ms, since_process_start};
 pub struct VmState {
     /// 32 hex digits, also in the memory file's header.
     pub id: String,
+    /// A diff snapshot: the id of the snapshot whose memory its memory file applies to.
+    #[serde(default)]
+    pub follows: Option<String>,
     /// The VM's configuration (its devices' host side: disk paths, taps, the vsock socket).
     pub config: VmConfig,
     pub memory_bytes: u64,

@@ -9,7 +9,9 @@ use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::Bytes;
+
+use crate::memory::GuestMemoryMmap;
 
 use super::queue::{drain_queue, Chain};
 use super::{read_config_bytes, Activation, DeviceEvents, VirtioDevice, TYPE_BLOCK};

@@ -14,9 +14,9 @@
 
 use std::sync::Arc;
 
+use crate::memory::GuestMemoryMmap;
 use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Activation, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};

@@ -11,9 +11,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::memory::GuestMemoryMmap;
 use event_manager::EventSet;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 
 use super::queue::{drain_queue, serve_one};
 use super::{read_config_bytes, Activation, DeviceEvents, VirtioDevice, TYPE_NET};

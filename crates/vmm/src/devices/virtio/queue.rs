@@ -10,7 +10,9 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+
+use crate::memory::GuestMemoryMmap;
 
 /// One validated buffer of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

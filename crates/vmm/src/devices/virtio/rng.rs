@@ -1,7 +1,9 @@
 //! virtio-rng: fills every device-writable buffer with bytes from the host's getrandom(2).
 
 use virtio_queue::Queue;
-use vm_memory::{Address, Bytes, GuestMemoryMmap};
+use vm_memory::{Address, Bytes};
+
+use crate::memory::GuestMemoryMmap;
 
 use super::queue::{drain_queue, Chain};
 use super::{Activation, DeviceEvents, VirtioDevice, TYPE_RNG};

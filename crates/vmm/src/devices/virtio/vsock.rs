@@ -27,7 +27,9 @@ use std::path::PathBuf;
 
 use event_manager::EventSet;
 use virtio_queue::Queue;
-use vm_memory::{ByteValued, GuestMemoryMmap};
+use vm_memory::ByteValued;
+
+use crate::memory::GuestMemoryMmap;
 
 use super::queue::{drain_queue, Chain};
 use super::{read_config_bytes, Activation, DeviceEvents, VirtioDevice, TYPE_VSOCK};
