@@ -2,8 +2,8 @@
 //! that counts is snapshotted mid-count, its VMM killed, and the restored VM's output continues
 //! exactly where it stopped and matches an uninterrupted run; every device survives a restore
 //! (a disk write queued before the snapshot lands after it, rng answers, vsock reconnects both
-//! ways); and snapshots that cannot be restored are refused with one line, before anything is
-//! created.
+//! ways); snapshots that cannot be restored are refused with one line, before anything is
+//! created; and a diff snapshot merged onto the snapshot it follows is the full snapshot.
 
 mod vm_common;
 
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use vm_common::{
     api_op, assert_vsock_exchange, connect_1234, count_vm, counts, guest, one_error_line, pattern,
-    restore, serve_port_5000, snapshot, spawn_with_input, vmm_pid, wait_file, Finished, Running,
-    TempDir,
+    restore, run, serve_port_5000, snapshot, spawn, spawn_with_input, vmm_pid, wait_file, Finished,
+    Running, TempDir,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -397,4 +397,242 @@ fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
     api_op("shutdown", &api);
     let out = vm.finish(T);
     assert!(out.status.success(), "{out}");
+}
+
+/// `bulkhead vm snapshot [--diff]`: the finished command (it may fail).
+fn snapshot_cmd(api: &Path, state: &Path, mem: &Path, diff: bool) -> Finished {
+    let mut args = vec![
+        "vm",
+        "snapshot",
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--snapshot",
+        state.to_str().unwrap(),
+        "--mem",
+        mem.to_str().unwrap(),
+    ];
+    if diff {
+        args.push("--diff");
+    }
+    run(&args, T)
+}
+
+fn diff_snapshot(api: &Path, state: &Path, mem: &Path) -> serde_json::Value {
+    let out = snapshot_cmd(api, state, mem, true);
+    assert!(out.status.success(), "{out}");
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
+}
+
+fn merge(base: &Path, diff: &Path, out: &Path) -> Finished {
+    run(
+        &[
+            "vm",
+            "merge-snapshot",
+            "--base",
+            base.to_str().unwrap(),
+            "--diff",
+            diff.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        T,
+    )
+}
+
+/// Bytes of disk a file occupies (its data extents, not its length).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// The names in `dir` (to show a refused command left nothing behind).
+fn names(dir: &TempDir) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The counting guest with a disk it reads every step into memory only the device writes,
+/// after touching 16 MiB (memory from 16 to 32 MiB: what a full snapshot has and a diff not).
+fn disk_count_vm(dir: &TempDir, api: &Path, console: &Path, extra: &[&str]) -> Running {
+    let disk = dir.path("disk.img");
+    if !disk.exists() {
+        std::fs::write(&disk, pattern(32 << 10, 11)).unwrap();
+    }
+    let mut args = vec![
+        "vm",
+        "run",
+        "--kernel",
+        guest().elf.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 bulkhead_test.mode=count bulkhead_test.touch_mib=32",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        console.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// A diff snapshot holds exactly what changed: merged onto the full snapshot it follows, it
+/// is byte for byte the full snapshot taken at the same point -- including the pages only the
+/// virtio-blk device wrote (the guest reads a disk sector into a device-only buffer every
+/// step), which KVM's dirty log never sees -- and it restores: the count continues exactly as
+/// an uninterrupted run's, and the restored VM keeps tracking (its next diff follows it).
+#[test]
+fn a_diff_snapshot_merged_onto_its_base_is_the_full_snapshot() {
+    let dir = TempDir::new("snap-diff");
+    let api = dir.path("api.sock");
+    let first = dir.path("first.log");
+    let vm = disk_count_vm(
+        &dir,
+        &api,
+        &first,
+        &[
+            "--track-dirty-pages",
+            "--cgroup-parent",
+            &cgroup_parent(&dir),
+        ],
+    );
+    wait_file(&first, "count 100 ", T).expect("the guest never counted to 100");
+    assert!(std::fs::read_to_string(&first)
+        .unwrap()
+        .contains("count: reading the disk (64 sectors)"));
+
+    // Nothing to follow yet: refused, the VM runs on, no file is left.
+    let before = names(&dir);
+    let out = snapshot_cmd(&api, &dir.path("x.state"), &dir.path("x.mem"), true);
+    one_error_line(&out, "no previous snapshot for a diff to follow");
+    assert_eq!(names(&dir), before);
+    assert_eq!(status(&api)["state"], "running");
+
+    let (a_state, a_mem) = (dir.path("a.state"), dir.path("a.mem"));
+    let a = snapshot(&api, &a_state, &a_mem);
+    let paused_at = counts(&std::fs::read_to_string(&first).unwrap())
+        .last()
+        .unwrap()
+        .0;
+    api_op("resume", &api);
+    let target = paused_at + 50;
+    wait_file(&first, &format!("count {target} "), T).expect("the guest stopped counting");
+
+    let (b_state, b_mem) = (dir.path("b.state"), dir.path("b.mem"));
+    let b = diff_snapshot(&api, &b_state, &b_mem);
+    assert_eq!(b["follows"], a["id"], "{b}");
+    // The same paused point, in full.
+    let (c_state, c_mem) = (dir.path("c.state"), dir.path("c.mem"));
+    let c = snapshot(&api, &c_state, &c_mem);
+    kill_vmm(vm);
+
+    let full_len = std::fs::metadata(&c_mem).unwrap().len();
+    assert_eq!(std::fs::metadata(&b_mem).unwrap().len(), full_len);
+    let (diff_disk, full_disk) = (allocated(&b_mem), allocated(&c_mem));
+    eprintln!(
+        "diff snapshot: {} KiB of data ({} KiB allocated, {:.1} ms); full: {} KiB of data \
+         ({} KiB allocated, {:.1} ms)",
+        b["memory_data_bytes"].as_u64().unwrap() >> 10,
+        diff_disk >> 10,
+        b["write_ms"].as_f64().unwrap(),
+        c["memory_data_bytes"].as_u64().unwrap() >> 10,
+        full_disk >> 10,
+        c["write_ms"].as_f64().unwrap()
+    );
+    assert!(
+        full_disk >= 16 << 20,
+        "the full snapshot holds {full_disk} bytes"
+    );
+    assert!(
+        diff_disk * 20 < full_disk,
+        "the diff ({diff_disk} bytes on disk) is not a small fraction of the full snapshot \
+         ({full_disk})"
+    );
+
+    // The diff alone does not restore.
+    let out = restore(&b_state, &b_mem, &["--resume"]).finish(T);
+    one_error_line(&out, "is a diff snapshot");
+    assert!(out.stdout.is_empty(), "{out}");
+
+    // Onto the wrong base (the full snapshot taken after it): refused, nothing written.
+    let merged = dir.path("merged.mem");
+    let out = merge(&c_mem, &b_mem, &merged);
+    one_error_line(&out, "follows snapshot");
+    assert!(!merged.exists());
+
+    let out = merge(&a_mem, &b_mem, &merged);
+    assert!(out.status.success(), "{out}");
+    let m = std::fs::read(&merged).unwrap();
+    let full = std::fs::read(&c_mem).unwrap();
+    const HEADER: usize = 4096;
+    assert_eq!(m.len(), full.len());
+    if let Some(i) = (HEADER..m.len()).find(|i| m[*i] != full[*i]) {
+        panic!(
+            "the merged memory differs from the full snapshot at guest address {:#x}",
+            i - HEADER
+        );
+    }
+
+    // The diff's state with the merged memory restores; the count goes on from the pause.
+    let second = dir.path("second.log");
+    let restored = restore(
+        &b_state,
+        &merged,
+        &[
+            "--resume",
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            second.to_str().unwrap(),
+        ],
+    );
+    let before = std::fs::read_to_string(&first).unwrap();
+    let last_before = counts(&before).last().unwrap().0;
+    let end = last_before + 100;
+    wait_file(&second, &format!("count {end} "), T)
+        .unwrap_or_else(|| panic!("the restored guest never counted to {end}"));
+    // Tracking came along with the snapshot: a diff of the restored VM follows it.
+    let d = diff_snapshot(&api, &dir.path("d.state"), &dir.path("d.mem"));
+    assert_eq!(d["follows"], b["id"], "{d}");
+    assert_eq!(api_op("shutdown", &api)["action"], "stopped");
+    let out = restored.finish(T);
+    assert!(out.status.success(), "{out}");
+    let joined = counts(&(before + &std::fs::read_to_string(&second).unwrap()));
+    for (i, (n, _)) in joined.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
+    }
+
+    // An uninterrupted run (no tracking) prints the same lines: the same hashes, which cover
+    // the disk buffer.
+    let third = dir.path("uninterrupted.log");
+    let api2 = dir.path("api2.sock");
+    let whole = disk_count_vm(&dir, &api2, &third, &[]);
+    let last = joined.last().unwrap().0;
+    wait_file(&third, &format!("count {last} "), T).expect("the uninterrupted run stalled");
+    api_op("shutdown", &api2);
+    assert!(whole.finish(T).status.success());
+    let reference = counts(&std::fs::read_to_string(&third).unwrap());
+    assert!(reference.len() >= joined.len());
+    assert_eq!(&reference[..joined.len()], &joined[..]);
+}
+
+/// A VM started without --track-dirty-pages takes no diff snapshot: one line saying what is
+/// missing, no file left, and the VM is not even paused.
+#[test]
+fn a_diff_snapshot_needs_dirty_page_tracking() {
+    let dir = TempDir::new("snap-diff-untracked");
+    let (api, console) = (dir.path("api.sock"), dir.path("console.log"));
+    let vm = count_vm(&api, &console, &[]);
+    wait_file(&console, "count 10 ", T).expect("the guest never counted");
+    let before = names(&dir);
+    let out = snapshot_cmd(&api, &dir.path("d.state"), &dir.path("d.mem"), true);
+    one_error_line(&out, "start the VM with --track-dirty-pages");
+    assert_eq!(names(&dir), before);
+    assert_eq!(status(&api)["state"], "running");
+    assert_eq!(api_op("shutdown", &api)["action"], "ctrl-alt-del");
+    assert!(vm.finish(T).status.success());
 }
