@@ -8,7 +8,7 @@
 //!
 //! Usage (as root): `bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N]
 //! [--only LIST] [--out DIR]` where LIST is a comma list of
-//! lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace,sandbox.
+//! lifecycle,seccomp,hardened,burst,vmm,snapshot,diffsnapshot,linux,vmcontainer,strace,sandbox.
 
 mod floor;
 mod linux;
@@ -81,7 +81,7 @@ fn parse_args() -> Opts {
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
             "-h" | "--help" => {
-                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,linux,vmcontainer,strace,sandbox] [--out DIR]");
+                println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,diffsnapshot,linux,vmcontainer,strace,sandbox] [--out DIR]");
                 std::process::exit(0);
             }
             _ => die(&format!("unknown argument {a}")),
@@ -832,16 +832,21 @@ fn main() {
     if want(&o, "vmm") {
         vmm_table(&o, &repo, &bulkhead, &work, &mut report, &mut charts);
     }
-    if want(&o, "snapshot") {
+    if want(&o, "snapshot") || want(&o, "diffsnapshot") {
         match build_guest(&repo, &work) {
-            Some(guest) => snapshot::tables(
-                o.vm_rounds,
-                &bulkhead,
-                &guest,
-                &work,
-                &mut report,
-                &mut charts,
-            ),
+            Some(guest) => {
+                if want(&o, "snapshot") {
+                    snapshot::tables(
+                        o.vm_rounds,
+                        &bulkhead,
+                        &guest,
+                        &work,
+                        &mut report,
+                        &mut charts,
+                    );
+                }
+                snapshot::diff_table(o.vm_rounds, &bulkhead, &guest, &work, &mut report);
+            }
             None => {
                 let _ = writeln!(report, "\n### Snapshot and restore\n\nskipped: the test guest did not build (gcc/binutils missing?)");
             }

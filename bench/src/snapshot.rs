@@ -348,3 +348,220 @@ pub fn tables(
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_file(&err);
 }
+
+/// A counting guest with an API socket, `touch_mib` of its memory written before it counts.
+fn start_counter(
+    bulkhead: &Path,
+    guest: &Path,
+    dir: &Path,
+    mib: u64,
+    touch_mib: u64,
+    track: bool,
+) -> Result<(std::process::Child, PathBuf, PathBuf), String> {
+    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let api = dir.join("api.sock");
+    let console = dir.join("console.log");
+    let _ = fs::remove_file(&console);
+    let cmdline = format!("{COUNT} bulkhead_test.touch_mib={touch_mib}");
+    let mut c = Command::new(bulkhead);
+    c.args([
+        "vm",
+        "run",
+        "--memory",
+        &mib.to_string(),
+        "--cmdline",
+        &cmdline,
+    ])
+    .arg("--kernel")
+    .arg(guest)
+    .arg("--api-socket")
+    .arg(&api)
+    .arg("--console")
+    .arg(&console)
+    .stdin(Stdio::null())
+    .stderr(Stdio::null());
+    if track {
+        c.arg("--track-dirty-pages");
+    }
+    let child = c.spawn().map_err(|e| e.to_string())?;
+    Ok((child, api, console))
+}
+
+fn api_request(
+    bulkhead: &Path,
+    api: &Path,
+    args: &[&str],
+) -> Result<(f64, serde_json::Value), String> {
+    let t0 = Instant::now();
+    let out = Command::new(bulkhead)
+        .args(["vm"])
+        .args(args)
+        .arg("--api-socket")
+        .arg(api)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let v = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok((wall_ms, v))
+}
+
+fn stop(bulkhead: &Path, api: &Path, mut child: std::process::Child) {
+    let _ = api_request(bulkhead, api, &["shutdown"]);
+    let _ = child.wait();
+}
+
+fn last_count(console: &Path) -> u64 {
+    let text = fs::read_to_string(console).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("count ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One snapshot: wall ms, VMM write ms, bytes of RAM written, bytes allocated on disk.
+#[derive(Default)]
+struct SnapCost {
+    wall: Samples,
+    write: Samples,
+    data: Samples,
+    allocated: Samples,
+}
+
+fn snap(
+    bulkhead: &Path,
+    api: &Path,
+    dir: &Path,
+    diff: bool,
+    into: &mut SnapCost,
+) -> Result<(), String> {
+    let (state, mem) = (dir.join("s.state"), dir.join("s.mem"));
+    let (s, m) = (state.to_string_lossy(), mem.to_string_lossy());
+    let mut args = vec!["snapshot", "--snapshot", &s, "--mem", &m];
+    if diff {
+        args.push("--diff");
+    }
+    let (wall, r) = api_request(bulkhead, api, &args)?;
+    into.wall.push(wall);
+    into.write.push(r["write_ms"].as_f64().unwrap_or(f64::NAN));
+    into.data
+        .push(r["memory_data_bytes"].as_f64().unwrap_or(f64::NAN));
+    let allocated = fs::metadata(&mem).map(|m| m.blocks() * 512).unwrap_or(0);
+    into.allocated.push(allocated as f64);
+    let _ = fs::remove_file(&state);
+    let _ = fs::remove_file(&mem);
+    Ok(())
+}
+
+/// Diff snapshots (`--only snapshot` or `--only diffsnapshot`): a diff against a full
+/// snapshot taken at the same paused point, after the guest counted on for a while, for a
+/// small and a large guest with all memory touched; and what dirty page tracking costs the
+/// guest: boot plus writing every page of 512 MiB, tracked and not, alternating.
+pub fn diff_table(rounds: usize, bulkhead: &Path, guest: &Path, work: &Path, report: &mut String) {
+    let dir = work.join("diffsnap");
+    let _ = writeln!(
+        report,
+        "\n#### Diff snapshots (`vm run --track-dirty-pages`, `vm snapshot --diff`)\n"
+    );
+    let n = rounds.clamp(3, 10);
+    let _ = writeln!(report, "The counting guest with every page touched; a full snapshot, then {n} times: resume, 100 more counts, a diff snapshot and, at the same paused point, a full one (medians).\n");
+    let _ = writeln!(report, "| guest memory | diff: wall ms | VMM write ms | RAM written | allocated | full: wall ms | VMM write ms | RAM written | allocated |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut errors = Vec::new();
+    for mib in [128u64, 1024] {
+        let (child, api, console) = match start_counter(bulkhead, guest, &dir, mib, mib, true) {
+            Ok(x) => x,
+            Err(e) => {
+                errors.push(format!("{mib} MiB: {e}"));
+                continue;
+            }
+        };
+        let (mut d, mut f) = (SnapCost::default(), SnapCost::default());
+        let res = (|| -> Result<(), String> {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while last_count(&console) < 20 {
+                if Instant::now() > deadline {
+                    return Err("the guest never counted to 20".into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            snap(bulkhead, &api, &dir, false, &mut SnapCost::default())?;
+            for _ in 0..n {
+                let from = last_count(&console);
+                api_request(bulkhead, &api, &["resume"])?;
+                while last_count(&console) < from + 100 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                snap(bulkhead, &api, &dir, true, &mut d)?;
+                snap(bulkhead, &api, &dir, false, &mut f)?;
+            }
+            Ok(())
+        })();
+        stop(bulkhead, &api, child);
+        if let Err(e) = res {
+            errors.push(format!("{mib} MiB: {e}"));
+            continue;
+        }
+        let kib = |s: &Samples| format!("{:.0} KiB", s.median() / 1024.0);
+        let _ = writeln!(
+            report,
+            "| {mib} MiB | {:.1} | {:.2} | {} | {} | {:.0} | {:.0} | {} | {} |",
+            d.wall.median(),
+            d.write.median(),
+            kib(&d.data),
+            kib(&d.allocated),
+            f.wall.median(),
+            f.write.median(),
+            kib(&f.data),
+            kib(&f.allocated)
+        );
+        eprintln!("diff snapshot: {mib} MiB done");
+    }
+
+    // The cost of tracking: process start to the first count, which comes after the guest
+    // wrote every page of its 512 MiB (each first write a KVM fault, logged or not).
+    let (mut on, mut off) = (Samples::default(), Samples::default());
+    for round in 0..n + 1 {
+        for track in [round % 2 == 0, round % 2 != 0] {
+            let t0 = Instant::now();
+            let (child, api, console) = match start_counter(bulkhead, guest, &dir, 512, 512, track)
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    errors.push(format!("tracking cost: {e}"));
+                    continue;
+                }
+            };
+            let deadline = t0 + Duration::from_secs(120);
+            while last_count(&console) < 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            stop(bulkhead, &api, child);
+            if round > 0 {
+                if track {
+                    on.push(ms)
+                } else {
+                    off.push(ms)
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\nWhat tracking costs the guest: process start to the first count after writing every page of 512 MiB, {n} runs each after a warm-up, alternating: untracked median {:.0} ms (p90 {:.0}), tracked {:.0} ms (p90 {:.0}), ratio {:.2}.",
+        off.median(),
+        off.pct(90.0),
+        on.median(),
+        on.pct(90.0),
+        on.median() / off.median()
+    );
+    if !errors.is_empty() {
+        let _ = writeln!(report, "\nErrors ({}):", errors.len());
+        for e in errors.iter().take(5) {
+            let _ = writeln!(report, "- `{e}`");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
