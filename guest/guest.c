@@ -13,7 +13,8 @@
  * Two more modes, for snapshot tests, selected with bulkhead_test.mode= on the command line:
  *  - count: prints "count N HASH" lines forever (HASH chains every N, so a line depends on
  *    all before it), after touching bulkhead_test.touch_mib= MiB of memory, until the host
- *    sends 's' on the serial port or Ctrl+Alt+Del through the i8042; with a virtio-blk disk,
+ *    sends 's' on the serial port or Ctrl+Alt+Del through the i8042 ('r' rewrites the touched
+ *    memory once and prints the TSC ticks it took); with a virtio-blk disk,
  *    each step also reads a sector into a buffer only the device writes (never the vCPU), and
  *    HASH covers that whole buffer (what a diff snapshot must take from the VMM's own record
  *    of the pages it wrote);
@@ -923,7 +924,8 @@ static int kbd_ready(void)
 	return inb(0x64) & 1;
 }
 
-static void touch_memory(void)
+/* Writes one word of every page from 16 MiB to bulkhead_test.touch_mib= MiB; the page count. */
+static u64 write_pages(u64 salt)
 {
 	u64 mib = cmdline_num("bulkhead_test.touch_mib=", 0);
 	u64 end = mib << 20;
@@ -931,7 +933,13 @@ static void touch_memory(void)
 		end = ram_bytes & ~0xfffULL;
 	u64 pages = 0;
 	for (u64 a = 16 << 20; a < end; a += 4096, pages++)
-		*(volatile u64 *)a = a ^ 0x5a5a5a5a5a5a5a5aULL;
+		*(volatile u64 *)a = a ^ 0x5a5a5a5a5a5a5a5aULL ^ salt;
+	return pages;
+}
+
+static void touch_memory(void)
+{
+	u64 pages = write_pages(0);
 	puts("touched ");
 	put_dec(pages * 4096 >> 20);
 	puts(" MiB\n");
@@ -978,9 +986,20 @@ static void count_mode(void)
 		puts(" ");
 		put_hex(h);
 		puts("\n");
-		if (serial_ready() && inb(COM1) == 's') {
+		u8 host = serial_ready() ? inb(COM1) : 0;
+		if (host == 's') {
 			puts("count: stopped by the host\n");
 			return;
+		}
+		if (host == 'r') {
+			/* Rewrite the touched pages once, timed by the TSC: what writing memory costs
+			 * the guest (with dirty page tracking, a fault per page after each snapshot). */
+			u64 t0 = rdtsc();
+			write_pages(n);
+			u64 t1 = rdtsc();
+			puts("rewrite: ");
+			put_dec(t1 - t0);
+			puts(" ticks\n");
 		}
 		if (kbd_ready()) {
 			puts("i8042: key codes");
