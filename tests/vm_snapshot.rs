@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vm_common::{
-    api_op, assert_vsock_exchange, connect_1234, count_vm, counts, guest, one_error_line, pattern,
-    restore, run, serve_port_5000, snapshot, spawn, spawn_with_input, vmm_pid, wait_file, Finished,
-    Running, TempDir,
+    api_op, assert_vsock_exchange, connect_1234, count_vm, count_vm_with, counts, guest,
+    one_error_line, pattern, restore, run, serve_port_5000, snapshot, snapshot_cmd, snapshot_ok,
+    spawn_with_input, vmm_pid, wait_file, Finished, Running, TempDir,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -399,28 +399,8 @@ fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
     assert!(out.status.success(), "{out}");
 }
 
-/// `bulkhead vm snapshot [--diff]`: the finished command (it may fail).
-fn snapshot_cmd(api: &Path, state: &Path, mem: &Path, diff: bool) -> Finished {
-    let mut args = vec![
-        "vm",
-        "snapshot",
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--snapshot",
-        state.to_str().unwrap(),
-        "--mem",
-        mem.to_str().unwrap(),
-    ];
-    if diff {
-        args.push("--diff");
-    }
-    run(&args, T)
-}
-
 fn diff_snapshot(api: &Path, state: &Path, mem: &Path) -> serde_json::Value {
-    let out = snapshot_cmd(api, state, mem, true);
-    assert!(out.status.success(), "{out}");
-    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
+    snapshot_ok(api, state, mem, true)
 }
 
 fn merge(base: &Path, diff: &Path, out: &Path) -> Finished {
@@ -462,22 +442,14 @@ fn disk_count_vm(dir: &TempDir, api: &Path, console: &Path, extra: &[&str]) -> R
     if !disk.exists() {
         std::fs::write(&disk, pattern(32 << 10, 11)).unwrap();
     }
-    let mut args = vec![
-        "vm",
-        "run",
-        "--kernel",
-        guest().elf.to_str().unwrap(),
-        "--cmdline",
-        "console=ttyS0 bulkhead_test.mode=count bulkhead_test.touch_mib=32",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--api-socket",
-        api.to_str().unwrap(),
-        "--console",
-        console.to_str().unwrap(),
-    ];
+    let mut args = vec!["--disk", disk.to_str().unwrap()];
     args.extend_from_slice(extra);
-    spawn(&args)
+    count_vm_with(
+        "console=ttyS0 bulkhead_test.mode=count bulkhead_test.touch_mib=32",
+        api,
+        console,
+        &args,
+    )
 }
 
 /// A diff snapshot holds exactly what changed: merged onto the full snapshot it follows, it

@@ -133,47 +133,13 @@ fn wait_console(path: &Path, needle: &str, child: &mut std::process::Child) -> R
 }
 
 fn take(bulkhead: &Path, guest: &Path, dir: &Path, mib: u64) -> Result<Taken, String> {
-    fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let api = dir.join("api.sock");
-    let console = dir.join("console.log");
-    let cmdline = format!("{COUNT} bulkhead_test.touch_mib={mib}");
-    let mut vm = Command::new(bulkhead)
-        .args([
-            "vm",
-            "run",
-            "--memory",
-            &mib.to_string(),
-            "--cmdline",
-            &cmdline,
-        ])
-        .arg("--kernel")
-        .arg(guest)
-        .arg("--api-socket")
-        .arg(&api)
-        .arg("--console")
-        .arg(&console)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let (mut vm, api, console) = start_counter(bulkhead, guest, dir, mib, mib, false)?;
     let res = (|| {
         wait_console(&console, "count 20 ", &mut vm)?;
         let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
-        let t0 = Instant::now();
-        let out = Command::new(bulkhead)
-            .args(["vm", "snapshot", "--api-socket"])
-            .arg(&api)
-            .arg("--snapshot")
-            .arg(&state)
-            .arg("--mem")
-            .arg(&mem)
-            .output()
-            .map_err(|e| e.to_string())?;
-        let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        let report = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let (s, m) = (state.to_string_lossy(), mem.to_string_lossy());
+        let (wall_ms, report) =
+            api_request(bulkhead, &api, &["snapshot", "--snapshot", &s, "--mem", &m])?;
         Ok(Taken {
             state,
             mem,
@@ -182,11 +148,7 @@ fn take(bulkhead: &Path, guest: &Path, dir: &Path, mib: u64) -> Result<Taken, St
         })
     })();
     // Paused after the snapshot: a shutdown request stops it.
-    let _ = Command::new(bulkhead)
-        .args(["vm", "shutdown", "--api-socket"])
-        .arg(&api)
-        .output();
-    let _ = proc::wait4(vm.id() as i32);
+    stop(bulkhead, &api, vm);
     res
 }
 

@@ -367,13 +367,18 @@ pub const COUNT: &str = "console=ttyS0 bulkhead_test.mode=count";
 
 /// `bulkhead vm run` of the counting guest with an API socket and a console file.
 pub fn count_vm(socket: &Path, console: &Path, extra: &[&str]) -> Running {
+    count_vm_with(COUNT, socket, console, extra)
+}
+
+/// [`count_vm`] with another command line (the counting mode's parameters).
+pub fn count_vm_with(cmdline: &str, socket: &Path, console: &Path, extra: &[&str]) -> Running {
     let mut args = vec![
         "vm",
         "run",
         "--kernel",
         guest().elf.to_str().unwrap(),
         "--cmdline",
-        COUNT,
+        cmdline,
         "--api-socket",
         socket.to_str().unwrap(),
         "--console",
@@ -409,9 +414,10 @@ pub fn api_op(op: &str, socket: &Path) -> serde_json::Value {
     api_ok(&["vm", op, "--api-socket", socket.to_str().unwrap()])
 }
 
-/// `bulkhead vm snapshot` of the VM at `socket` into `state` and `mem`.
-pub fn snapshot(socket: &Path, state: &Path, mem: &Path) -> serde_json::Value {
-    api_ok(&[
+/// `bulkhead vm snapshot [--diff]` of the VM at `socket` into `state` and `mem`: the finished
+/// command (it may fail).
+pub fn snapshot_cmd(socket: &Path, state: &Path, mem: &Path, diff: bool) -> Finished {
+    let mut args = vec![
         "vm",
         "snapshot",
         "--api-socket",
@@ -420,7 +426,23 @@ pub fn snapshot(socket: &Path, state: &Path, mem: &Path) -> serde_json::Value {
         state.to_str().unwrap(),
         "--mem",
         mem.to_str().unwrap(),
-    ])
+    ];
+    if diff {
+        args.push("--diff");
+    }
+    run(&args, Duration::from_secs(60))
+}
+
+/// A `vm snapshot` that must succeed: the VMM's report.
+pub fn snapshot_ok(socket: &Path, state: &Path, mem: &Path, diff: bool) -> serde_json::Value {
+    let out = snapshot_cmd(socket, state, mem, diff);
+    assert!(out.status.success(), "{out}");
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{out}"))
+}
+
+/// `bulkhead vm snapshot` of the VM at `socket` into `state` and `mem`.
+pub fn snapshot(socket: &Path, state: &Path, mem: &Path) -> serde_json::Value {
+    snapshot_ok(socket, state, mem, false)
 }
 
 /// A failure of bad input: exit 1 and exactly one line `bulkhead: ...` containing `expect`.

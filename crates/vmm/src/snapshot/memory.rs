@@ -30,7 +30,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{Address, Bytes, FileOffset, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::memory::{ram_ranges, region_bitmap, GuestMemoryMmap, GuestRegionMmap};
 
@@ -131,20 +131,44 @@ unsafe fn zero_page(host: *const u8) -> bool {
     (0..PAGE / 8).all(|i| unsafe { std::ptr::read_volatile(words.add(i)) } == 0)
 }
 
-/// Writes the header and guest RAM to `file` (a new, empty file). The caller has paused the
-/// vCPUs, and no device runs meanwhile (devices run on the calling thread).
-pub fn write(file: &mut File, mem: &GuestMemoryMmap, id: &str) -> std::io::Result<Written> {
+/// Writes the header of a memory file of `mem` into `file` (new, empty); what the file will
+/// measure once its RAM is written.
+fn begin(
+    file: &mut File,
+    mem: &GuestMemoryMmap,
+    id: &str,
+    follows: Option<&str>,
+) -> std::io::Result<Written> {
     let ram: u64 = mem.iter().map(|r| r.len()).sum();
     let h = Header {
         ram_bytes: ram,
         id: id.to_string(),
-        follows: None,
+        follows: follows.map(str::to_string),
     };
     file.write_all(&h.encode())?;
-    let mut out = Written {
+    Ok(Written {
         size: HEADER_LEN + ram,
         data: 0,
-    };
+    })
+}
+
+/// Copies `len` bytes of guest memory from `addr` into `file` at offset `at`.
+fn write_run(
+    file: &mut File,
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    at: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(at))?;
+    mem.write_all_volatile_to(addr, file, len)
+        .map_err(|e| std::io::Error::other(format!("guest memory: {e}")))
+}
+
+/// Writes the header and guest RAM to `file` (a new, empty file). The caller has paused the
+/// vCPUs, and no device runs meanwhile (devices run on the calling thread).
+pub fn write(file: &mut File, mem: &GuestMemoryMmap, id: &str) -> std::io::Result<Written> {
+    let mut out = begin(file, mem, id, None)?;
     let mut offset = HEADER_LEN;
     let last = mem.num_regions() - 1;
     for (i, region) in mem.iter().enumerate() {
@@ -172,9 +196,8 @@ pub fn write(file: &mut File, mem: &GuestMemoryMmap, id: &str) -> std::io::Resul
                 }
                 page += PAGE;
             }
-            file.seek(SeekFrom::Start(offset + start as u64))?;
-            mem.write_all_volatile_to(base.unchecked_add(start as u64), file, page - start)
-                .map_err(|e| std::io::Error::other(format!("guest memory: {e}")))?;
+            let addr = base.unchecked_add(start as u64);
+            write_run(file, mem, addr, offset + start as u64, page - start)?;
             out.data += (page - start) as u64;
         }
         offset += len as u64;
@@ -225,17 +248,7 @@ pub fn write_diff(
     follows: &str,
     dirty: &[Vec<u64>],
 ) -> std::io::Result<Written> {
-    let ram: u64 = mem.iter().map(|r| r.len()).sum();
-    let h = Header {
-        ram_bytes: ram,
-        id: id.to_string(),
-        follows: Some(follows.to_string()),
-    };
-    file.write_all(&h.encode())?;
-    let mut out = Written {
-        size: HEADER_LEN + ram,
-        data: 0,
-    };
+    let mut out = begin(file, mem, id, Some(follows))?;
     let mut offset = HEADER_LEN;
     let last = mem.num_regions() - 1;
     for (i, (region, bits)) in mem.iter().zip(dirty).enumerate() {
@@ -255,13 +268,9 @@ pub fn write_diff(
                 page += 1;
             }
             let len = (page - start) * PAGE;
-            file.seek(SeekFrom::Start(offset + (start * PAGE) as u64))?;
-            mem.write_all_volatile_to(
-                region.start_addr().unchecked_add((start * PAGE) as u64),
-                file,
-                len,
-            )
-            .map_err(|e| std::io::Error::other(format!("guest memory: {e}")))?;
+            let skip = (start * PAGE) as u64;
+            let addr = region.start_addr().unchecked_add(skip);
+            write_run(file, mem, addr, offset + skip, len)?;
             out.data += len as u64;
         }
         offset += region.len();
@@ -440,7 +449,6 @@ pub fn read_all(file: &mut File) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestAddress;
 
     fn temp(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("vmm-memfile-{}-{name}", std::process::id()))
