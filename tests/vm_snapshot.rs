@@ -381,11 +381,7 @@ fn snapshots_that_cannot_be_restored_are_refused_before_anything_starts() {
         ],
     );
     // Restored paused (no --resume): running only once resumed.
-    let mut tries = 0;
-    while !api.exists() && tries < 3000 {
-        std::thread::sleep(Duration::from_millis(10));
-        tries += 1;
-    }
+    wait_file_exists(&api);
     let st = status(&api);
     assert_eq!(st["state"], "paused", "{st}");
     api_op("resume", &api);
@@ -593,7 +589,8 @@ fn a_diff_snapshot_merged_onto_its_base_is_the_full_snapshot() {
 }
 
 /// A VM started without --track-dirty-pages takes no diff snapshot: one line saying what is
-/// missing, no file left, and the VM is not even paused.
+/// missing, no file left, and the VM is not even paused; restored with the flag, its full
+/// snapshot becomes the base of the restored VM's diffs.
 #[test]
 fn a_diff_snapshot_needs_dirty_page_tracking() {
     let dir = TempDir::new("snap-diff-untracked");
@@ -605,6 +602,41 @@ fn a_diff_snapshot_needs_dirty_page_tracking() {
     one_error_line(&out, "start the VM with --track-dirty-pages");
     assert_eq!(names(&dir), before);
     assert_eq!(status(&api)["state"], "running");
-    assert_eq!(api_op("shutdown", &api)["action"], "ctrl-alt-del");
+
+    // Its full snapshot, restored with --track-dirty-pages, takes diffs that follow it.
+    let (state, mem) = (dir.path("a.state"), dir.path("a.mem"));
+    let a = snapshot(&api, &state, &mem);
+    assert_eq!(api_op("shutdown", &api)["action"], "stopped");
     assert!(vm.finish(T).status.success());
+    let console2 = dir.path("console2.log");
+    let restored = restore(
+        &state,
+        &mem,
+        &[
+            "--track-dirty-pages",
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            console2.to_str().unwrap(),
+        ],
+    );
+    wait_file_exists(&api);
+    api_op("resume", &api);
+    let d = diff_snapshot(&api, &dir.path("d.state"), &dir.path("d.mem"));
+    assert_eq!(d["follows"], a["id"], "{d}");
+    assert_eq!(api_op("shutdown", &api)["action"], "stopped");
+    assert!(restored.finish(T).status.success());
+}
+
+/// Waits for a path to appear (a restored VMM's API socket).
+fn wait_file_exists(path: &Path) {
+    let deadline = std::time::Instant::now() + T;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
