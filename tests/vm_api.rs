@@ -73,17 +73,21 @@ fn status_pause_resume_and_shutdown_of_a_running_vm() {
     let mut c = UnixStream::connect(&socket).unwrap();
     c.set_read_timeout(Some(T)).unwrap();
     c.write_all(
-        b"{\"v\":1,\"op\":\"status\"}\n{\"v\":1,\"op\":\"reboot\"}\n{\"v\":2,\"op\":\"status\"}\n\
+        b"{\"v\":1,\"op\":\"status\"}\n{\"v\":1,\"op\":\"reboot\"}\n{\"v\":3,\"op\":\"status\"}\n\
           not json\n{\"op\":\"status\"}\n{\"v\":1,\"op\":\"snapshot\"}\n",
     )
     .unwrap();
     let mut lines = BufReader::new(c.try_clone().unwrap()).lines();
     let mut answer =
         || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
-    assert_eq!(answer()["state"], "running");
+    let first = answer();
+    assert_eq!(
+        (&first["state"], &first["v"]),
+        (&"running".into(), &1.into())
+    );
     let errors = [
         "bad request",
-        "unsupported API version 2 (this VMM speaks 1)",
+        "unsupported API version 3 (this VMM speaks 1 to 2)",
         "not a JSON request",
         "no \"v\"",
         "exactly two descriptors",
@@ -93,6 +97,18 @@ fn status_pause_resume_and_shutdown_of_a_running_vm() {
         assert_eq!(a["ok"], false, "{a}");
         assert!(a["error"].as_str().unwrap().contains(e), "{a}");
     }
+    // Version 2 (a snapshot's "diff"): answered in the request's version; "diff" in a
+    // version-1 request is refused, not ignored.
+    c.write_all(b"{\"v\":2,\"op\":\"status\"}\n{\"v\":1,\"op\":\"snapshot\",\"diff\":true}\n")
+        .unwrap();
+    let a = answer();
+    assert_eq!((&a["ok"], &a["v"]), (&true.into(), &2.into()), "{a}");
+    let a = answer();
+    assert_eq!(a["ok"], false, "{a}");
+    assert!(
+        a["error"].as_str().unwrap().contains("needs API version 2"),
+        "{a}"
+    );
     drop(c);
 
     // Ctrl+Alt+Del: the guest reads the key codes and resets.

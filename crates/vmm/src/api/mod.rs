@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version, in every request and response ("v"). A change that an old client or
 /// VMM would misread gets a new number; fields may be added to responses within a version.
-pub const API_VERSION: u32 = 1;
+/// 2 added the snapshot's `diff` field: a version-1 VMM ignores fields it does not know, so it
+/// would have taken a full snapshot where a diff was asked for.
+pub const API_VERSION: u32 = 2;
+/// The oldest version this VMM still answers (in that version).
+pub const MIN_API_VERSION: u32 = 1;
 
 /// Longest request line.
 pub const MAX_REQUEST: usize = 4096;
@@ -52,15 +56,31 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request in the oldest version that has `op`, so that a client talks to every VMM
+    /// that can serve it.
     pub fn new(op: Op) -> Request {
-        Request { v: API_VERSION, op }
+        Request {
+            v: op.version(),
+            op,
+        }
     }
 }
 
-/// A success response: `{"v":1,"ok":true, ...fields of `body`}`.
+impl Op {
+    /// The first protocol version with this request.
+    pub fn version(&self) -> u32 {
+        match self {
+            Op::Snapshot { diff: true } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A success response: `{"v":1,"ok":true, ...fields of `body`}` (the server sets `v` to the
+/// request's version).
 pub fn ok_response(body: serde_json::Value) -> serde_json::Value {
     let mut m = serde_json::Map::new();
-    m.insert("v".into(), API_VERSION.into());
+    m.insert("v".into(), MIN_API_VERSION.into());
     m.insert("ok".into(), true.into());
     if let serde_json::Value::Object(fields) = body {
         m.extend(fields);
@@ -70,7 +90,7 @@ pub fn ok_response(body: serde_json::Value) -> serde_json::Value {
 
 /// A failure response: `{"v":1,"ok":false,"error":"..."}`.
 pub fn error_response(error: impl std::fmt::Display) -> serde_json::Value {
-    serde_json::json!({"v": API_VERSION, "ok": false, "error": error.to_string()})
+    serde_json::json!({"v": MIN_API_VERSION, "ok": false, "error": error.to_string()})
 }
 
 #[cfg(test)]
@@ -93,10 +113,18 @@ mod tests {
             serde_json::to_string(&Request::new(Op::Snapshot { diff: false })).unwrap(),
             r#"{"v":1,"op":"snapshot"}"#
         );
-        let r: Request = serde_json::from_str(r#"{"v":1,"op":"snapshot","diff":true}"#).unwrap();
+        let r: Request = serde_json::from_str(r#"{"v":2,"op":"snapshot","diff":true}"#).unwrap();
         assert_eq!(r.op, Op::Snapshot { diff: true });
+        assert_eq!(
+            serde_json::to_string(&Request::new(Op::Snapshot { diff: true })).unwrap(),
+            r#"{"v":2,"op":"snapshot","diff":true}"#
+        );
         let r: Request = serde_json::from_str(r#"{"v":1,"op":"snapshot"}"#).unwrap();
         assert_eq!(r.op, Op::Snapshot { diff: false });
+        // Unknown fields are ignored (the request's fields are flattened): why "diff" needed
+        // a new version, which a version-1 VMM refuses.
+        let r: Request = serde_json::from_str(r#"{"v":1,"op":"pause","diff":true}"#).unwrap();
+        assert_eq!(r.op, Op::Pause);
         assert!(serde_json::from_str::<Request>(r#"{"v":1,"op":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"pause"}"#).is_err());
         let ok = ok_response(serde_json::json!({"state": "paused"}));

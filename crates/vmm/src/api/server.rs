@@ -18,7 +18,7 @@ use std::time::Duration;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
-use super::{error_response, ok_response, Op, Request, API_VERSION, MAX_REQUEST};
+use super::{error_response, ok_response, Op, Request, API_VERSION, MAX_REQUEST, MIN_API_VERSION};
 use crate::control::{Machine, DEFAULT_SHUTDOWN_TIMEOUT};
 
 const LISTENER_TOKEN: u32 = 0;
@@ -116,25 +116,35 @@ impl ApiServer {
         }
     }
 
-    /// Answers one request line.
+    /// Answers one request line, in the request's protocol version.
     fn handle(&self, line: &[u8], fds: Vec<OwnedFd>) -> serde_json::Value {
         let value: serde_json::Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => return error_response(format!("not a JSON request: {e}")),
         };
-        match value.get("v").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(API_VERSION) => {}
+        let version = match value.get("v").and_then(|v| v.as_u64()) {
+            Some(v) if (u64::from(MIN_API_VERSION)..=u64::from(API_VERSION)).contains(&v) => v,
             Some(v) => {
                 return error_response(format!(
-                    "unsupported API version {v} (this VMM speaks {API_VERSION})"
+                    "unsupported API version {v} (this VMM speaks {MIN_API_VERSION} to \
+                     {API_VERSION})"
                 ))
             }
             None => return error_response("the request has no \"v\" (API version)"),
-        }
-        let req: Request = match serde_json::from_value(value) {
-            Ok(r) => r,
-            Err(e) => return error_response(format!("bad request: {e}")),
         };
+        let mut answer = match serde_json::from_value::<Request>(value) {
+            Ok(req) if u64::from(req.op.version()) > version => error_response(format!(
+                "bad request: this request needs API version {}",
+                req.op.version()
+            )),
+            Ok(req) => self.serve_request(req, fds),
+            Err(e) => error_response(format!("bad request: {e}")),
+        };
+        answer["v"] = version.into();
+        answer
+    }
+
+    fn serve_request(&self, req: Request, fds: Vec<OwnedFd>) -> serde_json::Value {
         if !matches!(req.op, Op::Snapshot { .. }) && !fds.is_empty() {
             return error_response("only a snapshot request carries descriptors");
         }
