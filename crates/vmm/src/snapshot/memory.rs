@@ -35,7 +35,8 @@ use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, Gu
 use crate::memory::{ram_ranges, region_bitmap, GuestMemoryMmap, GuestRegionMmap};
 
 pub const MAGIC: &[u8; 8] = b"BHVMMEM\0";
-/// 2: the kind and the followed snapshot's id (diff snapshots).
+/// 2: the kind and the followed snapshot's id (diff snapshots). Format 1 files are read too:
+/// their header is format 2's with zeros there, i.e. a full file.
 pub const FORMAT_VERSION: u32 = 2;
 pub const KIND_FULL: u32 = 0;
 pub const KIND_DIFF: u32 = 1;
@@ -87,9 +88,9 @@ impl Header {
         }
         let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
         let format = u32_at(8);
-        if format != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&format) {
             return Err(format!(
-                "memory file format {format}, this bulkhead reads format {FORMAT_VERSION}"
+                "memory file format {format}, this bulkhead reads formats 1 to {FORMAT_VERSION}"
             ));
         }
         let mut b = [0u8; 8];
@@ -479,6 +480,14 @@ mod tests {
         assert!(check(&f, "0123456789abcdef0123456789abcdef", ram * 2)
             .unwrap_err()
             .contains("MiB"));
+        // A format-1 file (before diffs) is the same file with version 1: a full one.
+        f.write_all_at(&1u32.to_le_bytes(), 8).unwrap();
+        check(&f, "0123456789abcdef0123456789abcdef", ram).unwrap();
+        f.write_all_at(&3u32.to_le_bytes(), 8).unwrap();
+        assert!(check(&f, "0123456789abcdef0123456789abcdef", ram)
+            .unwrap_err()
+            .contains("format 3"));
+        f.write_all_at(&FORMAT_VERSION.to_le_bytes(), 8).unwrap();
         let restored = map(&f, ram, false).unwrap();
         let mut b = [0u8; 8];
         restored.read_slice(&mut b, GuestAddress(4096)).unwrap();
