@@ -296,13 +296,14 @@ fn lifecycle_table(
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
     let me = std::env::current_exe().unwrap();
     let warmup = 2;
-    // Each round runs every entry once; the starting entry rotates, so each
-    // runtime follows each other one equally often (the kernel keeps some
-    // state warm between runs, e.g. the cgroup migration lock's RCU state).
+    // Each round runs every entry once, in a fresh order, so each runtime follows each
+    // other one about equally often: a run leaves work the kernel finishes later (after
+    // runc, the next cgroup v1 migration waits ~6 ms longer for an RCU grace period),
+    // and whoever comes next pays it. A rotating order would not do: it keeps every
+    // entry's predecessor fixed, and one runtime would always pay for runc.
     let entries = runtimes.len() + usize::from(floor_rootfs.is_some());
     for round in 0..rounds + warmup {
-        for k in 0..entries {
-            let which = (k + round) % entries;
+        for which in stats::round_order(round, entries) {
             let Some(rt) = runtimes.get(which) else {
                 let rootfs = floor_rootfs.expect("floor entry");
                 let mut c = Command::new(&me);
@@ -356,7 +357,7 @@ fn lifecycle_table(
         .map(|(_, s)| s.wall.median())
         .unwrap_or(f64::NAN);
     let _ = writeln!(report, "\n### {title}\n");
-    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order that rotates from round to round, each running `/bin/true` (the config: see the title).\n");
+    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order shuffled anew each round (a fixed seed), each running `/bin/true` (the config: see the title).\n");
     let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
     let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
     let mut chart = Vec::new();
