@@ -58,6 +58,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Command {
     /// Create a container from a bundle; its process waits for `start`.
     Create(oci_cmds::CreateArgs),
