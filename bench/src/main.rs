@@ -275,6 +275,12 @@ impl Drop for V1View {
     }
 }
 
+/// The host's load average (1, 5, 15 min): what else ran while a table was measured.
+fn load_average() -> String {
+    let l = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 fn ratio(v: f64, base: f64) -> String {
     if base.is_finite() && base > 0.0 && v.is_finite() {
         format!("{:.2}x", v / base)
@@ -301,6 +307,7 @@ fn lifecycle_table(
     // runc, the next cgroup v1 migration waits ~6 ms longer for an RCU grace period),
     // and whoever comes next pays it. A rotating order would not do: it keeps every
     // entry's predecessor fixed, and one runtime would always pay for runc.
+    let load_before = load_average();
     let entries = runtimes.len() + usize::from(floor_rootfs.is_some());
     for round in 0..rounds + warmup {
         for which in stats::round_order(round, entries) {
@@ -351,23 +358,27 @@ fn lifecycle_table(
         eprint!("\r{title}: round {}/{}   ", round + 1, rounds + warmup);
     }
     eprintln!();
-    let crun = series
-        .iter()
-        .find(|(k, _)| k.starts_with("crun"))
-        .map(|(_, s)| s.wall.median())
-        .unwrap_or(f64::NAN);
+    let median_of = |prefix: &str| {
+        series
+            .iter()
+            .find(|(k, _)| k.starts_with(prefix))
+            .map(|(_, s)| s.wall.median())
+            .unwrap_or(f64::NAN)
+    };
+    let (crun, floor) = (median_of("crun"), median_of("floor"));
     let _ = writeln!(report, "\n### {title}\n");
-    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order shuffled anew each round (a fixed seed), each running `/bin/true` (the config: see the title).\n");
-    let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
-    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order shuffled anew each round (a fixed seed), each running `/bin/true` (the config: see the title). Load average before: {load_before}, after: {}.\n", load_average());
+    let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | vs floor (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut chart = Vec::new();
     for (name, s) in &series {
         let _ = writeln!(
             report,
-            "| {name} | {:.2} | {:.2} | {} | {:.2} | {} | {} |",
+            "| {name} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {} |",
             s.wall.median(),
             s.wall.pct(90.0),
             ratio(s.wall.median(), crun),
+            ratio(s.wall.median(), floor),
             s.cpu.median(),
             s.rss_kb,
             s.errors.len()
@@ -375,7 +386,7 @@ fn lifecycle_table(
         if let Some(e) = s.errors.first() {
             let _ = writeln!(
                 report,
-                "|  | first error: `{}` | | | | | |",
+                "|  | first error: `{}` | | | | | | |",
                 e.replace('|', "/").lines().next().unwrap_or("")
             );
         }
@@ -815,6 +826,11 @@ fn main() {
                 }
             }
         }
+        let _ = writeln!(
+            report,
+            "\nLoad average after the bursts: {}.",
+            load_average()
+        );
     }
     let _ = writeln!(
         report,
