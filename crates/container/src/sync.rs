@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::buffer::spare_capacity;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 /// Messages of the create protocol, in the order they normally flow.
@@ -66,9 +67,11 @@ impl Channel {
 
     /// The next message, or `None` if the other side closed (exited).
     pub fn recv(&self) -> io::Result<Option<Msg>> {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Room for the largest message (the state JSON of `Go`), left uninitialised: zeroing
+        // it would touch 16 pages on every message for the few bytes most of them carry.
+        let mut buf = Vec::with_capacity(64 * 1024);
         let n = loop {
-            match net::recv(&self.0, &mut buf, RecvFlags::empty()) {
+            match net::recv(&self.0, spare_capacity(&mut buf), RecvFlags::empty()) {
                 Ok((n, _)) => break n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
