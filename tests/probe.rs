@@ -129,13 +129,17 @@ fn run_bundle(b: &Bundle, name: &str, runtime_args: &[&str]) -> Report {
 
 fn sandbox_probe(args: &[&str]) -> Report {
     let rt = Rt::new();
-    let out =
-        output(
-            rt.cmd()
-                .arg("sandbox")
-                .args(args)
-                .args(["--", bin(), "probe", "--format", "json"]),
-        );
+    // The binary's directory, bound at its own path: a checkout under /tmp would otherwise be
+    // hidden by the sandbox's private /tmp.
+    let bin_dir = Path::new(bin()).parent().unwrap().display().to_string();
+    let bind = format!("{bin_dir}:{bin_dir}:ro");
+    let out = output(
+        rt.cmd()
+            .arg("sandbox")
+            .args(["--bind", &bind])
+            .args(args)
+            .args(["--", bin(), "probe", "--format", "json"]),
+    );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
