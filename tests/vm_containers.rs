@@ -998,7 +998,10 @@ fn sandbox_vm(args: &[&str]) -> Command {
     c.args(["sandbox", "--vm", "--vm-backend", "qemu", "--vm-image"])
         .arg(image())
         .args(args)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // The sandbox starts in the caller's directory; a checkout under /tmp would add an
+        // empty directory to its private /tmp.
+        .current_dir("/");
     c
 }
 
@@ -1017,9 +1020,9 @@ fn assert_sandbox_gone(id: &str) {
 
 #[test]
 fn sandbox_vm_sees_the_host_root_read_only_and_shares_binds() {
-    // A marker outside /tmp (which the sandbox replaces with its own): under the target
-    // directory, part of the host's root the VM sees.
-    let host = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("sbvm-host"));
+    // A marker outside /tmp (which the sandbox replaces with its own), in the part of the
+    // host's root the VM sees; not under the checkout, which may itself be under /tmp.
+    let host = Path::new("/var/tmp").join(unique("bulkhead-sbvm-host"));
     fs::create_dir_all(&host).unwrap();
     let marker = host.join("marker");
     let content = format!("marker {}\n", unique("content"));
