@@ -405,6 +405,14 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     if let Some(path) = &prep.plan.parent_pid_join {
         namespaces::join_pid_for_children(path)?;
     }
+    // The init moves itself into the v1 hierarchies first thing (see
+    // `cgroups::Cgroup::self_join`: no RCU grace period to wait for). Not when it changes
+    // user namespace or is re-forked: there the runtime moves the final init, as before.
+    let self_join = if !prep.plan.new_user && !prep.plan.double_fork {
+        Some(cg.self_join()?)
+    } else {
+        None
+    };
     let runtime_pid = std::process::id() as i32;
     let has_runtime_hooks = spec.hooks.as_ref().is_some_and(|h| {
         !h.prestart.is_empty() || !h.create_runtime.is_empty() || !h.create_container.is_empty()
@@ -415,6 +423,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         rootfs: &prep.rootfs,
         plan: &prep.plan,
         cgroup: Some(&cg),
+        self_join: self_join.as_ref(),
         mount_opts: &prep.mount_opts,
         caps: prep.caps,
         seccomp: prep.filter.as_ref(),
@@ -463,9 +472,9 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
     record_init(child)?;
 
     let mut init_pid = child;
-    // Join the cgroup as early as the pid is known, while the init builds its
-    // root filesystem: on cgroup v1 the first migration waits for an RCU grace
-    // period (~10 ms here), which then overlaps with the init's own work.
+    // Otherwise the runtime joins the init to the cgroup as early as its pid is known,
+    // while it builds its root filesystem: on cgroup v1 the first migration by pid waits
+    // for an RCU grace period (~10 ms here), which then overlaps with the init's own work.
     // oom_score_adj is written by us, not the init: lowering it needs CAP_SYS_RESOURCE over
     // the host, which an init in a new user namespace lacks. With a new user namespace it
     // is written while the init is still dumpable (see init.rs): the /proc files of a
@@ -483,8 +492,8 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         Ok(())
     };
     let mut joined = false;
-    if !prep.plan.new_user && !prep.plan.double_fork {
-        join(child)?;
+    if self_join.is_some() {
+        // The init joins v1 itself; v2 it was born in.
         set_oom(child)?;
         joined = true;
     }

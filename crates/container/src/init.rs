@@ -31,6 +31,9 @@ pub struct InitCtx<'a> {
     pub rootfs: &'a Path,
     pub plan: &'a Plan,
     pub cgroup: Option<&'a cgroups::Cgroup>,
+    /// The v1 `tasks` files the init writes itself into, first thing; `None` when the
+    /// runtime places it.
+    pub self_join: Option<&'a cgroups::SelfJoin>,
     /// The parsed options of `spec.mounts`, in order.
     pub mount_opts: &'a [crate::mounts::Options],
     pub caps: capabilities::Resolved,
@@ -87,6 +90,10 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
     // Until the handoff, the init dies with the runtime: nothing half-made
     // may outlive a killed `create`.
     sync::die_with_runtime(&ctx.chan);
+    if let Some(j) = ctx.self_join {
+        // Into the container's cgroup before anything is charged to the runtime's.
+        j.join()?;
+    }
     if let Some(fds) = ctx.stdio {
         sys::dup_stdio(fds)?;
     }
@@ -151,9 +158,9 @@ fn setup_and_exec(mut ctx: InitCtx<'_>) -> Result<std::convert::Infallible> {
             .ctx(|| "wait for the runtime to adopt the init".into())?;
     }
 
-    // The runtime moves us into our cgroup while we build the container: on
-    // cgroup v1 the first migration waits for an RCU grace period, which our
-    // own work then hides; we only need to be in the cgroup to unshare the
+    // We moved ourselves into the v1 hierarchies above, or the runtime moves us while we
+    // build the container (on cgroup v1 its first migration waits for an RCU grace period,
+    // which our own work then hides); we only need to be in the cgroup to unshare the
     // cgroup namespace, last. (The runtime's hooks run after the move.) On
     // pure v2 we were born in the cgroup (CLONE_INTO_CGROUP) and the cgroup2
     // mount needs the cgroup namespace first, so there we wait at once.

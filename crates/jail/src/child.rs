@@ -36,7 +36,7 @@ impl Confined {
 
 impl Inside<'_> {
     /// Confine this process: unshare the network namespace, switch to the empty read-only
-    /// root, wait until the supervisor has put it in its cgroup, unshare the cgroup
+    /// root, sync with the supervisor, unshare the cgroup
     /// namespace (rooted there), set the jail's
     /// rlimits and then `late` ones (the last value of a type wins), become the unprivileged
     /// user with no capabilities, no_new_privs, non-dumpable. Single-threaded callers only
@@ -45,8 +45,8 @@ impl Inside<'_> {
         use oci::NamespaceType::{Cgroup, Network};
         container::namespaces::unshare(namespaces::flags(&[Network]))?;
         root::enter_empty_root(self.jail)?;
-        // As late as possible (while CAP_SYS_ADMIN is still held): on cgroup v1 the
-        // supervisor's placement may still be waiting for an RCU grace period.
+        // The supervisor's go-ahead: every cgroup placement is done (on v2 by clone3, on v1
+        // by this process itself, first thing).
         self.chan
             .send_write(&Msg::Ready)
             .map_err(sys_err("ask the supervisor for the cgroup"))?;
@@ -121,12 +121,24 @@ fn inherit(fd: RawFd) -> Result<()> {
 }
 
 /// The child's life: it never returns into the supervisor's code.
-pub(crate) fn run<F>(jail: &Jail, chan: Channel, old_mask: &libc::sigset_t, f: F) -> !
+pub(crate) fn run<F>(
+    jail: &Jail,
+    chan: Channel,
+    old_mask: &libc::sigset_t,
+    self_join: Option<&cgroups::SelfJoin>,
+    f: F,
+) -> !
 where
     F: FnOnce(Inside<'_>) -> std::result::Result<i32, String>,
 {
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         privileges::parent_death_kills().map_err(|e| e.to_string())?;
+        // Into the v1 hierarchies by ourselves, while we are single-threaded: no RCU grace
+        // period to wait for (see `cgroups::Cgroup::self_join`). The descriptors are closed
+        // with the others below.
+        if let Some(j) = self_join {
+            j.join().map_err(|e| e.to_string())?;
+        }
         container::foreground::restore_signals(old_mask);
         let mut keep = vec![0, 1, 2, chan.as_fd().as_raw_fd()];
         keep.extend(&jail.keep_fds);

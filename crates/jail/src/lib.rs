@@ -22,9 +22,9 @@
 //!    network namespace, and the cgroup namespace's root must be the jail's cgroup.
 //! 2. **cgroup**: `<parent>/<name>`, its memory / pids / cpu limits written before the child
 //!    exists (the `cgroups` crate, so v1, v2 and hybrid hosts alike). On v2 clone3 places the
-//!    child (CLONE_INTO_CGROUP); on v1 the supervisor writes `cgroup.procs` right after clone,
-//!    while the child opens its files: the first migration on v1 waits for an RCU grace
-//!    period (~10 ms here), which the child's own work then mostly hides.
+//!    child (CLONE_INTO_CGROUP); on v1 the child moves itself first thing, writing "0" to
+//!    the `tasks` files the supervisor opened for it: a `cgroup.procs` write by pid would
+//!    wait for an RCU grace period (5-12 ms here), a thread moving itself does not.
 //! 3. **descriptors**: everything but stdio and [`Jail::keep_fds`] is closed first thing, so
 //!    nothing of the supervisor's leaks in; what the child opens afterwards is its own.
 //!
@@ -72,9 +72,8 @@
 //! - **Only the cgroup hierarchies it limits** (memory, pids, cpu with a quota; plus cgroup v2
 //!   if mounted): in a v1 cpu (or blkio) group of its own, a process on a loaded host gets one
 //!   group's share instead of one share per thread. Measured on the shared 2-core machine:
-//!   the test guest ran 3x slower in its own cpu group. No device cgroup: on v1 the child
-//!   opens /dev/kvm and /dev/net/tun while its placement completes, and once confined it can
-//!   reach no device node anyway.
+//!   the test guest ran 3x slower in its own cpu group. No device cgroup: once confined the
+//!   child can reach no device node anyway, and what it opens before is its own choice.
 //! - **Not a user namespace**: the child keeps the host's user namespace and becomes an
 //!   unprivileged uid with no capabilities. A user namespace would own the jail's other
 //!   namespaces and give the process a full capability set inside it (dropped, but present),

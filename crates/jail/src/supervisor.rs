@@ -149,6 +149,10 @@ impl Prepared {
             ),
             None => None,
         };
+        let self_join = match &self.cgroup {
+            Some(cg) => Some(cg.self_join()?),
+            None => None,
+        };
         let (chan, chan_child) = Channel::pair().map_err(sys_err("socketpair"))?;
         let old_mask = container::foreground::block_forwarded_signals();
         let flags = namespaces::flags(&namespaces::AT_CLONE);
@@ -156,7 +160,7 @@ impl Prepared {
         // which ends with _exit and never returns here.
         let pid = unsafe { container::sys::clone3(flags, v2_dir.as_ref().map(|f| f.as_raw_fd())) };
         let pid = match pid {
-            Ok(0) => child::run(&self.jail, chan_child, &old_mask, f),
+            Ok(0) => child::run(&self.jail, chan_child, &old_mask, self_join.as_ref(), f),
             Ok(pid) => pid,
             Err(e) => {
                 container::foreground::restore_signals(&old_mask);
@@ -171,11 +175,9 @@ impl Prepared {
             status: None,
             prepared: self,
         };
-        // Placed while the child opens its files (v1: the first migration waits for an RCU
-        // grace period); it waits for this before it unshares its cgroup namespace.
-        if let Some(cg) = &running.prepared.cgroup {
-            cg.add(pid, v2_dir.is_some())?;
-        }
+        // v2: clone3 placed the child (CLONE_INTO_CGROUP); v1: the child moves itself through
+        // the descriptors it inherited, whose copies we close now.
+        drop(self_join);
         Ok(running)
     }
 }
