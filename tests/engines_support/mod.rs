@@ -306,7 +306,8 @@ pub fn remove_cgroup_tree(name: &str) {
 }
 
 /// Processes whose command line mentions `needle` (a unique temporary
-/// directory of one test: conmon, containerd, its shims).
+/// directory of one test: conmon, containerd, its shims) as a whole path
+/// component: `/tmp/x-15` must not match another test's `/tmp/x-153/...`.
 pub fn procs_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut found = Vec::new();
@@ -319,7 +320,10 @@ pub fn procs_mentioning(needle: &str) -> Vec<i32> {
         }
         if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) {
             let s = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if s.contains(needle) {
+            let whole = s.match_indices(needle).any(|(i, _)| {
+                matches!(s[i + needle.len()..].chars().next(), None | Some('/' | ' '))
+            });
+            if whole {
                 found.push(pid);
             }
         }
