@@ -227,6 +227,12 @@ impl Runtime {
         };
         let lock_fd = sd.lock_fd();
         let runtime_chan_fd = chan.as_fd().as_raw_fd();
+        // The child moves itself into the v1 hierarchies (no RCU grace period to wait for,
+        // see `cgroups::Cgroup::self_join`), unless the process that stays is its child.
+        let self_join = match &cg {
+            Some(cg) if !pid_ns_in_child => Some(cg.self_join()?),
+            _ => None,
+        };
 
         // SAFETY: single-threaded; the child ends in execve or _exit.
         let child = unsafe { sys::clone3(0, cg_fd.as_ref().map(|f| f.as_raw_fd())) }
@@ -245,6 +251,7 @@ impl Runtime {
                     &chan_child,
                     opts,
                     [lock_fd, runtime_chan_fd],
+                    self_join.as_ref(),
                 )
             }));
             let text = match res {
@@ -281,12 +288,13 @@ impl Runtime {
             }
             e
         };
-        if let Some(cg) = &cg {
+        if let (Some(cg), None) = (&cg, &self_join) {
             let procs_v2 = cg_fd.is_some();
             if let Err(e) = cg.add(child, procs_v2) {
                 return Err(fail(e.into()));
             }
         }
+        drop(self_join);
         match chan.recv() {
             Ok(Some(Msg::Ready)) => {}
             Ok(Some(Msg::Error(e))) => return Err(fail(Error::Msg(e))),
@@ -364,6 +372,7 @@ fn exec_child(
     chan: &Channel,
     opts: &ExecOptions,
     inherited: [std::os::fd::RawFd; 2],
+    self_join: Option<&cgroups::SelfJoin>,
 ) -> Result<std::convert::Infallible> {
     // SAFETY: closing our copies of the state lock (which would keep it
     // held) and of the runtime's end of the channel (which would hide the
@@ -386,6 +395,9 @@ fn exec_child(
     // Until the handoff we die with the runtime: a killed exec leaves no
     // half-made process in the container.
     sync::die_with_runtime(chan);
+    if let Some(j) = self_join {
+        j.join()?;
+    }
     if let Some(fds) = opts.stdio {
         sys::dup_stdio(fds)?;
     }
