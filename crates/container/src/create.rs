@@ -616,7 +616,9 @@ pub fn pid_file_tmp(path: &Path) -> PathBuf {
     path.with_extension("bulkhead-tmp")
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+/// Write `pid` to the pid file `path` as engines expect it: whole or not at all (a temporary
+/// file, [`pid_file_tmp`], renamed into place).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = pid_file_tmp(path);
     fs::write(&tmp, pid.to_string())
         .and_then(|_| fs::rename(&tmp, path))

@@ -314,13 +314,9 @@ impl Runtime {
         // process the engine does not know of must not exist (if we are
         // killed between the two, the child exits on EOF instead).
         if let Some(pf) = &opts.pid_file {
-            let tmp = crate::create::pid_file_tmp(pf);
-            if let Err(e) = fs::write(&tmp, child.to_string()).and_then(|_| fs::rename(&tmp, pf)) {
-                let _ = fs::remove_file(&tmp);
-                return Err(fail(Error::Sys {
-                    context: format!("write pid file {}", pf.display()),
-                    source: e,
-                }));
+            if let Err(e) = crate::create::write_pid_file(pf, child) {
+                let _ = fs::remove_file(crate::create::pid_file_tmp(pf));
+                return Err(fail(e));
             }
         }
         let unrecord = || {

@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::BufRead;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use container::exec::ExecOptions;
@@ -304,7 +304,7 @@ impl VmRuntime {
         sd.save(&saved)?;
         container::exec::save_config(sd, &spec)?;
         if let Some(pf) = &opts.pid_file {
-            write_pid(pf, pid)?;
+            container::create::write_pid_file(pf, pid)?;
         }
         guard.pid = None;
         guard.cgroup = None;
@@ -439,7 +439,7 @@ impl VmRuntime {
                 None => Relay::stdio(1, true)?,
             };
             if let Some(pf) = &opts.pid_file {
-                write_pid(pf, std::process::id() as i32)?;
+                container::create::write_pid_file(pf, std::process::id() as i32)?;
             }
             let size_of = match &tty {
                 Some(t) => Some(t.as_fd()),
@@ -469,7 +469,7 @@ impl VmRuntime {
             std::process::exit(code);
         }
         if let Some(pf) = &opts.pid_file {
-            write_pid(pf, pid)?;
+            container::create::write_pid_file(pf, pid)?;
         }
         Ok(0)
     }
@@ -525,11 +525,4 @@ impl VmRuntime {
         del?;
         Ok(code)
     }
-}
-
-fn write_pid(path: &Path, pid: i32) -> Result<()> {
-    let tmp = container::create::pid_file_tmp(path);
-    fs::write(&tmp, pid.to_string())
-        .and_then(|_| fs::rename(&tmp, path))
-        .ctx(|| format!("write pid file {}", path.display()))
 }
