@@ -205,12 +205,7 @@ fn killed_creates_leave_nothing_after_delete_force() {
     let rt = Rt::new();
     let b = Bundle::new("crash", &["true"]);
     let mut rng = Rng::seeded("killed_creates");
-    let (ids, delays) = kill_many(&mut rng, 50, 30, "kc", |id| {
-        rt.track(id);
-        let mut c = rt.cmd();
-        c.args(["create", "--bundle"]).arg(&b.dir).arg(id);
-        c
-    });
+    let (ids, delays) = kill_many(&mut rng, 50, 30, "kc", |id| rt.create_cmd(id, &b));
     let listed = delete_all_listed(&rt, &ids);
     summarize("killed_creates", &ids, &listed);
     // Every create is dead: none can be `creating` any more.
@@ -290,12 +285,7 @@ fn killed_double_forking_creates_leave_nothing_after_delete_force() {
     b.config["linux"]["gidMappings"] = m;
     b.save();
     let mut rng = Rng::seeded("killed_double_forks");
-    let (ids, delays) = kill_many(&mut rng, 20, 40, "kd", |id| {
-        rt.track(id);
-        let mut c = rt.cmd();
-        c.args(["create", "--bundle"]).arg(&b.dir).arg(id);
-        c
-    });
+    let (ids, delays) = kill_many(&mut rng, 20, 40, "kd", |id| rt.create_cmd(id, &b));
     let listed = delete_all_listed(&rt, &ids);
     summarize("killed_double_forks", &ids, &listed);
     let l = leftovers(&rt.root, &ids);
@@ -339,12 +329,8 @@ fn a_create_in_progress_is_creating_and_a_killed_one_stopped() {
         "args": ["sh", "-c", format!("touch {}; sleep 600; true", mark.display()), id],
     }]});
     b.save();
-    rt.track(&id);
     let mut create = rt
-        .cmd()
-        .args(["create", "--bundle"])
-        .arg(&b.dir)
-        .arg(&id)
+        .create_cmd(&id, &b)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

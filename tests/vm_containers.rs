@@ -147,12 +147,8 @@ fn oci_lifecycle_exec_ps_kill_in_a_qemu_vm() {
     );
     let stdout = rt.root.join(format!("{id}.out"));
     fs::create_dir_all(&rt.root).unwrap();
-    rt.track(&id);
     let st = rt
-        .cmd()
-        .args(["create", "--bundle"])
-        .arg(&b.dir)
-        .arg(&id)
+        .create_cmd(&id, &b)
         .stdin(Stdio::null())
         .stdout(fs::File::create(&stdout).unwrap())
         .stderr(fs::File::create(rt.root.join("create.err")).unwrap())
@@ -309,12 +305,8 @@ fn a_vm_that_dies_leaves_a_stopped_container_and_nothing_else() {
     let b = vm_bundle("vmdie", "sleep 1000", "qemu");
     let id = unique("vmdie");
     let errf = rt.root.join(format!("{id}.err"));
-    rt.track(&id);
     let st = rt
-        .cmd()
-        .args(["create", "--bundle"])
-        .arg(&b.dir)
-        .arg(&id)
+        .create_cmd(&id, &b)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&errf).unwrap())
@@ -422,12 +414,8 @@ fn a_create_killed_while_the_vm_boots_leaves_what_delete_removes() {
     fs::create_dir_all(&rt.root).unwrap();
     let b = vm_bundle("vmkill", "true", "qemu");
     let id = unique("vmkill");
-    rt.track(&id);
     let mut create = rt
-        .cmd()
-        .args(["create", "--bundle"])
-        .arg(&b.dir)
-        .arg(&id)
+        .create_cmd(&id, &b)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

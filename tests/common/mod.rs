@@ -201,9 +201,16 @@ impl Rt {
         self.ids.lock().unwrap().push(id.to_string());
     }
 
-    pub fn create(&self, id: &str, b: &Bundle) -> Output {
+    /// `bulkhead --root ROOT create --bundle DIR ID`, not started yet; the ID is tracked.
+    pub fn create_cmd(&self, id: &str, b: &Bundle) -> Command {
         self.track(id);
-        output(self.cmd().args(["create", "--bundle"]).arg(&b.dir).arg(id))
+        let mut c = self.cmd();
+        c.args(["create", "--bundle"]).arg(&b.dir).arg(id);
+        c
+    }
+
+    pub fn create(&self, id: &str, b: &Bundle) -> Output {
+        output(&mut self.create_cmd(id, b))
     }
 
     /// `create --pid-file PID_FILE`.
