@@ -98,8 +98,7 @@ enum Command {
     /// Try each operation a container breakout needs; report what gets through.
     Probe(probe_cmd::ProbeArgs),
     /// Micro-VM commands.
-    #[command(subcommand)]
-    Vm(vm::VmCommand),
+    Vm(vm::VmArgs),
     /// The guest agent: PID 1 of a bulkhead micro-VM (the guest image's /init).
     Agent,
 }
@@ -181,7 +180,7 @@ pub fn main() -> i32 {
             Command::Spec(a) => oci_cmds::spec(a),
             Command::Features => features::print(),
             Command::Probe(a) => probe_cmd::probe(a),
-            Command::Vm(cmd) => vm::main(cmd),
+            Command::Vm(vm::VmArgs { command }) => vm::main(command),
             Command::Agent => vm_cmds::agent(),
         })()
     };

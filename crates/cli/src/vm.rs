@@ -9,7 +9,19 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+// `bulkhead vm`'s arguments. A struct around the subcommands rather than a nested
+// `#[command(subcommand)]` variant: clap's `defer` then covers it, so a container command
+// does not build the dozens of VM arguments (heap, stack and code it would touch at every
+// start), and `defer` on `VmCommand` builds only the VM command given. (Plain comments, not
+// doc comments: clap would take those for the help text.)
+#[derive(Args, Debug)]
+pub struct VmArgs {
+    #[command(subcommand)]
+    pub command: VmCommand,
+}
+
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum VmCommand {
     /// Boot a micro-VM from a kernel image and run it to completion.
     Run(RunArgs),
@@ -159,7 +171,8 @@ pub struct RunArgs {
     pub jail: JailArgs,
 }
 
-/// How the VMM is jailed (`run` and `restore`).
+// How the VMM is jailed (`run` and `restore`). A plain comment: as a doc comment, clap would
+// make it the help text of the (deferred) commands that flatten these flags.
 #[derive(Args, Debug)]
 pub struct JailArgs {
     /// Run the VMM unconfined (as the caller, with every capability, the host's filesystem and
