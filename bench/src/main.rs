@@ -534,13 +534,46 @@ fn burst(rt: &Runtime, bundle: &Path, n: usize) -> Result<(f64, f64), String> {
     Ok((wall, peak))
 }
 
-/// One VMM run: (ms to the first serial byte, ms to exit, max RSS KiB, bulkhead's own report line).
-fn vm_once(cmd: &mut Command) -> Result<(f64, f64, i64, String), String> {
+/// CLOCK_MONOTONIC in seconds: the clock bulkhead's VMM reports its start time on.
+fn monotonic_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Where the time of one bulkhead VMM run went, in ms, from its report line and the bench's
+/// own spawn and exit times: exec to the VM command's start, start to the KVM VM with its
+/// memory, to the first vCPU entry, the guest's run, and the teardown after the shutdown.
+fn vm_phases(line: &str, spawned: f64, exit_ms: f64) -> Option<[f64; 5]> {
+    let num =
+        |key: &str| -> Option<f64> { line.split(key).nth(1)?.split(' ').next()?.parse().ok() };
+    let entry = num("first vCPU entry ")?;
+    let shutdown = num("shutdown ")?;
+    let ready = num("KVM VM and memory ready ")?;
+    let started = num("VMM start at monotonic ")?;
+    let exec = (started - spawned) * 1000.0;
+    Some([
+        exec,
+        ready,
+        entry - ready,
+        shutdown - entry,
+        exit_ms - exec - shutdown,
+    ])
+}
+
+/// One VMM run: (ms to the first serial byte, ms to exit, max RSS KiB, bulkhead's own report
+/// line, CLOCK_MONOTONIC seconds at spawn).
+fn vm_once(cmd: &mut Command) -> Result<(f64, f64, i64, String, f64), String> {
     use std::io::Read;
     let errf = std::env::temp_dir().join(format!("bench-vm-{}", std::process::id()));
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(fs::File::create(&errf).unwrap());
+    let spawned = monotonic_s();
     let t0 = Instant::now();
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let mut out = child.stdout.take().unwrap();
@@ -567,6 +600,7 @@ fn vm_once(cmd: &mut Command) -> Result<(f64, f64, i64, String), String> {
         exit_ms,
         ru.ru_maxrss,
         err.lines().last().unwrap_or("").to_string(),
+        spawned,
     ))
 }
 
@@ -979,6 +1013,7 @@ fn vmm_table(
     let qemu = proc::which("qemu-system-x86_64");
     let mut rows: BTreeMap<&str, (Samples, Samples, i64, Vec<String>)> = BTreeMap::new();
     let mut bh_entry: BTreeMap<&str, Samples> = BTreeMap::new();
+    let mut phases: BTreeMap<&str, [Samples; 5]> = BTreeMap::new();
     // Per round: jailed exit time minus unjailed (the two run back to back).
     let mut jail_cost = Samples::default();
     const JAILED: &str = "bulkhead vm run (jailed, the default)";
@@ -1001,11 +1036,17 @@ fn vmm_table(
             let r = vm_once(&mut c);
             let e = rows.entry(name).or_default();
             match r {
-                Ok((first, exit, rss, line)) if round > 0 => {
+                Ok((first, exit, rss, line, spawned)) if round > 0 => {
                     e.0.push(first);
                     e.1.push(exit);
                     e.2 = e.2.max(rss);
                     exits.insert(name, exit);
+                    if let Some(p) = vm_phases(&line, spawned, exit) {
+                        let row = phases.entry(name).or_default();
+                        for (s, v) in row.iter_mut().zip(p) {
+                            s.push(v);
+                        }
+                    }
                     // "first vCPU entry X ms" from bulkhead's own report.
                     if let Some(v) = line
                         .split("first vCPU entry ")
@@ -1050,7 +1091,7 @@ fn vmm_table(
             let r = vm_once(&mut c);
             let e = rows.entry("qemu -M microvm").or_default();
             match r {
-                Ok((first, exit, rss, _)) if round > 0 => {
+                Ok((first, exit, rss, _, _)) if round > 0 => {
                     e.0.push(first);
                     e.1.push(exit);
                     e.2 = e.2.max(rss);
@@ -1083,6 +1124,21 @@ fn vmm_table(
     }
     for (name, e) in &bh_entry {
         let _ = writeln!(report, "\n{name}: first vCPU entry (KVM_RUN of the first guest instruction) median {:.2} ms after process start.", e.median());
+    }
+    if !phases.is_empty() {
+        let _ = writeln!(report, "\nWhere bulkhead's time goes (medians, ms): exec to the `vm` command's start (process start, argument parsing), to the KVM VM with its guest memory registered (jailed: in its jail), to the first vCPU entry (devices, vCPU threads, per-thread seccomp), the guest's run to its shutdown, and the teardown to the exit seen by the parent (vCPU threads, closing the VM and its memory, the jail's cgroup).\n");
+        let _ = writeln!(report, "| VMM | exec to start | to VM + memory | to first vCPU entry | guest run | teardown to exit |\n|---|---:|---:|---:|---:|---:|");
+        for (name, p) in &phases {
+            let _ = writeln!(
+                report,
+                "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                p[0].median(),
+                p[1].median(),
+                p[2].median(),
+                p[3].median(),
+                p[4].median()
+            );
+        }
     }
     if !jail_cost.ms.is_empty() {
         let _ = writeln!(

@@ -14,17 +14,38 @@ use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::{span, Event, Level, Metadata, Subscriber};
 
-static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+static PROCESS_START: OnceLock<(Instant, Duration)> = OnceLock::new();
+
+fn start() -> &'static (Instant, Duration) {
+    PROCESS_START.get_or_init(|| (Instant::now(), monotonic_now()))
+}
+
+/// CLOCK_MONOTONIC now: the clock `Instant` reads, as a value another process can compare.
+pub fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
 
 /// Records "now" as the VMM process start; boot-timer and shutdown times are measured from
 /// here. Call it first thing in `main`; later calls keep the first value.
 pub fn mark_process_start() {
-    PROCESS_START.get_or_init(Instant::now);
+    start();
 }
 
 /// Time since [`mark_process_start`] (or since the first call of this function).
 pub fn since_process_start() -> Duration {
-    PROCESS_START.get_or_init(Instant::now).elapsed()
+    start().0.elapsed()
+}
+
+/// CLOCK_MONOTONIC at [`mark_process_start`]: with the time it spawned the VMM, a caller
+/// can tell how long exec and the start of `main` took.
+pub fn process_start_monotonic() -> Duration {
+    start().1
 }
 
 /// Formats a duration as milliseconds with microsecond precision.

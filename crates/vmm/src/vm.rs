@@ -82,6 +82,12 @@ pub struct VmReport {
     pub guest_entry: Duration,
     /// Time from VMM process start to the shutdown.
     pub shutdown: Duration,
+    /// Time from VMM process start until the KVM VM existed with its guest memory registered
+    /// (a jailed VMM: in its jail).
+    pub vm_ready: Duration,
+    /// CLOCK_MONOTONIC at VMM process start, so that whoever spawned the VMM can split off
+    /// exec and startup, and (from its exit) the teardown.
+    pub started_at: Duration,
 }
 
 /// The VMM's closing line on stderr.
@@ -90,11 +96,14 @@ impl std::fmt::Display for VmReport {
         write!(
             f,
             "bulkhead vm: guest shut down ({}): first vCPU entry {}, boot-timer {}, \
-             shutdown {} after VMM start",
+             shutdown {} after VMM start; KVM VM and memory ready {}; VMM start at \
+             monotonic {:.6} s",
             self.reason,
             ms(self.guest_entry),
             self.boot_timer.map_or("not written".to_string(), ms),
-            ms(self.shutdown)
+            ms(self.shutdown),
+            ms(self.vm_ready),
+            self.started_at.as_secs_f64()
         )
     }
 }
@@ -157,6 +166,8 @@ pub struct Vm {
     shutdown: Arc<ShutdownSignal>,
     stop: Arc<AtomicBool>,
     boot_time: BootTime,
+    /// When the KVM VM and its memory were ready (since VMM process start).
+    vm_ready: Duration,
     gate: Arc<Gate>,
     mailbox: Arc<Mailbox>,
     machine: Arc<Machine>,
@@ -239,6 +250,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     // The KVM VM, its memory and interrupt controller.
     let vm = Arc::new(create_vm(&kvm)?);
     register_memory(&kvm, &vm, &mem, config.track_dirty_pages)?;
+    let vm_ready = since_process_start();
     let shutdown = Arc::new(ShutdownSignal::new()?);
     let stop = Arc::new(AtomicBool::new(false));
     let boot_time: BootTime = Arc::new(Mutex::new(None));
@@ -373,6 +385,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
         shutdown,
         stop,
         boot_time,
+        vm_ready,
         gate,
         mailbox,
         machine,
@@ -776,6 +789,8 @@ impl Vm {
             boot_timer,
             guest_entry,
             shutdown: ended,
+            vm_ready: self.vm_ready,
+            started_at: crate::logger::process_start_monotonic(),
         })
     }
 }
