@@ -460,6 +460,9 @@ fn hardened_tables(
     );
 }
 
+/// Bursts per runtime: one burst's peak memory is too coarse to compare alone.
+const BURST_ROUNDS: usize = 5;
+
 /// `n` containers created and started at once; wall time until all started,
 /// and the peak memory charged to a v1 memory cgroup holding the runtime commands.
 fn burst(rt: &Runtime, bundle: &Path, n: usize) -> Result<(f64, f64), String> {
@@ -820,45 +823,59 @@ fn main() {
             "\n### Burst: {} containers created and started concurrently\n",
             o.burst
         );
-        let _ = writeln!(report, "Wall time from launching all `create`+`start` pairs at once until the last `start` returned; peak memory charged to a v1 memory cgroup that holds the runtime commands (and what they fork before moving it to the container's cgroup).\n");
+        let _ = writeln!(report, "Wall time from launching all `create`+`start` pairs at once until the last `start` returned; peak memory charged to a v1 memory cgroup that holds the runtime commands (and what they fork before moving it to the container's cgroup). {BURST_ROUNDS} rounds, every runtime once per round in an order shuffled anew each round; medians, and the range of the peaks (the kernel charges memory to a cgroup in per-CPU batches, so one burst's peak is only good to about a MiB).\n");
         let _ = writeln!(
             report,
-            "| runtime | wall ms | per container ms | peak memory MiB | vs crun (wall) |"
+            "| runtime | wall ms | per container ms | peak memory MiB (min-max) | vs crun (wall) |"
         );
         let _ = writeln!(report, "|---|---:|---:|---:|---:|");
-        let mut rows = Vec::new();
-        for rt in &runtimes {
-            match burst(rt, &bundle, o.burst) {
-                Ok((wall, peak)) => {
-                    rows.push((rt.label.clone(), Some((wall, peak)), String::new()))
+        let mut walls = vec![Samples::default(); runtimes.len()];
+        let mut peaks = vec![Samples::default(); runtimes.len()];
+        let mut errors = vec![String::new(); runtimes.len()];
+        for round in 0..BURST_ROUNDS {
+            for i in stats::round_order(round, runtimes.len()) {
+                match burst(&runtimes[i], &bundle, o.burst) {
+                    Ok((wall, peak)) => {
+                        walls[i].push(wall);
+                        peaks[i].push(peak);
+                    }
+                    Err(e) => errors[i] = e,
                 }
-                Err(e) => rows.push((rt.label.clone(), None, e)),
             }
-            eprintln!("burst: {} done", rt.label);
+            eprint!("\rburst: round {}/{BURST_ROUNDS}   ", round + 1);
         }
-        let crun_wall = rows
+        eprintln!();
+        let crun_wall = runtimes
             .iter()
-            .find(|r| r.0.starts_with("crun"))
-            .and_then(|r| r.1.map(|x| x.0))
+            .position(|r| r.label.starts_with("crun"))
+            .filter(|&i| !walls[i].ms.is_empty())
+            .map(|i| walls[i].median())
             .unwrap_or(f64::NAN);
-        for (name, r, e) in rows {
-            match r {
-                Some((wall, peak)) => {
-                    let _ = writeln!(
-                        report,
-                        "| {name} | {wall:.1} | {:.2} | {peak:.1} | {} |",
-                        wall / o.burst as f64,
-                        ratio(wall, crun_wall)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        report,
-                        "| {name} | failed: `{}` | | | |",
-                        e.lines().next().unwrap_or("")
-                    );
-                }
+        for (i, rt) in runtimes.iter().enumerate() {
+            if walls[i].ms.is_empty() {
+                let _ = writeln!(
+                    report,
+                    "| {} | failed: `{}` | | | |",
+                    rt.label,
+                    errors[i].lines().next().unwrap_or("")
+                );
+                continue;
             }
+            let wall = walls[i].median();
+            let lo = peaks[i].ms.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = peaks[i]
+                .ms
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                report,
+                "| {} | {wall:.1} | {:.2} | {:.1} ({lo:.1}-{hi:.1}) | {} |",
+                rt.label,
+                wall / o.burst as f64,
+                peaks[i].median(),
+                ratio(wall, crun_wall)
+            );
         }
         let _ = writeln!(
             report,
