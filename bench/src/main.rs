@@ -1176,3 +1176,22 @@ fn rustix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::vm_phases;
+
+    #[test]
+    fn phases_come_from_the_vmm_line_and_the_spawn_and_exit_times() {
+        // The line crates/vmm's VmReport writes (its test pins the same text).
+        let line = "bulkhead vm: guest shut down (i8042 reset): first vCPU entry 7.500 ms, \
+                    boot-timer 15.000 ms, shutdown 20.000 ms after VMM start; KVM VM and memory \
+                    ready 6.250 ms; VMM start at monotonic 23227.292262 s";
+        let p = vm_phases(line, 23227.291262, 40.0).expect("every phase parsed");
+        let want = [1.0, 6.25, 1.25, 12.5, 19.0];
+        for (got, want) in p.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{p:?}");
+        }
+        assert!(vm_phases("bulkhead vm: guest shut down (i8042 reset)", 0.0, 1.0).is_none());
+    }
+}
