@@ -74,17 +74,7 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
 
     // Restored, jailed, resumed at once: the count continues; Ctrl+Alt+Del ends it.
     let second = dir.path("second.log");
-    let restored = restore(
-        &state,
-        &mem,
-        &[
-            "--resume",
-            "--api-socket",
-            api.to_str().unwrap(),
-            "--console",
-            second.to_str().unwrap(),
-        ],
-    );
+    let restored = restore_resumed(&state, &mem, &api, &second);
     let target = last_before + 100;
     wait_file(&second, &format!("count {target} "), T)
         .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
@@ -399,6 +389,21 @@ fn diff_snapshot(api: &Path, state: &Path, mem: &Path) -> serde_json::Value {
     snapshot_ok(api, state, mem, true)
 }
 
+/// `vm restore` (jailed) running the guest at once, with its API socket and console here.
+fn restore_resumed(state: &Path, mem: &Path, api: &Path, console: &Path) -> Running {
+    restore(
+        state,
+        mem,
+        &[
+            "--resume",
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            console.to_str().unwrap(),
+        ],
+    )
+}
+
 fn merge(base: &Path, diff: &Path, out: &Path) -> Finished {
     run(
         &[
@@ -547,17 +552,7 @@ fn a_diff_snapshot_merged_onto_its_base_is_the_full_snapshot() {
 
     // The diff's state with the merged memory restores; the count goes on from the pause.
     let second = dir.path("second.log");
-    let restored = restore(
-        &b_state,
-        &merged,
-        &[
-            "--resume",
-            "--api-socket",
-            api.to_str().unwrap(),
-            "--console",
-            second.to_str().unwrap(),
-        ],
-    );
+    let restored = restore_resumed(&b_state, &merged, &api, &second);
     let before = std::fs::read_to_string(&first).unwrap();
     let last_before = counts(&before).last().unwrap().0;
     let end = last_before + 100;

@@ -21,7 +21,7 @@ fn start() -> &'static (Instant, Duration) {
 }
 
 /// CLOCK_MONOTONIC now: the clock `Instant` reads, as a value another process can compare.
-pub fn monotonic_now() -> Duration {
+fn monotonic_now() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

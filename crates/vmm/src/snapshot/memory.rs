@@ -462,12 +462,7 @@ mod tests {
         mem.write_slice(b"page one", GuestAddress(4096)).unwrap();
         mem.write_slice(b"middle", GuestAddress(8 << 20)).unwrap();
         let path = temp("a");
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
+        let mut f = new_file(&path);
         let w = write(&mut f, &mem, "0123456789abcdef0123456789abcdef").unwrap();
         assert_eq!(w.size, HEADER_LEN + ram);
         // Two pages with data and the last page.
