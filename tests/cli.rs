@@ -174,6 +174,46 @@ fn errors_go_to_the_json_log_as_runc_writes_them() {
 }
 
 #[test]
+fn top_level_options_also_follow_the_subcommand() {
+    let rt = Rt::new();
+    // One container in this root, so `list` shows which root it read.
+    let bundle = Bundle::new("opts", &["sleep", "30"]);
+    let id = unique("opts");
+    ok(&rt.create(&id, &bundle));
+    let root = rt.root.to_str().unwrap();
+    for args in [
+        vec!["--root", root, "list", "-q"],
+        vec!["list", "--root", root, "-q"],
+        vec!["ls", "-q", &format!("--root={root}")],
+        vec![
+            "--debug",
+            "list",
+            "--log-format",
+            "json",
+            "--root",
+            root,
+            "-q",
+        ],
+    ] {
+        let out = output(std::process::Command::new(bin()).args(&args));
+        assert_eq!(ok(&out).trim(), id, "{args:?}");
+    }
+    // Values too: the log options after the subcommand reach the logger.
+    let log = std::env::temp_dir().join(unique("bh-log"));
+    let e = fails(&output(
+        std::process::Command::new(bin())
+            .args(["state", "no-such-container", "--log"])
+            .arg(&log)
+            .args(["--log-format", "json", "--root", root]),
+    ));
+    assert!(e.contains("does not exist"), "{e}");
+    let text = fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    fs::remove_file(&log).unwrap();
+}
+
+#[test]
 fn systemd_cgroup_flag_is_refused_clearly() {
     let e = fails(&output(
         std::process::Command::new(bin()).args(["--systemd-cgroup", "list"]),

@@ -26,32 +26,32 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// State directory for containers [default: /run/bulkhead; for an unprivileged
     /// user $XDG_RUNTIME_DIR/bulkhead, else /run/user/UID/bulkhead or /tmp/bulkhead-UID].
-    #[arg(long, global = true)]
+    #[arg(long)]
     root: Option<PathBuf>,
     /// Write log lines to this file (default: stderr).
-    #[arg(long, global = true)]
+    #[arg(long)]
     log: Option<PathBuf>,
     /// Log line format [default: text (runc's), or plain `bulkhead: warning: ...`
     /// lines when stderr is a terminal and --log is not given].
-    #[arg(long = "log-format", global = true, value_enum)]
+    #[arg(long = "log-format", value_enum)]
     log_format: Option<log::Format>,
     /// Log debug messages too.
-    #[arg(long, global = true)]
+    #[arg(long)]
     debug: bool,
     /// Use systemd to manage cgroups (not supported: bulkhead drives cgroupfs).
-    #[arg(long = "systemd-cgroup", global = true)]
+    #[arg(long = "systemd-cgroup")]
     systemd_cgroup: bool,
     /// Run the containers `create` and `run` make in a micro-VM (as the config
     /// annotation run.bulkhead.vm=true does).
-    #[arg(long, global = true)]
+    #[arg(long)]
     vm: bool,
     /// Hypervisor of those VMs: builtin or qemu (default: builtin where KVM is
     /// hardware-backed, else qemu; the annotation run.bulkhead.vm.backend wins).
-    #[arg(long = "vm-backend", global = true, value_name = "builtin|qemu")]
+    #[arg(long = "vm-backend", value_name = "builtin|qemu")]
     vm_backend: Option<String>,
     /// Guest image directory (default: the one `vm image build` made last; the annotation
     /// run.bulkhead.vm.image wins).
-    #[arg(long = "vm-image", global = true, value_name = "DIR")]
+    #[arg(long = "vm-image", value_name = "DIR")]
     vm_image: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -103,6 +103,53 @@ enum Command {
     Agent,
 }
 
+/// Parses the command line. The top-level options may also follow the subcommand
+/// (`bulkhead sandbox --vm ...`), as clap's global args allow; but clap copies every global
+/// arg into every subcommand as it builds the command, ~120 KiB of heap in each runtime
+/// process with this many subcommands, paid three times per container start. So the options
+/// are declared on the top level only and copied, as globals, into the one subcommand the
+/// command line names (clap then carries their values up to the top level).
+fn parse_args() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    if let Some(name) = subcommand_named(&cmd, argv.get(1..).unwrap_or_default()) {
+        let globals: Vec<clap::Arg> = cmd
+            .get_arguments()
+            .map(|a| a.clone().global(true))
+            .collect();
+        // They keep their top-level places in the subcommand's help, and its own options
+        // theirs (added with clap's display-order counter off), as with clap's propagation.
+        cmd = cmd.mut_subcommand(name, |sc| {
+            sc.next_display_order(None)
+                .args(globals)
+                .next_display_order(0)
+        });
+    }
+    let matches = cmd.get_matches_from(argv);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The subcommand `args` name: the first word that is neither a top-level option nor the
+/// value of one. `None` if there is none; clap then says what is wrong.
+fn subcommand_named(cmd: &clap::Command, args: &[std::ffi::OsString]) -> Option<String> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let arg = arg.to_str()?;
+        if let Some(long) = arg.strip_prefix("--") {
+            let takes_value = cmd
+                .get_arguments()
+                .any(|a| a.get_long() == Some(long) && a.get_action().takes_values());
+            if takes_value {
+                args.next();
+            }
+        } else if !arg.starts_with('-') {
+            return cmd.find_subcommand(arg).map(|s| s.get_name().to_owned());
+        }
+    }
+    None
+}
+
 /// An error that ends the process with a specific exit code (the message is
 /// printed and logged like any other error).
 #[derive(Debug)]
@@ -123,7 +170,7 @@ pub fn main() -> i32 {
     if vm_cmds::started_as_guest_init() {
         return report(vm_cmds::agent(), false);
     }
-    let cli = Cli::parse();
+    let cli = parse_args();
     let format = log::Format::choose(
         cli.log.as_deref(),
         cli.log_format,
