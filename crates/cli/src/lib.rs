@@ -105,7 +105,7 @@ enum Command {
 
 /// Parses the command line. The top-level options may also follow the subcommand
 /// (`bulkhead sandbox --vm ...`), as clap's global args allow; but clap copies every global
-/// arg into every subcommand as it builds the command, ~120 KiB of heap in each runtime
+/// arg into every subcommand as it builds the command, ~110 KiB of heap in each runtime
 /// process with this many subcommands, paid three times per container start. So the options
 /// are declared on the top level only and copied, as globals, into the one subcommand the
 /// command line names (clap then carries their values up to the top level).
