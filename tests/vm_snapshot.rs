@@ -2,8 +2,9 @@
 //! that counts is snapshotted mid-count, its VMM killed, and the restored VM's output continues
 //! exactly where it stopped and matches an uninterrupted run; every device survives a restore
 //! (a disk write queued before the snapshot lands after it, rng answers, vsock reconnects both
-//! ways); snapshots that cannot be restored are refused with one line, before anything is
-//! created; and a diff snapshot merged onto the snapshot it follows is the full snapshot.
+//! ways); a VM started with the legacy PIT gets it back with its state; snapshots that cannot
+//! be restored are refused with one line, before anything is created; and a diff snapshot
+//! merged onto the snapshot it follows is the full snapshot.
 
 mod vm_common;
 
@@ -60,6 +61,8 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
         "{report}"
     );
     assert!(state.is_file() && mem.is_file());
+    // A VM started without --pit has no PIT, so the snapshot holds no PIT state.
+    assert_eq!(saved_state(&state)["kvm"]["pit"], serde_json::Value::Null);
     // The VM stays paused after a snapshot: status says so and its vCPU makes no exits.
     let s1 = status(&api);
     assert_eq!(s1["state"], "paused", "{s1}");
@@ -115,6 +118,61 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
     let reference = counts(&std::fs::read_to_string(&third).unwrap());
     assert!(reference.len() >= joined.len());
     assert_eq!(&reference[..joined.len()], &joined[..]);
+}
+
+/// The JSON state of a state file: after the 24-byte header and the version line.
+fn saved_state(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let body = &bytes[24..];
+    let json = &body[body.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    serde_json::from_slice(json).unwrap()
+}
+
+/// The size of KVM's `struct kvm_pit_state2`, which the state file holds as a byte array.
+const PIT_STATE_BYTES: usize = 3 * 24 + 4 + 9 * 4;
+
+fn pit_bytes(state: &serde_json::Value) -> Option<usize> {
+    state["kvm"]["pit"].as_array().map(Vec::len)
+}
+
+#[test]
+fn a_vm_started_with_a_pit_keeps_it_across_a_restore() {
+    let dir = TempDir::new("snap-pit");
+    let (api, state, mem) = (
+        dir.path("api.sock"),
+        dir.path("vm.state"),
+        dir.path("vm.mem"),
+    );
+    let first = dir.path("first.log");
+    let vm = count_vm(&api, &first, &["--pit"]);
+    wait_file(&first, "count 50 ", T).expect("the guest never counted to 50");
+    snapshot(&api, &state, &mem);
+    // KVM_GET_PIT2 answered, which it does only for a VM that has a PIT.
+    let saved = saved_state(&state);
+    assert_eq!(saved["config"]["pit"], true, "{}", saved["config"]);
+    assert_eq!(pit_bytes(&saved), Some(PIT_STATE_BYTES), "{}", saved["kvm"]);
+    kill_vmm(vm);
+    let before = std::fs::read_to_string(&first).unwrap();
+    let last_before = counts(&before).last().unwrap().0;
+
+    // The restored VM gets a PIT with the saved state (KVM_SET_PIT2 fails without one) and
+    // its guest counts on.
+    let second = dir.path("second.log");
+    let restored = restore_resumed(&state, &mem, &api, &second);
+    let target = last_before + 50;
+    wait_file(&second, &format!("count {target} "), T)
+        .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
+    // A snapshot of the restored VM holds PIT state again.
+    let (state2, mem2) = (dir.path("vm2.state"), dir.path("vm2.mem"));
+    snapshot(&api, &state2, &mem2);
+    assert_eq!(pit_bytes(&saved_state(&state2)), Some(PIT_STATE_BYTES));
+    assert_eq!(api_op("shutdown", &api)["action"], "stopped");
+    let out = restored.finish(T);
+    assert!(out.status.success(), "{out}");
+    let joined = counts(&(before + &std::fs::read_to_string(&second).unwrap()));
+    for (i, (n, _)) in joined.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
+    }
 }
 
 const SECTOR: usize = 512;

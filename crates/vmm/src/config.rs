@@ -175,6 +175,10 @@ pub struct VmConfig {
     /// nothing.
     #[serde(default)]
     pub track_dirty_pages: bool,
+    /// Give the VM KVM's in-kernel i8254 PIT, for guests that calibrate their clocks against
+    /// it (kernels without kvmclock). Off by default: see `kvm::vm::create_vm`.
+    #[serde(default)]
+    pub pit: bool,
 }
 
 fn default_cmdline() -> String {
@@ -204,6 +208,7 @@ impl VmConfig {
             boot_protocol: BootProtocol::default(),
             api_socket: None,
             track_dirty_pages: false,
+            pit: false,
         }
     }
 
@@ -393,6 +398,11 @@ mod tests {
         let c: VmConfig = serde_json::from_str(r#"{"kernel": "/k"}"#).unwrap();
         assert_eq!(c, VmConfig::new("/k"));
         assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "cpu": 2}"#).is_err());
+        // No PIT unless asked for; a non-boolean is refused.
+        assert!(!c.pit);
+        let c: VmConfig = serde_json::from_str(r#"{"kernel": "/k", "pit": true}"#).unwrap();
+        assert!(c.pit);
+        assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "pit": "yes"}"#).is_err());
     }
 
     #[test]

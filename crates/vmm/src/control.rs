@@ -307,7 +307,7 @@ impl Machine {
         self.pause()?;
         let t1 = Instant::now();
         let vcpus = self.gate.save_all()?;
-        let kvm = VmKvmState::save(&self.vm).map_err(|e| e.to_string())?;
+        let kvm = VmKvmState::save(&self.vm, self.config.pit).map_err(|e| e.to_string())?;
         let serial = lock(&self.serial).save();
         let i8042 = lock(&self.i8042).save();
         let virtio = self.virtio.iter().map(|t| lock(t).save()).collect();

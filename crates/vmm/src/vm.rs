@@ -248,7 +248,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     let jailed = confined.is_some();
     let vsock_connector = confined.and_then(|c| c.vsock_connector);
     // The KVM VM, its memory and interrupt controller.
-    let vm = Arc::new(create_vm(&kvm)?);
+    let vm = Arc::new(create_vm(&kvm, config.pit)?);
     register_memory(&kvm, &vm, &mem, config.track_dirty_pages)?;
     let vm_ready = since_process_start();
     let shutdown = Arc::new(ShutdownSignal::new()?);
@@ -370,7 +370,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
         virtio: virtio.iter().map(|s| s.transport.clone()).collect(),
         disk_bytes,
         host_cpuid: host_cpuid.as_slice().to_vec(),
-        snapshot_support: check_support(&kvm),
+        snapshot_support: check_support(&kvm, config.pit),
         started: Instant::now(),
         restored,
         last_snapshot: Mutex::new(None),
@@ -562,7 +562,7 @@ impl Vm {
             "VM assembled {} after VMM process start",
             ms(since_process_start())
         );
-        // The VM-wide state first (interrupt controllers, PIT, clock), then each vCPU, then
+        // The VM-wide state first (interrupt controllers, PIT if any, clock), then each vCPU, then
         // the devices, whose restored interrupts must land in the restored irqchip.
         state.kvm.restore(&vm.vm_fd)?;
         if vm.vcpus.len() != state.vcpus.len() {

@@ -7,7 +7,8 @@
 //!   re-enters KVM_RUN once with `immediate_exit` before parking, see `pause`).
 //! - restore: CPUID before anything that depends on it (MSRs, XSAVE features), special
 //!   registers before the LAPIC (its base MSR and mode), MSRs after the LAPIC (the TSC deadline
-//!   timer needs it), events last; the VM's irqchip, PIT and clock before any vCPU runs.
+//!   timer needs it), events last; the VM's irqchip, PIT (if it has one) and clock before any
+//!   vCPU runs.
 //!
 //! Every structure is KVM's own (kvm-bindings with its `serde` feature), so the file holds
 //! exactly what the kernel returned: nothing is interpreted, nothing is lost.
@@ -39,16 +40,17 @@ const NEEDED: &[(Cap, &str)] = &[
     (Cap::Debugregs, "KVM_CAP_DEBUGREGS"),
     (Cap::VcpuEvents, "KVM_CAP_VCPU_EVENTS"),
     (Cap::AdjustClock, "KVM_CAP_ADJUST_CLOCK"),
-    (Cap::PitState2, "KVM_CAP_PIT_STATE2"),
     (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
 ];
 
 /// Checks that this KVM can save and restore every piece of state; the error names the first
-/// missing capability. XSAVE areas larger than the 4 KiB `kvm_xsave` (AMX) are refused too:
-/// their dynamic state needs KVM_GET_XSAVE2, which this VMM does not use.
-pub fn check_support(kvm: &Kvm) -> std::result::Result<(), String> {
-    for (cap, name) in NEEDED {
-        if !kvm.check_extension(*cap) {
+/// missing capability (KVM_CAP_PIT_STATE2 only for a VM with a PIT). XSAVE areas larger than
+/// the 4 KiB `kvm_xsave` (AMX) are refused too: their dynamic state needs KVM_GET_XSAVE2, which
+/// this VMM does not use.
+pub fn check_support(kvm: &Kvm, pit: bool) -> std::result::Result<(), String> {
+    let pit_cap = pit.then_some((Cap::PitState2, "KVM_CAP_PIT_STATE2"));
+    for (cap, name) in NEEDED.iter().copied().chain(pit_cap) {
+        if !kvm.check_extension(cap) {
             return Err(format!("this KVM lacks {name}"));
         }
     }
@@ -97,7 +99,9 @@ pub struct VmKvmState {
     pub pic_master: kvm_irqchip,
     pub pic_slave: kvm_irqchip,
     pub ioapic: kvm_irqchip,
-    pub pit: kvm_pit_state2,
+    /// Absent when the VM has no PIT.
+    #[serde(default)]
+    pub pit: Option<kvm_pit_state2>,
     pub clock: kvm_clock_data,
 }
 
@@ -200,24 +204,31 @@ fn irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip> {
 }
 
 impl VmKvmState {
-    /// Saves the PICs, IOAPIC, PIT and KVM clock (the vCPUs must be paused).
-    pub fn save(vm: &VmFd) -> Result<VmKvmState> {
+    /// Saves the PICs, IOAPIC, PIT (if `pit`: the VM has one) and KVM clock (the vCPUs must
+    /// be paused).
+    pub fn save(vm: &VmFd, pit: bool) -> Result<VmKvmState> {
         Ok(VmKvmState {
             pic_master: irqchip(vm, KVM_IRQCHIP_PIC_MASTER)?,
             pic_slave: irqchip(vm, KVM_IRQCHIP_PIC_SLAVE)?,
             ioapic: irqchip(vm, KVM_IRQCHIP_IOAPIC)?,
-            pit: vm.get_pit2().map_err(Error::kvm("KVM_GET_PIT2"))?,
+            pit: if pit {
+                Some(vm.get_pit2().map_err(Error::kvm("KVM_GET_PIT2"))?)
+            } else {
+                None
+            },
             clock: vm.get_clock().map_err(Error::kvm("KVM_GET_CLOCK"))?,
         })
     }
 
-    /// Writes them into a fresh VM (irqchip and PIT created).
+    /// Writes them into a fresh VM (irqchip created, and the PIT if the state holds one).
     pub fn restore(&self, vm: &VmFd) -> Result<()> {
         for chip in [&self.pic_master, &self.pic_slave, &self.ioapic] {
             vm.set_irqchip(chip)
                 .map_err(Error::kvm("KVM_SET_IRQCHIP"))?;
         }
-        vm.set_pit2(&self.pit).map_err(Error::kvm("KVM_SET_PIT2"))?;
+        if let Some(pit) = &self.pit {
+            vm.set_pit2(pit).map_err(Error::kvm("KVM_SET_PIT2"))?;
+        }
         // KVM_SET_CLOCK takes only KVM_CLOCK_REALTIME among the flags GET returns; without it
         // the guest's clock resumes at the saved value (no jump over the time it was saved).
         let clock = kvm_clock_data {

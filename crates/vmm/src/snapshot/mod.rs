@@ -155,13 +155,16 @@ impl Restore {
     /// Reads and checks everything that can make the restore fail on input: nothing is
     /// created, and the error names the file and the reason.
     pub fn open(state_path: &Path, mem_path: &Path) -> Result<Restore> {
-        let state = VmState::read(state_path)?;
+        let mut state = VmState::read(state_path)?;
+        // The saved PIT state decides whether the restored VM has one (files written before
+        // the PIT was optional always hold it and have no `pit` in their config).
+        state.config.pit = state.kvm.pit.is_some();
         tracing::debug!(
             "state file read {} after VMM process start",
             ms(since_process_start())
         );
         let kvm = open_kvm()?;
-        check_support(&kvm).map_err(|e| refuse(state_path, e))?;
+        check_support(&kvm, state.config.pit).map_err(|e| refuse(state_path, e))?;
         let here = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
