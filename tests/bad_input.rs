@@ -4,11 +4,13 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 
 use common::*;
 use serde_json::json;
 
-/// Live processes whose command line mentions `needle`.
+/// Live processes with `needle` as one whole argument (a container ID: another test's ID
+/// that merely starts with it does not count).
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut v = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
@@ -20,13 +22,41 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
             continue;
         }
         if let Ok(c) = fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(needle) {
-                v.push(format!("{pid}: {c}"));
+            let c = String::from_utf8_lossy(&c);
+            if c.split('\0').any(|arg| arg == needle) {
+                v.push(format!("{pid}: {}", c.replace('\0', " ")));
             }
         }
     }
     v
+}
+
+#[test]
+fn the_leftover_process_check_sees_a_whole_argument_only() {
+    let id = unique("procscan");
+    // `sh -c CMD NAME`: NAME is the shell's $0, one whole argument of its command line (the
+    // shell stays: its last command is a builtin, so it does not exec `sleep` in its place).
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "sleep 30; exit 0", &id])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // The shell's command line is readable only once its exec has set it up, which may be
+    // after `spawn` returns (the parent resumes as the new program is loaded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut found = processes_mentioning(&id);
+    while found.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        found = processes_mentioning(&id);
+    }
+    let prefix = processes_mentioning(&id[..id.len() - 1]);
+    // The whole group: the shell and its `sleep`.
+    // SAFETY: kill(2) of the process group this test just created.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    // The shell, and for a moment its child before that execs `sleep`.
+    assert!(!found.is_empty(), "the process was not found");
+    assert!(prefix.is_empty(), "{prefix:?}");
 }
 
 /// Run `create` with a config edited by `edit` (or raw text) and check the
