@@ -230,6 +230,32 @@ fn linux_brings_up_two_vcpus() {
     }
 }
 
+/// A kernel that does not use kvmclock (`no-kvmclock` here) calibrates its TSC against the
+/// legacy PIT and waits for its ticks at the IO-APIC timer check: it boots only on a VM given
+/// one with `--pit` (without, it waits for those ticks forever; that hang is not tested, it
+/// would only cost a timeout).
+#[test]
+fn a_kernel_without_kvmclock_boots_given_a_pit() {
+    let kernel = kernel();
+    let dir = TempDir::new("vm-linux-pit");
+    let initrd = initramfs(&dir, SMP_INIT);
+    let cmdline = "console=ttyS0 reboot=k panic=1 pci=off no-kvmclock";
+    let out = boot(&kernel, &initrd, &["--pit", "--cmdline", cmdline]);
+    assert!(out.status.success(), "{out}");
+    // kvmclock really was off: it registers no clocksource.
+    assert!(!out.stdout.contains("clocksource: kvm-clock"), "{out}");
+    assert!(
+        out.stdout.contains("linux-guest: init sees 1 cpus"),
+        "{out}"
+    );
+    let tsc = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("tsc: "))
+        .collect::<Vec<_>>();
+    eprintln!("{}; {}", tsc.join(" | "), retries(&out.stdout));
+}
+
 /// Prints `tick N UPTIME` once a second (timer interrupts, the clock, the serial port), then
 /// reboots.
 const TICK_INIT: &str = "i=0
