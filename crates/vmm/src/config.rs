@@ -176,7 +176,7 @@ pub struct VmConfig {
     #[serde(default)]
     pub track_dirty_pages: bool,
     /// Give the VM KVM's in-kernel i8254 PIT, for guests that calibrate their clocks against
-    /// it (kernels without kvmclock). Off by default: see `kvm::vm::create_vm`.
+    /// it (kernels without kvmclock). Off by default: see `kvm::vm::create_irqchip`.
     #[serde(default)]
     pub pit: bool,
 }

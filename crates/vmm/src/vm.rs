@@ -57,7 +57,7 @@ use crate::kvm::emulation::{Fallbacks, HostKvm};
 use crate::kvm::pause::Gate;
 use crate::kvm::state::{check_support, msrs_to_save};
 use crate::kvm::vcpu::{BootEntry, Vcpu, VcpuShared};
-use crate::kvm::vm::{create_vm, open_kvm, register_memory};
+use crate::kvm::vm::{create_irqchip, create_vm, open_kvm, register_memory};
 use crate::logger::{ms, since_process_start};
 use crate::memory::{
     create_guest_memory, low_ram_end, BOOT_TIMER_MMIO_START, GDT_START, IDT_START,
@@ -248,8 +248,9 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     let jailed = confined.is_some();
     let vsock_connector = confined.and_then(|c| c.vsock_connector);
     // The KVM VM, its memory and interrupt controller.
-    let vm = Arc::new(create_vm(&kvm, config.pit)?);
+    let vm = Arc::new(create_vm(&kvm)?);
     register_memory(&kvm, &vm, &mem, config.track_dirty_pages)?;
+    create_irqchip(&kvm, &vm, config.pit)?;
     let vm_ready = since_process_start();
     let shutdown = Arc::new(ShutdownSignal::new()?);
     let stop = Arc::new(AtomicBool::new(false));
