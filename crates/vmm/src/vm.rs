@@ -247,7 +247,7 @@ fn assemble(config: &VmConfig, p: Parts, confined: Option<Confinement>) -> Resul
     } = p;
     let jailed = confined.is_some();
     let vsock_connector = confined.and_then(|c| c.vsock_connector);
-    // The KVM VM, its memory and interrupt controller.
+    // The KVM VM, its memory and interrupt controller, in that order (see `create_irqchip`).
     let vm = Arc::new(create_vm(&kvm)?);
     register_memory(&kvm, &vm, &mem, config.track_dirty_pages)?;
     create_irqchip(&kvm, &vm, config.pit)?;
