@@ -2,9 +2,10 @@
 //! that counts is snapshotted mid-count, its VMM killed, and the restored VM's output continues
 //! exactly where it stopped and matches an uninterrupted run; every device survives a restore
 //! (a disk write queued before the snapshot lands after it, rng answers, vsock reconnects both
-//! ways); a VM started with the legacy PIT gets it back with its state; snapshots that cannot
-//! be restored are refused with one line, before anything is created; and a diff snapshot
-//! merged onto the snapshot it follows is the full snapshot.
+//! ways); a VM started with the legacy PIT gets it back with its state, also from a state file
+//! laid out as before the PIT was optional; snapshots that cannot be restored are refused with
+//! one line, before anything is created; and a diff snapshot merged onto the snapshot it
+//! follows is the full snapshot.
 
 mod vm_common;
 
@@ -155,10 +156,21 @@ fn a_vm_started_with_a_pit_keeps_it_across_a_restore() {
     let before = std::fs::read_to_string(&first).unwrap();
     let last_before = counts(&before).last().unwrap().0;
 
-    // The restored VM gets a PIT with the saved state (KVM_SET_PIT2 fails without one) and
-    // its guest counts on.
+    // The same state as a bulkhead from before the PIT was optional wrote it: no `pit` in the
+    // config (the PIT state was always there). Restored from that, the VM gets a PIT with the
+    // saved state (KVM_SET_PIT2 fails on a VM without one) and its guest counts on.
+    let old_style = dir.path("old-style.state");
+    let body = vmm::snapshot::format::unframe(&std::fs::read(&state).unwrap())
+        .unwrap()
+        .to_vec();
+    let split = body.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut json: serde_json::Value = serde_json::from_slice(&body[split..]).unwrap();
+    json["config"].as_object_mut().unwrap().remove("pit");
+    let mut old_body = body[..split].to_vec();
+    old_body.extend_from_slice(&serde_json::to_vec(&json).unwrap());
+    std::fs::write(&old_style, vmm::snapshot::format::frame(&old_body)).unwrap();
     let second = dir.path("second.log");
-    let restored = restore_resumed(&state, &mem, &api, &second);
+    let restored = restore_resumed(&old_style, &mem, &api, &second);
     let target = last_before + 50;
     wait_file(&second, &format!("count {target} "), T)
         .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
