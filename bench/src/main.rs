@@ -460,8 +460,9 @@ fn hardened_tables(
     );
 }
 
-/// Bursts per runtime: one burst's peak memory is too coarse to compare alone.
-const BURST_ROUNDS: usize = 5;
+/// Bursts per runtime: one burst's peak memory is too coarse to compare alone, and with 5 the
+/// medians of two runtimes swapped places between runs of the same builds.
+const BURST_ROUNDS: usize = 11;
 
 /// `n` containers created and started at once; wall time until all started,
 /// and the peak memory charged to a v1 memory cgroup holding the runtime commands.
