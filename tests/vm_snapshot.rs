@@ -43,14 +43,29 @@ fn cgroup_parent(dir: &TempDir) -> String {
     format!("/bulkhead-test-{tag}")
 }
 
-#[test]
-fn a_restored_guest_counts_on_exactly_where_it_was() {
-    let dir = TempDir::new("snap-count");
-    let (api, state, mem) = (
+/// A snapshot test's API socket, state file and memory file, in its directory.
+fn snapshot_paths(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    (
         dir.path("api.sock"),
         dir.path("vm.state"),
         dir.path("vm.mem"),
-    );
+    )
+}
+
+/// The consoles of a counting guest before and after a restore, joined: every count once, in
+/// order (the snapshot may have cut a line in two; the halves join). Returns the counts.
+fn counts_in_order(before: &str, after: &str) -> Vec<(u64, String)> {
+    let joined = counts(&format!("{before}{after}"));
+    for (i, (n, _)) in joined.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
+    }
+    joined
+}
+
+#[test]
+fn a_restored_guest_counts_on_exactly_where_it_was() {
+    let dir = TempDir::new("snap-count");
+    let (api, state, mem) = snapshot_paths(&dir);
     let first = dir.path("first.log");
     let vm = count_vm(&api, &first, &["--cgroup-parent", &cgroup_parent(&dir)]);
     wait_file(&first, "count 200 ", T).expect("the guest never counted to 200");
@@ -99,12 +114,7 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
         after.contains("i8042: key codes 0x14 0x11 0xe0 0x71: ctrl-alt-del, shutting down"),
         "{after}"
     );
-    // The two consoles together: every count once, in order (the snapshot may have cut a
-    // line in two; the halves join).
-    let joined = counts(&(before.clone() + &after));
-    for (i, (n, _)) in joined.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
-    }
+    let joined = counts_in_order(&before, &after);
     let last = joined.last().unwrap().0;
     assert!(last >= target);
 
@@ -121,12 +131,19 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
     assert_eq!(&reference[..joined.len()], &joined[..]);
 }
 
-/// The JSON state of a state file: after the 24-byte header and the version line.
+/// A state file's version line (with its newline) and its JSON state, checksum checked.
+fn read_state(path: &Path) -> (Vec<u8>, serde_json::Value) {
+    let file = std::fs::read(path).unwrap();
+    let body = vmm::snapshot::format::unframe(&file).unwrap();
+    let split = body.iter().position(|&b| b == b'\n').unwrap() + 1;
+    (
+        body[..split].to_vec(),
+        serde_json::from_slice(&body[split..]).unwrap(),
+    )
+}
+
 fn saved_state(path: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(path).unwrap();
-    let body = &bytes[24..];
-    let json = &body[body.iter().position(|&b| b == b'\n').unwrap() + 1..];
-    serde_json::from_slice(json).unwrap()
+    read_state(path).1
 }
 
 /// The size of KVM's `struct kvm_pit_state2`, which the state file holds as a byte array.
@@ -139,11 +156,7 @@ fn pit_bytes(state: &serde_json::Value) -> Option<usize> {
 #[test]
 fn a_vm_started_with_a_pit_keeps_it_across_a_restore() {
     let dir = TempDir::new("snap-pit");
-    let (api, state, mem) = (
-        dir.path("api.sock"),
-        dir.path("vm.state"),
-        dir.path("vm.mem"),
-    );
+    let (api, state, mem) = snapshot_paths(&dir);
     let first = dir.path("first.log");
     let vm = count_vm(&api, &first, &["--pit"]);
     wait_file(&first, "count 50 ", T).expect("the guest never counted to 50");
@@ -160,13 +173,8 @@ fn a_vm_started_with_a_pit_keeps_it_across_a_restore() {
     // config (the PIT state was always there). Restored from that, the VM gets a PIT with the
     // saved state (KVM_SET_PIT2 fails on a VM without one) and its guest counts on.
     let old_style = dir.path("old-style.state");
-    let body = vmm::snapshot::format::unframe(&std::fs::read(&state).unwrap())
-        .unwrap()
-        .to_vec();
-    let split = body.iter().position(|&b| b == b'\n').unwrap() + 1;
-    let mut json: serde_json::Value = serde_json::from_slice(&body[split..]).unwrap();
+    let (mut old_body, mut json) = read_state(&state);
     json["config"].as_object_mut().unwrap().remove("pit");
-    let mut old_body = body[..split].to_vec();
     old_body.extend_from_slice(&serde_json::to_vec(&json).unwrap());
     std::fs::write(&old_style, vmm::snapshot::format::frame(&old_body)).unwrap();
     let second = dir.path("second.log");
@@ -181,10 +189,7 @@ fn a_vm_started_with_a_pit_keeps_it_across_a_restore() {
     assert_eq!(api_op("shutdown", &api)["action"], "stopped");
     let out = restored.finish(T);
     assert!(out.status.success(), "{out}");
-    let joined = counts(&(before + &std::fs::read_to_string(&second).unwrap()));
-    for (i, (n, _)) in joined.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
-    }
+    counts_in_order(&before, &std::fs::read_to_string(&second).unwrap());
 }
 
 const SECTOR: usize = 512;
@@ -193,11 +198,7 @@ const WRITTEN: &[u8] = b"written across a snapshot by the bulkhead test guest";
 #[test]
 fn every_device_survives_a_restore() {
     let dir = TempDir::new("snap-devices");
-    let (api, state, mem) = (
-        dir.path("api.sock"),
-        dir.path("vm.state"),
-        dir.path("vm.mem"),
-    );
+    let (api, state, mem) = snapshot_paths(&dir);
     let disk = dir.path("disk.img");
     let original = pattern(1 << 20, 0x5a5);
     std::fs::write(&disk, &original).unwrap();
@@ -634,10 +635,7 @@ fn a_diff_snapshot_merged_onto_its_base_is_the_full_snapshot() {
     assert_eq!(api_op("shutdown", &api)["action"], "stopped");
     let out = restored.finish(T);
     assert!(out.status.success(), "{out}");
-    let joined = counts(&(before + &std::fs::read_to_string(&second).unwrap()));
-    for (i, (n, _)) in joined.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "count {n} out of place after a restore");
-    }
+    let joined = counts_in_order(&before, &std::fs::read_to_string(&second).unwrap());
 
     // An uninterrupted run (no tracking) prints the same lines: the same hashes, which cover
     // the disk buffer.
