@@ -1144,7 +1144,7 @@ fn vmm_table(
         let _ = writeln!(report, "\n{name}: first vCPU entry (KVM_RUN of the first guest instruction) median {:.2} ms after process start.", e.median());
     }
     if !phases.is_empty() {
-        let _ = writeln!(report, "\nWhere bulkhead's time goes (medians, ms): exec to the `vm` command's start (process start, argument parsing), to the KVM VM with its guest memory registered (jailed: in its jail), to the first vCPU entry (devices, vCPU threads, per-thread seccomp), the guest's run to its shutdown, and the teardown to the exit seen by the parent (vCPU threads, closing the VM and its memory, the jail's cgroup).\n");
+        let _ = writeln!(report, "\nWhere bulkhead's time goes (medians, ms): exec to the `vm` command's start (process start, argument parsing), to the KVM VM with its guest memory registered and its irqchip (jailed: in its jail), to the first vCPU entry (devices, vCPU threads, per-thread seccomp), the guest's run to its shutdown, and the teardown to the exit seen by the parent (vCPU threads, closing the VM and its memory, the jail's cgroup).\n");
         let _ = writeln!(report, "| VMM | exec to start | to VM + memory | to first vCPU entry | guest run | teardown to exit |\n|---|---:|---:|---:|---:|---:|");
         for (name, p) in &phases {
             let _ = writeln!(

@@ -83,7 +83,7 @@ pub struct VmReport {
     /// Time from VMM process start to the shutdown.
     pub shutdown: Duration,
     /// Time from VMM process start until the KVM VM existed with its guest memory registered
-    /// (a jailed VMM: in its jail).
+    /// and its irqchip (a jailed VMM: in its jail).
     pub vm_ready: Duration,
     /// CLOCK_MONOTONIC at VMM process start, so that whoever spawned the VMM can split off
     /// exec and startup, and (from its exit) the teardown.
