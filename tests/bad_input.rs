@@ -12,23 +12,11 @@ use serde_json::json;
 /// Live processes with `needle` as one whole argument (a container ID: another test's ID
 /// that merely starts with it does not count).
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Ok(pid) = name.parse::<i64>() else {
-            continue;
-        };
-        if pid == std::process::id() as i64 || !alive(pid) {
-            continue;
-        }
-        if let Ok(c) = fs::read(e.path().join("cmdline")) {
-            let c = String::from_utf8_lossy(&c);
-            if c.split('\0').any(|arg| arg == needle) {
-                v.push(format!("{pid}: {}", c.replace('\0', " ")));
-            }
-        }
-    }
-    v
+    live_cmdlines()
+        .into_iter()
+        .filter(|(_, args)| args.iter().any(|a| a == needle))
+        .map(|(pid, args)| format!("{pid}: {}", args.join(" ")))
+        .collect()
 }
 
 #[test]

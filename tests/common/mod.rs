@@ -328,6 +328,29 @@ pub fn alive(pid: i64) -> bool {
     }
 }
 
+/// Live processes other than this one, each with its command line's arguments (a process
+/// whose exec has not set its command line up yet has none).
+pub fn live_cmdlines() -> Vec<(i64, Vec<String>)> {
+    let me = std::process::id() as i64;
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        if pid == me || !alive(pid) {
+            continue;
+        }
+        if let Ok(c) = fs::read(e.path().join("cmdline")) {
+            let args = String::from_utf8_lossy(&c)
+                .split_terminator('\0')
+                .map(str::to_owned)
+                .collect();
+            v.push((pid, args));
+        }
+    }
+    v
+}
+
 /// The container's cgroup directories that exist on the host (by scanning
 /// every mounted hierarchy for a directory named like the container).
 pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {

@@ -309,26 +309,16 @@ pub fn remove_cgroup_tree(name: &str) {
 /// directory of one test: conmon, containerd, its shims) as a whole path
 /// component: `/tmp/x-15` must not match another test's `/tmp/x-153/...`.
 pub fn procs_mentioning(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me || !alive(pid as i64) {
-            continue;
-        }
-        if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) {
-            let s = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let whole = s.match_indices(needle).any(|(i, _)| {
+    crate::common::live_cmdlines()
+        .into_iter()
+        .filter(|(_, args)| {
+            let s = args.join(" ");
+            s.match_indices(needle).any(|(i, _)| {
                 matches!(s[i + needle.len()..].chars().next(), None | Some('/' | ' '))
-            });
-            if whole {
-                found.push(pid);
-            }
-        }
-    }
-    found
+            })
+        })
+        .map(|(pid, _)| pid as i32)
+        .collect()
 }
 
 /// Give the processes that mention `needle` `grace` to exit on their own,
