@@ -863,12 +863,7 @@ fn main() {
                 continue;
             }
             let wall = walls[i].median();
-            let lo = peaks[i].ms.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = peaks[i]
-                .ms
-                .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = (peaks[i].pct(0.0), peaks[i].pct(100.0));
             let _ = writeln!(
                 report,
                 "| {} | {wall:.1} | {:.2} | {:.1} ({lo:.1}-{hi:.1}) | {} |",
