@@ -523,7 +523,10 @@ fn memory_hog_is_oom_killed_and_events_reports_it() {
         fs::read_to_string(&log).is_ok_and(|t| t.contains("\"type\":\"stats\""))
     });
     fs::write(shared.join("go"), "").unwrap();
-    wait_for("dd to end", 20, || shared.join("done").exists());
+    // The shell creates the file before it writes the line: wait for the line.
+    wait_for("dd to end", 20, || {
+        fs::read_to_string(shared.join("done")).is_ok_and(|t| t.ends_with('\n'))
+    });
     assert_eq!(read(&shared.join("done")), "dd=137", "dd was not SIGKILLed");
     let oc = read(&v1("memory", &path).join("memory.oom_control"));
     assert!(oc.lines().any(|l| l == "oom_kill 1"), "{oc}");
