@@ -244,6 +244,7 @@ fn is_tmpfs(p: &Path) -> bool {
     // SAFETY: statfs fills the struct we own; the path is NUL-terminated.
     unsafe {
         let mut s: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type == libc::TMPFS_MAGIC
+        // (`as i64`: f_type's type differs between glibc and musl.)
+        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == libc::TMPFS_MAGIC
     }
 }

@@ -171,7 +171,7 @@ pub fn check_paths(linux: &Linux) -> Result<()> {
         // NS_GET_NSTYPE (linux/nsfs.h) returns the CLONE_NEW* type of an nsfs file.
         const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
         // SAFETY: ioctl on an owned fd with no argument.
-        let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE) };
+        let t = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), NS_GET_NSTYPE as _) };
         if t < 0 {
             return Err(crate::error::msg(format!(
                 "linux.namespaces[{i}].path: {path} is not a namespace file"
@@ -237,11 +237,11 @@ fn set_lo_up() -> std::io::Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
     unsafe {
-        if libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+        if libc::ioctl(raw, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(raw, libc::SIOCSIFFLAGS, &ifr) < 0 {
+        if libc::ioctl(raw, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

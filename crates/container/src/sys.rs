@@ -134,9 +134,17 @@ pub fn personality(persona: libc::c_ulong) -> io::Result<()> {
 /// missing (ENOSYS), too old for the flag (EINVAL) or denied (EPERM), each open
 /// descriptor listed in /proc/self/fd is marked with fcntl(F_SETFD), as runc does.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // The raw syscall: musl has no close_range wrapper.
     // SAFETY: plain integer arguments.
-    let ret = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
-    match check(ret as libc::c_long) {
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    match check(ret) {
         Ok(_) => Ok(()),
         Err(e)
             if matches!(

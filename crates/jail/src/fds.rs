@@ -32,7 +32,8 @@ pub(crate) fn close_all_but(keep: &[RawFd]) -> Result<()> {
     for (first, last) in gaps(keep) {
         // SAFETY: close_range only closes descriptors; none of those in the ranges is used by
         // this process afterwards (the child's kept descriptors are outside them).
-        let r = unsafe { libc::close_range(first, last, 0) };
+        // (The raw syscall: musl has no close_range wrapper.)
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
         if r != 0 {
             return Err(sys_err(format!("close_range({first}, {last})"))(
                 std::io::Error::last_os_error(),

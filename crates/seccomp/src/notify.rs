@@ -167,14 +167,15 @@ pub fn send_with_fd(
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space;
+    // `as _`: the field types differ between glibc and musl.
+    msg.msg_controllen = space as _;
     // SAFETY: msg_control points at `space` bytes, enough for one cmsghdr carrying one int,
     // so CMSG_FIRSTHDR is non-null and CMSG_DATA is in bounds.
     let n = unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::c_int, fd.as_raw_fd());
         libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)
     };

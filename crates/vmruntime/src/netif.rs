@@ -182,7 +182,7 @@ fn ifreq(name: &str) -> Result<libc::ifreq> {
 /// ioctl(2) on `fd` with `req` and the struct ifreq `r`, `what` naming it in errors.
 fn ioctl(fd: &OwnedFd, req: libc::c_ulong, r: &mut libc::ifreq, what: &str) -> Result<()> {
     // SAFETY: the interface ioctls read and write one struct ifreq, which `r` is.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), req, r as *mut libc::ifreq) } < 0 {
+    if unsafe { libc::ioctl(fd.as_raw_fd(), req as _, r as *mut libc::ifreq) } < 0 {
         return Err(std::io::Error::last_os_error()).ctx(|| what.to_string());
     }
     Ok(())
@@ -305,7 +305,7 @@ pub fn add_default_route(gateway: Ipv4Addr) -> Result<()> {
         rt_irtt: 0,
     };
     // SAFETY: SIOCADDRT reads one struct rtentry, which `rt` is (layout checked above).
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCADDRT, &mut rt as *mut RtEntry) } < 0 {
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCADDRT as _, &mut rt as *mut RtEntry) } < 0 {
         return Err(std::io::Error::last_os_error())
             .ctx(|| format!("add the default route via {gateway}"));
     }

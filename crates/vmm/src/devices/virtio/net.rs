@@ -62,7 +62,7 @@ fn open_tap(dev: &str, tap: &str) -> Result<File> {
     // SAFETY: TUNSETIFF reads and writes a struct ifreq; `ifreq` is 40 bytes (its size on
     // x86_64), lives for the call, and the name is NUL-terminated (len < IFNAMSIZ checked
     // in config validation).
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifreq.as_mut_ptr()) };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, ifreq.as_mut_ptr()) };
     if rc < 0 {
         return Err(Error::device(
             dev,
@@ -71,7 +71,7 @@ fn open_tap(dev: &str, tap: &str) -> Result<File> {
     }
     let hdr_len: libc::c_int = NET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid for the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ, &hdr_len) };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len) };
     if rc < 0 {
         return Err(Error::device(
             dev,
