@@ -66,7 +66,11 @@ impl ThreadHooks for NoHooks {
 /// When a syscall is allowed only with certain arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Only {
-    /// Argument `index` equals one of `values`.
+    /// The low 32 bits of argument `index` equal one of `values`. The arguments listed this
+    /// way (an ioctl's request, fcntl's command) are `unsigned int` to the kernel, which
+    /// ignores the upper half; a libc may fill it: musl's `ioctl` takes an `int` request and
+    /// sign-extends it, so every `_IOR` request (bit 31 set) reaches the filter as
+    /// 0xffffffff_8xxxxxxx. A full 64-bit compare would kill a VMM built on musl.
     OneOf { index: u32, values: &'static [u64] },
     /// Argument `index` has none of the bits of `mask`.
     NoneOf { index: u32, mask: u64 },
@@ -139,7 +143,7 @@ const F_GETFD_ONLY: Only = Only::OneOf {
 };
 
 const ALLOCATOR: &str = "the memory allocator";
-const THREAD_EXIT: &str = "thread exit (Rust's signal stack, glibc)";
+const THREAD_EXIT: &str = "thread exit (Rust's signal stack, the libc)";
 const STD_CLOSE_CHECK: &str = "std's check that a descriptor is open before closing it";
 
 /// vCPU threads.
@@ -196,6 +200,7 @@ pub const VCPU: &[Allow] = &[
 /// The event-loop (device) thread.
 pub const EVENT_LOOP: &[Allow] = &[
     any("epoll_wait", "the event loop"),
+    any("epoll_pwait", "the event loop (musl's epoll_wait)"),
     any(
         "epoll_ctl",
         "watching host sockets as connections come and go",
@@ -230,7 +235,8 @@ pub const EVENT_LOOP: &[Allow] = &[
         Only::OneOf {
             index: 1,
             values: &[
-                libc::FIONBIO,
+                // (`as _`: the constant's type differs between glibc and musl.)
+                libc::FIONBIO as _,
                 KVM_GET_IRQCHIP,
                 KVM_GET_PIT2,
                 KVM_GET_CLOCK,
@@ -276,6 +282,7 @@ pub const MAIN: &[Allow] = &[
         "tgkill",
         "pthread_kill: kicking the vCPUs out of KVM_RUN (at the end, and for a pause)",
     ),
+    any("tkill", "musl's pthread_kill (the same kicks)"),
     any("rt_sigprocmask", "pthread_kill"),
     any("clock_nanosleep", "pausing between kicks"),
     any(
@@ -327,9 +334,9 @@ pub fn profile(kind: ThreadKind) -> oci::Seccomp {
                         vec![a.syscall.into()],
                         vec![SeccompArg {
                             index,
-                            value,
-                            value_two: 0,
-                            op: SeccompOp::Equal,
+                            value: u64::from(u32::MAX),
+                            value_two: value,
+                            op: SeccompOp::MaskedEqual,
                         }],
                     ));
                 }
@@ -552,5 +559,23 @@ mod tests {
         assert_eq!(e.evaluate(&data("getrandom", [0, 32, 0, 0, 0, 0])), allow);
         assert_eq!(f.main.evaluate(&data("tgkill", [1, 2, 34, 0, 0, 0])), allow);
         assert_eq!(f.main.evaluate(&data("read", [0; 6])), kill);
+        // What musl calls for the same work: tkill for pthread_kill, epoll_pwait for
+        // epoll_wait, and every ioctl request sign-extended (the kernel reads 32 bits).
+        assert_eq!(f.main.evaluate(&data("tkill", [2, 34, 0, 0, 0, 0])), allow);
+        assert_eq!(e.evaluate(&data("epoll_pwait", [4, 0, 8, 0, 0, 8])), allow);
+        let sext = |r: u64| r | 0xffff_ffff_0000_0000;
+        assert_eq!(KVM_GET_REGS >> 31, 1, "an _IOR request has bit 31 set");
+        assert_eq!(
+            v.evaluate(&data("ioctl", [5, sext(KVM_GET_REGS), 0, 0, 0, 0])),
+            allow
+        );
+        assert_eq!(
+            e.evaluate(&data("ioctl", [9, sext(KVM_GET_IRQCHIP), 0, 0, 0, 0])),
+            allow
+        );
+        assert_eq!(
+            v.evaluate(&data("ioctl", [5, sext(0x4020_ae46), 0, 0, 0, 0])),
+            kill
+        );
     }
 }
