@@ -10,5 +10,5 @@ cd "$(dirname "$0")"
 # then cached under /var/cache/bulkhead/kernel), and the guest image whose
 # /init is the static bulkhead just built (cached under /var/cache/bulkhead/vm).
 guest/build-kernel.sh
-target/x86_64-unknown-linux-gnu/release/bulkhead vm image build
+target/x86_64-unknown-linux-musl/release/bulkhead vm image build
 ./scripts/demo.sh

@@ -6,4 +6,4 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 ./scripts/build.sh
-exec ./target/x86_64-unknown-linux-gnu/release/bench "$@"
+exec ./target/x86_64-unknown-linux-musl/release/bench "$@"

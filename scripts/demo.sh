@@ -7,7 +7,7 @@
 # No bundle, no image.
 set -eu
 TOP="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$TOP/target/x86_64-unknown-linux-gnu/release/bulkhead"
+BIN="$TOP/target/x86_64-unknown-linux-musl/release/bulkhead"
 [ -x "$BIN" ] || BIN="$TOP/target/release/bulkhead"
 [ -x "$BIN" ] || BIN="$TOP/target/debug/bulkhead"
 # The sandbox sees the host's files, except /tmp and /run (fresh tmpfs):

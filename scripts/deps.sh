@@ -23,3 +23,9 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
+# The release binary links musl statically (scripts/build.sh says why): Rust's musl target
+# brings its own libc, so no Debian package is needed, only the target's standard library.
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    echo "installing the Rust target x86_64-unknown-linux-musl" >&2
+    rustup target add x86_64-unknown-linux-musl
+fi

@@ -8,11 +8,12 @@
 //! the cases are few and each checks a whole sequence.
 //!
 //! Needs (./test.sh provides them): the static bulkhead (`scripts/build.sh` →
-//! target/x86_64-unknown-linux-gnu/release/bulkhead, or $BULKHEAD_AGENT) and a guest kernel
+//! target/x86_64-unknown-linux-musl/release/bulkhead, or $BULKHEAD_AGENT) and a guest kernel
 //! (`guest/build-kernel.sh`). Missing ones fail the tests with the command that makes them.
 
 mod common;
 mod engines_support;
+mod vm_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,22 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{alive, bin, cgroup_dirs_named, fails, ok, output, unique, Bundle, Rt};
-
-/// The static bulkhead the guest runs as /init: $BULKHEAD_AGENT, or scripts/build.sh's.
-fn static_bulkhead() -> PathBuf {
-    let agent = std::env::var_os("BULKHEAD_AGENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/x86_64-unknown-linux-gnu/release/bulkhead")
-        });
-    assert!(
-        agent.is_file(),
-        "{} is missing: the guest needs a static bulkhead; build it with scripts/build.sh (./test.sh does)",
-        agent.display()
-    );
-    agent
-}
+use vm_common::static_bulkhead;
 
 /// The guest image for these tests, built (or found cached) once per test binary.
 fn image() -> &'static PathBuf {

@@ -709,7 +709,7 @@ fn main() {
         .map(PathBuf::from)
         .or_else(|| {
             [
-                "target/x86_64-unknown-linux-gnu/release/bulkhead",
+                "target/x86_64-unknown-linux-musl/release/bulkhead",
                 "target/release/bulkhead",
             ]
             .iter()

@@ -39,6 +39,23 @@ pub fn guest() -> &'static Guest {
     })
 }
 
+/// The static bulkhead of scripts/build.sh (musl): the binary users install, and the VM
+/// guests' /init. $BULKHEAD_AGENT overrides it.
+pub fn static_bulkhead() -> PathBuf {
+    let agent = std::env::var_os("BULKHEAD_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/release/bulkhead")
+        });
+    assert!(
+        agent.is_file(),
+        "{} is missing: build the static bulkhead with scripts/build.sh (./test.sh does)",
+        agent.display()
+    );
+    agent
+}
+
 /// A temporary directory removed on drop (also when the test panics).
 pub struct TempDir(pub PathBuf);
 
@@ -90,7 +107,12 @@ pub fn spawn_with_input(args: &[&str]) -> Running {
 }
 
 fn spawn_with(args: &[&str], input: bool) -> Running {
-    let mut child = Command::new(BULKHEAD)
+    spawn_on(Path::new(BULKHEAD), args, input)
+}
+
+/// [`spawn`] of another bulkhead binary (`input`: as [`spawn_with_input`]).
+pub fn spawn_on(bin: &Path, args: &[&str], input: bool) -> Running {
+    let mut child = Command::new(bin)
         .args(args)
         .stdin(if input { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())

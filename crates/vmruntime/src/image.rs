@@ -183,7 +183,7 @@ pub fn agent_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     };
     if !is_static_elf(&path)? {
         return Err(msg(format!(
-            "{} is dynamically linked, and the guest has no libc: pass --agent with a static bulkhead (scripts/build.sh builds one at target/x86_64-unknown-linux-gnu/release/bulkhead)",
+            "{} is dynamically linked, and the guest has no libc: pass --agent with a static bulkhead (scripts/build.sh builds one at target/x86_64-unknown-linux-musl/release/bulkhead)",
             path.display()
         )));
     }
