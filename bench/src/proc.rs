@@ -2,7 +2,7 @@
 //! cgroup, with wall time and the child's own rusage (wait4).
 
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,8 @@ pub struct Run {
 pub struct Env {
     /// setns() into this mount namespace before exec (the pure-v1 view).
     pub mntns: Option<RawFd>,
-    /// Write the child's pid here before exec (a cgroup.procs file).
+    /// Write "0" here before exec (a cgroup's `tasks` or `cgroup.procs` file): the child
+    /// moves itself.
     pub cgroup_procs: Option<PathBuf>,
     /// Run as this uid and gid (no supplementary groups): an unprivileged user.
     pub user: Option<(u32, u32)>,
@@ -34,10 +35,13 @@ pub struct Env {
 
 /// Run `cmd` to completion and measure it.
 pub fn run(cmd: &mut Command, env: &Env) -> io::Result<Run> {
-    let errf = std::env::temp_dir().join(format!("bench-stderr-{}", std::process::id()));
+    // Stderr goes to a memfd of this call: a file on disk would cost every command an inode
+    // (this host's root is ext4 without a journal, where each new inode first scans for
+    // recently deleted ones), and concurrent calls would share one path.
+    let mut errf = memfd("bench-stderr")?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(fs::File::create(&errf)?);
+        .stderr(errf.try_clone()?);
     let mntns = env.mntns;
     let procs = env.cgroup_procs.clone();
     let (user, fd3) = (env.user, env.fd3);
@@ -81,8 +85,9 @@ pub fn run(cmd: &mut Command, env: &Env) -> io::Result<Run> {
     let child = cmd.spawn()?;
     let (status, ru) = wait4(child.id() as i32)?;
     let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let stderr = fs::read_to_string(&errf).unwrap_or_default();
-    let _ = fs::remove_file(&errf);
+    let mut stderr = String::new();
+    errf.seek(SeekFrom::Start(0))?;
+    let _ = errf.read_to_string(&mut stderr);
     Ok(Run {
         wall_ms,
         cpu_ms: tv_ms(ru.ru_utime) + tv_ms(ru.ru_stime),
@@ -90,6 +95,18 @@ pub fn run(cmd: &mut Command, env: &Env) -> io::Result<Run> {
         status,
         stderr,
     })
+}
+
+/// An anonymous in-memory file.
+fn memfd(name: &str) -> io::Result<fs::File> {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: memfd_create with a NUL-terminated name; the fd is then owned by the File.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    Ok(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 fn tv_ms(t: libc::timeval) -> f64 {
