@@ -4,8 +4,9 @@
 //! (a disk write queued before the snapshot lands after it, rng answers, vsock reconnects both
 //! ways); a VM started with the legacy PIT gets it back with its state, also from a state file
 //! laid out as before the PIT was optional; snapshots that cannot be restored are refused with
-//! one line, before anything is created; and a diff snapshot merged onto the snapshot it
-//! follows is the full snapshot.
+//! one line, before anything is created; a diff snapshot merged onto the snapshot it
+//! follows is the full snapshot; and the static release binary, the one users install,
+//! pauses, snapshots and restores a jailed VM too.
 
 mod vm_common;
 
@@ -134,8 +135,8 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
 
 /// The other tests run the debug build; users install scripts/build.sh's static musl build,
 /// whose libc makes other system calls for the same work (epoll_pwait for epoll_wait, tkill
-/// for pthread_kill), which the jailed VMM's filters must allow: a filter that misses one
-/// kills the VMM with SIGSYS. On that binary, a counting VM is paused (the kicks), resumed,
+/// for pthread_kill, ioctl requests sign-extended to 64 bits), which the jailed VMM's filters
+/// must allow: a filter that misses one kills the VMM with SIGSYS. On that binary, a counting VM is paused (the kicks), resumed,
 /// snapshotted, killed and restored, counts on in order, and shuts down cleanly.
 #[test]
 fn the_static_release_binary_pauses_snapshots_and_restores_a_jailed_vm() {
