@@ -13,3 +13,9 @@ guest/build-kernel.sh >/dev/null
 # (tests/vm_containers.rs).
 ./scripts/build.sh
 cargo test --workspace
+# The tests above run the debug build (glibc, dynamic). The binary users install is the static
+# musl one: the host-side container tests, engines included, run once more against it.
+BULKHEAD_BIN="$PWD/target/x86_64-unknown-linux-musl/release/bulkhead" cargo test \
+    --test bad_input --test cgroups --test cli --test conformance --test crash --test cycles \
+    --test engines --test exec --test hooks --test inspect --test lifecycle --test namespaces \
+    --test probe --test process --test rootfs --test rootless --test sandbox --test seccomp

@@ -15,8 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// The bulkhead under test: this build's, or $BULKHEAD_BIN (test.sh runs the container tests
+/// once more against the static release binary users install).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_bulkhead")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("BULKHEAD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_bulkhead").into())
+    })
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

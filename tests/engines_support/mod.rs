@@ -61,7 +61,7 @@ impl Runtime {
     pub fn bulkhead() -> Runtime {
         Runtime {
             name: "bulkhead",
-            path: env!("CARGO_BIN_EXE_bulkhead").to_string(),
+            path: crate::common::bin().to_string(),
         }
     }
 
