@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vm_common::{
-    api_op, assert_vsock_exchange, connect_1234, count_vm, count_vm_with, counts, guest,
-    one_error_line, pattern, restore, run, serve_port_5000, snapshot, snapshot_cmd, snapshot_ok,
-    spawn_on, spawn_with_input, static_bulkhead, vmm_pid, wait_file, Finished, Running, TempDir,
-    COUNT,
+    api_op, assert_vsock_exchange, connect_1234, count_vm, count_vm_on, count_vm_with, counts,
+    guest, one_error_line, pattern, restore, restore_on, run, serve_port_5000, snapshot,
+    snapshot_cmd, snapshot_ok, spawn_with_input, static_bulkhead, vmm_pid, wait_file, Finished,
+    Running, TempDir, BULKHEAD, COUNT,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -144,24 +144,7 @@ fn the_static_release_binary_pauses_snapshots_and_restores_a_jailed_vm() {
     let dir = TempDir::new("snap-static");
     let (api, state, mem) = snapshot_paths(&dir);
     let first = dir.path("first.log");
-    let guest_elf = guest().elf.to_str().unwrap();
-    let (api_s, first_s) = (api.to_str().unwrap(), first.to_str().unwrap());
-    let vm = spawn_on(
-        &bin,
-        &[
-            "vm",
-            "run",
-            "--kernel",
-            guest_elf,
-            "--cmdline",
-            COUNT,
-            "--api-socket",
-            api_s,
-            "--console",
-            first_s,
-        ],
-        false,
-    );
+    let vm = count_vm_on(&bin, COUNT, &api, &first, &[]);
     wait_file(&first, "count 50 ", T).expect("the guest never counted to 50");
     assert_eq!(api_op("pause", &api)["state"], "paused");
     assert_eq!(api_op("resume", &api)["state"], "running");
@@ -172,28 +155,7 @@ fn the_static_release_binary_pauses_snapshots_and_restores_a_jailed_vm() {
     let last_before = counts(&before).last().unwrap().0;
 
     let second = dir.path("second.log");
-    let (state_s, mem_s, second_s) = (
-        state.to_str().unwrap(),
-        mem.to_str().unwrap(),
-        second.to_str().unwrap(),
-    );
-    let restored = spawn_on(
-        &bin,
-        &[
-            "vm",
-            "restore",
-            "--snapshot",
-            state_s,
-            "--mem",
-            mem_s,
-            "--resume",
-            "--api-socket",
-            api_s,
-            "--console",
-            second_s,
-        ],
-        true,
-    );
+    let restored = restore_resumed_on(&bin, &state, &mem, &api, &second, &[]);
     let target = last_before + 50;
     wait_file(&second, &format!("count {target} "), T)
         .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
@@ -410,18 +372,14 @@ fn refused(s: &Snapshot, state: &Path, mem: &Path, expect: &str) {
     let api = s.dir.path("restore-api.sock");
     let console = s.dir.path("restore-console.log");
     let parent = cgroup_parent(&s.dir);
-    let out = restore(
+    let bin = Path::new(BULKHEAD);
+    let out = restore_resumed_on(
+        bin,
         state,
         mem,
-        &[
-            "--resume",
-            "--api-socket",
-            api.to_str().unwrap(),
-            "--console",
-            console.to_str().unwrap(),
-            "--cgroup-parent",
-            &parent,
-        ],
+        &api,
+        &console,
+        &["--cgroup-parent", &parent],
     )
     .finish(T);
     one_error_line(&out, expect);
@@ -539,17 +497,27 @@ fn diff_snapshot(api: &Path, state: &Path, mem: &Path) -> serde_json::Value {
 
 /// `vm restore` (jailed) running the guest at once, with its API socket and console here.
 fn restore_resumed(state: &Path, mem: &Path, api: &Path, console: &Path) -> Running {
-    restore(
-        state,
-        mem,
-        &[
-            "--resume",
-            "--api-socket",
-            api.to_str().unwrap(),
-            "--console",
-            console.to_str().unwrap(),
-        ],
-    )
+    restore_resumed_on(Path::new(BULKHEAD), state, mem, api, console, &[])
+}
+
+/// [`restore_resumed`] by the binary `bin`, plus `extra`.
+fn restore_resumed_on(
+    bin: &Path,
+    state: &Path,
+    mem: &Path,
+    api: &Path,
+    console: &Path,
+    extra: &[&str],
+) -> Running {
+    let mut args = vec![
+        "--resume",
+        "--api-socket",
+        api.to_str().unwrap(),
+        "--console",
+        console.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    restore_on(bin, state, mem, &args)
 }
 
 fn merge(base: &Path, diff: &Path, out: &Path) -> Finished {

@@ -394,6 +394,17 @@ pub fn count_vm(socket: &Path, console: &Path, extra: &[&str]) -> Running {
 
 /// [`count_vm`] with another command line (the counting mode's parameters).
 pub fn count_vm_with(cmdline: &str, socket: &Path, console: &Path, extra: &[&str]) -> Running {
+    count_vm_on(Path::new(BULKHEAD), cmdline, socket, console, extra)
+}
+
+/// [`count_vm_with`] on another bulkhead binary.
+pub fn count_vm_on(
+    bin: &Path,
+    cmdline: &str,
+    socket: &Path,
+    console: &Path,
+    extra: &[&str],
+) -> Running {
     let mut args = vec![
         "vm",
         "run",
@@ -407,11 +418,16 @@ pub fn count_vm_with(cmdline: &str, socket: &Path, console: &Path, extra: &[&str
         console.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    spawn(&args)
+    spawn_on(bin, &args, false)
 }
 
 /// `bulkhead vm restore --snapshot STATE --mem MEM` plus `extra`.
 pub fn restore(state: &Path, mem: &Path, extra: &[&str]) -> Running {
+    restore_on(Path::new(BULKHEAD), state, mem, extra)
+}
+
+/// [`restore`] by another bulkhead binary.
+pub fn restore_on(bin: &Path, state: &Path, mem: &Path, extra: &[&str]) -> Running {
     let mut args = vec![
         "vm",
         "restore",
@@ -421,7 +437,7 @@ pub fn restore(state: &Path, mem: &Path, extra: &[&str]) -> Running {
         mem.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    spawn_with_input(&args)
+    spawn_on(bin, &args, true)
 }
 
 /// A `bulkhead` command that must succeed and print one JSON answer (the API clients).
