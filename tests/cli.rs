@@ -222,19 +222,6 @@ fn systemd_cgroup_flag_is_refused_clearly() {
     assert!(e.contains("--systemd-cgroup"), "{e}");
 }
 
-/// Does this ELF file name a program interpreter (PT_INTERP), i.e. is it dynamically linked?
-fn has_interpreter(path: &str) -> bool {
-    let f = fs::read(path).unwrap();
-    assert_eq!(&f[..4], b"\x7fELF", "{path} is not an ELF file");
-    let u16_at = |o: usize| u16::from_le_bytes([f[o], f[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(f[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| {
-        let o = phoff + i * phentsize;
-        u32::from_le_bytes(f[o..o + 4].try_into().unwrap()) == 3 // PT_INTERP
-    })
-}
-
 /// test.sh runs the host-side tests a second time with BULKHEAD_BIN naming the static
 /// release binary: that pass must run that binary, not this build's.
 #[test]
@@ -242,7 +229,8 @@ fn bulkhead_bin_names_the_binary_under_test() {
     match std::env::var("BULKHEAD_BIN") {
         Ok(b) => {
             assert_eq!(bin(), b);
-            assert!(!has_interpreter(bin()), "{b} is not statically linked");
+            let static_elf = vmruntime::image::is_static_elf(std::path::Path::new(&b)).unwrap();
+            assert!(static_elf, "{b} is not statically linked");
         }
         Err(_) => assert_eq!(bin(), env!("CARGO_BIN_EXE_bulkhead")),
     }
