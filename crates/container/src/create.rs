@@ -369,6 +369,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<Created> {
         private_pid_ns: linux.new_namespace(oci::NamespaceType::Pid),
         notify_socket: notify.clone(),
         pid_file: opts.pid_file.clone(),
+        start_socket: true,
     };
     let sd = guard.sd.as_ref().expect("state dir");
     sd.save(&saved)?;

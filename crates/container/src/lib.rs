@@ -172,7 +172,7 @@ impl Runtime {
     /// Run the user's program of a created container.
     pub fn start(&self, id: &str) -> Result<()> {
         let sd = StateDir::open(&self.root, id, true)?;
-        let mut saved = sd.load()?;
+        let saved = sd.load()?;
         let status = saved.status();
         if status != oci::Status::Created {
             return Err(Error::State {
@@ -204,12 +204,16 @@ impl Runtime {
             let state = saved.oci_state(oci::Status::Created);
             launch::send_to_listener(&spec, fd, saved.pid, &state)
         })?;
-        let _ = std::fs::remove_file(sd.start_socket());
+        // Without the socket the state reads `running` (see `StateDir::load`): nothing to save.
+        match std::fs::remove_file(sd.start_socket()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).ctx(|| format!("remove {}", sd.start_socket().display()))
+            }
+            _ => {}
+        }
         if !answer.is_empty() {
             return Err(Error::Msg(String::from_utf8_lossy(&answer).into_owned()));
         }
-        saved.status = oci::Status::Running;
-        sd.save(&saved)?;
         if let (Some(sock), Some(host)) = (&notify, &saved.notify_socket) {
             if let Some(fd) = init_pidfd(&saved)? {
                 notify::relay_ready(sock, host, &fd, saved.pid)?;

@@ -29,12 +29,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, FlockOperation, RenameFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 
 pub const STATE_FILE: &str = "state.json";
+/// Where [`StateDir::save`] writes the next state before it swaps it in.
+const STATE_TMP: &str = ".state.json.tmp";
 
 /// The state root of a runtime on the host, and of `--root`'s default for root.
 pub const SYSTEM_ROOT: &str = "/run/bulkhead";
@@ -119,8 +121,9 @@ pub const START_SOCKET: &str = "start.sock";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Saved {
     pub id: String,
-    /// Last status written by a command (`created` or `running`); the live
-    /// status is derived from this and the init process (see [`Saved::status`]).
+    /// Last status written by a command (`creating`, `created`, or `running` for a VM
+    /// container); the live status is derived from this, the start socket (see
+    /// [`StateDir::load`]) and the init process (see [`Saved::status`]).
     pub status: oci::Status,
     pub pid: i32,
     /// Start time of `pid` (field 22 of /proc/PID/stat), to detect pid reuse.
@@ -143,6 +146,10 @@ pub struct Saved {
     /// `--pid-file` of create: its temporary sibling is ours to remove.
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
+    /// The init waits on the start socket: the container is `created` while the socket
+    /// exists, and `running` once `start` has removed it (see [`StateDir::load`]).
+    #[serde(default)]
+    pub start_socket: bool,
 }
 
 /// The `state` command's output: the OCI state plus runc's extra fields,
@@ -295,12 +302,34 @@ impl StateDir {
             }
             Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),
         };
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Msg(format!("{}: corrupt state: {e}", path.display())))
+        let mut saved: Saved = serde_json::from_slice(&text)
+            .map_err(|e| Error::Msg(format!("{}: corrupt state: {e}", path.display())))?;
+        // `start` removes the socket once the init has executed the program and does not
+        // rewrite the state: the socket's absence is what says `running`, as runc's exec
+        // fifo does. A second save would cost each start a file write and its rename.
+        if saved.status == oci::Status::Created && saved.start_socket {
+            match fs::symlink_metadata(self.start_socket()) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    saved.status = oci::Status::Running
+                }
+                _ => {}
+            }
+        }
+        Ok(saved)
     }
 
+    /// Replace `state.json` atomically: readers see the old or the new file, never half.
+    ///
+    /// A replacement swaps the new file in with `RENAME_EXCHANGE` and unlinks the old one
+    /// from the temporary name, rather than renaming over it. The result is the same, but
+    /// ext4 (its default `auto_da_alloc`) treats a rename over an existing file as a request
+    /// to allocate and write the new file's blocks at once: an I/O per save, and blocks the
+    /// next save or `delete` then frees again (with a synchronous discard on a `discard`
+    /// mount without a journal). That buys durability across a power loss, which a state
+    /// directory does not need: the containers it describes do not survive one either.
+    /// Atomicity against a killed command is the rename's, not the flush's.
     pub fn save(&self, s: &Saved) -> Result<()> {
-        let tmp = self.dir.join(".state.json.tmp");
+        let tmp = self.dir.join(STATE_TMP);
         let path = self.dir.join(STATE_FILE);
         let text = serde_json::to_vec(s).expect("state serialises");
         let write = || -> io::Result<()> {
@@ -311,7 +340,16 @@ impl StateDir {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&text)?;
-            fs::rename(&tmp, &path)
+            drop(f);
+            let cwd = rustix::fs::CWD;
+            match rustix::fs::renameat_with(cwd, &tmp, cwd, &path, RenameFlags::EXCHANGE) {
+                // The old state is now under the temporary name; a command killed before
+                // this unlink leaves it there, and the next save truncates it.
+                Ok(()) => fs::remove_file(&tmp),
+                // No state yet (the first save), or a file system without exchange.
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => fs::rename(&tmp, &path),
+                Err(e) => Err(e.into()),
+            }
         };
         write().ctx(|| format!("write {}", path.display()))
     }
@@ -576,6 +614,7 @@ mod tests {
             private_pid_ns: true,
             notify_socket: None,
             pid_file: None,
+            start_socket: false,
         }
     }
 
@@ -639,6 +678,52 @@ mod tests {
             StateDir::open(&root, "c1", false),
             Err(Error::NotFound(_))
         ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_save_replaces_the_state_and_leaves_no_temporary_file() {
+        let root = std::env::temp_dir().join(format!("bh-save-{}", std::process::id()));
+        let sd = StateDir::create(&root, "c1").unwrap();
+        let mut s = creating("c1");
+        sd.save(&s).unwrap();
+        s.status = oci::Status::Created;
+        s.bundle = "/second".into();
+        sd.save(&s).unwrap();
+        let back = sd.load().unwrap();
+        assert_eq!(
+            (back.status, back.bundle.as_str()),
+            (oci::Status::Created, "/second")
+        );
+        let names: Vec<_> = fs::read_dir(&sd.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [STATE_FILE], "only the state file is left");
+        sd.remove().unwrap();
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_created_container_runs_once_its_start_socket_is_gone() {
+        let root = std::env::temp_dir().join(format!("bh-started-{}", std::process::id()));
+        let sd = StateDir::create(&root, "c1").unwrap();
+        let mut s = creating("c1");
+        s.status = oci::Status::Created;
+        // A VM container has no socket: its saved status stands.
+        sd.save(&s).unwrap();
+        assert_eq!(sd.load().unwrap().status(), oci::Status::Created);
+        s.start_socket = true;
+        sd.save(&s).unwrap();
+        fs::write(sd.start_socket(), "").unwrap();
+        assert_eq!(sd.load().unwrap().status(), oci::Status::Created);
+        fs::remove_file(sd.start_socket()).unwrap();
+        assert_eq!(sd.load().unwrap().status(), oci::Status::Running);
+        // Only `created` turns into `running`: a killed create stays stopped.
+        s.status = oci::Status::Creating;
+        sd.save(&s).unwrap();
+        assert_eq!(sd.load().unwrap().status(), oci::Status::Stopped);
+        sd.remove().unwrap();
         fs::remove_dir_all(&root).unwrap();
     }
 }

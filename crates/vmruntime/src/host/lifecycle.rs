@@ -226,6 +226,8 @@ impl VmRuntime {
             private_pid_ns: true,
             notify_socket: None,
             pid_file: opts.pid_file.clone(),
+            // `start` goes to the agent through the monitor, and saves `running` itself.
+            start_socket: false,
         };
         sd.save(&saved)?;
         cg.create_planned()?;
