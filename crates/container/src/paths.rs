@@ -66,21 +66,24 @@ fn ensure_depth(root: BorrowedFd<'_>, path: &str, file: bool, depth: u32) -> Res
         Err(e) => return Err(e).ctx(|| format!("resolve {path} in the container root")),
     }
     let comps = components(path);
-    for i in 0..comps.len() {
-        let prefix = comps[..=i].join("/");
-        match open_in_root(root, &prefix, OFlags::PATH) {
-            Ok(_) => continue,
-            Err(Errno::NOENT) => {}
-            Err(e) => return Err(e).ctx(|| format!("resolve {path} in the container root")),
-        }
-        // comps[..i] exists (previous iteration); comps[i] does not resolve.
-        let parent = open_in_root(
+    // The deepest prefix that exists, searched from the parent up: usually only the last
+    // component is missing (a mount point the image lacks), and one lookup finds its parent.
+    let mut i = comps.len() - 1;
+    let mut parent = loop {
+        match open_in_root(
             root,
             &comps[..i].join("/"),
             OFlags::PATH | OFlags::DIRECTORY,
-        )
-        .ctx(|| format!("resolve {path} in the container root"))?;
-        let name = comps[i];
+        ) {
+            Ok(fd) => break fd,
+            Err(Errno::NOENT) if i > 0 => i -= 1,
+            Err(e) => return Err(e).ctx(|| format!("resolve {path} in the container root")),
+        }
+    };
+    // comps[..i] exists; create comps[i..] one by one.
+    for j in i..comps.len() {
+        let name = comps[j];
+        let prefix = comps[..=j].join("/");
         if let Ok(st) = statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
                 // A dangling symlink: continue from its target.
@@ -90,13 +93,13 @@ fn ensure_depth(root: BorrowedFd<'_>, path: &str, file: bool, depth: u32) -> Res
                 let base = if target.starts_with('/') {
                     target.into_owned()
                 } else {
-                    format!("{}/{target}", comps[..i].join("/"))
+                    format!("{}/{target}", comps[..j].join("/"))
                 };
-                let rest = comps[i + 1..].join("/");
+                let rest = comps[j + 1..].join("/");
                 return ensure_depth(root, &format!("{base}/{rest}"), file, depth + 1);
             }
         }
-        let last = i + 1 == comps.len();
+        let last = j + 1 == comps.len();
         let made = if last && file {
             openat(
                 &parent,
@@ -111,6 +114,12 @@ fn ensure_depth(root: BorrowedFd<'_>, path: &str, file: bool, depth: u32) -> Res
         match made {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e).ctx(|| format!("create {prefix} in the container root")),
+        }
+        if !last {
+            // Looked up from the root again, not opened from `parent`: whatever is there
+            // now (a directory someone else made first, even a symlink) resolves inside it.
+            parent = open_in_root(root, &prefix, OFlags::PATH | OFlags::DIRECTORY)
+                .ctx(|| format!("resolve {path} in the container root"))?;
         }
     }
     open_in_root(root, path, OFlags::PATH).ctx(|| format!("open {path} in the container root"))
@@ -174,6 +183,10 @@ mod tests {
         // Existing entries are reused, not an error.
         ensure_in_root(r.as_fd(), "/a/b/c.conf", true).unwrap();
         ensure_in_root(r.as_fd(), "a/./b", false).unwrap();
+        // Missing levels below a dangling relative symlink below an existing directory.
+        symlink("x/y", base.join("a/link")).unwrap();
+        ensure_in_root(r.as_fd(), "/a/link/e/f", false).unwrap();
+        assert!(base.join("a/x/y/e/f").is_dir());
         fs::remove_dir_all(&base).unwrap();
     }
 }
