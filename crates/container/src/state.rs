@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -401,7 +401,12 @@ impl StateDir {
 
 /// State of a process as /proc/PID/stat tells it: (state letter, start time).
 pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // /proc files report a size of 0, so `fs::read_to_string` would start with a 32-byte
+    // buffer and read six times; every command that looks at a container reads this file.
+    let mut text = String::with_capacity(1024);
+    fs::File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .ok()?;
     // The command name (field 2) may contain spaces and parentheses: skip to the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
