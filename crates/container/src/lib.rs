@@ -205,14 +205,15 @@ impl Runtime {
             launch::send_to_listener(&spec, fd, saved.pid, &state)
         })?;
         // Without the socket the state reads `running` (see `StateDir::load`): nothing to save.
-        match std::fs::remove_file(sd.start_socket()) {
+        let removed = std::fs::remove_file(sd.start_socket());
+        if !answer.is_empty() {
+            return Err(Error::Msg(String::from_utf8_lossy(&answer).into_owned()));
+        }
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).ctx(|| format!("remove {}", sd.start_socket().display()))
             }
             _ => {}
-        }
-        if !answer.is_empty() {
-            return Err(Error::Msg(String::from_utf8_lossy(&answer).into_owned()));
         }
         if let (Some(sock), Some(host)) = (&notify, &saved.notify_socket) {
             if let Some(fd) = init_pidfd(&saved)? {

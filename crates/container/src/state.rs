@@ -304,9 +304,10 @@ impl StateDir {
         };
         let mut saved: Saved = serde_json::from_slice(&text)
             .map_err(|e| Error::Msg(format!("{}: corrupt state: {e}", path.display())))?;
-        // `start` removes the socket once the init has executed the program and does not
-        // rewrite the state: the socket's absence is what says `running`, as runc's exec
-        // fifo does. A second save would cost each start a file write and its rename.
+        // `start` removes the socket once the init has answered (by executing the program,
+        // or with why it could not) and does not rewrite the state: the socket's absence is
+        // what says `running`, as runc's exec fifo does (an init that failed is soon dead,
+        // and reads `stopped`). A save would cost each start a file write and its rename.
         if saved.status == oci::Status::Created && saved.start_socket {
             match fs::symlink_metadata(self.start_socket()) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
