@@ -80,6 +80,10 @@ fn parse_args() -> Opts {
                 let rootfs = val();
                 std::process::exit(floor::run_once(Path::new(&rootfs)));
             }
+            "--config-floor-once" => {
+                let bundle = val();
+                std::process::exit(floor::run_config_once(Path::new(&bundle)));
+            }
             "-h" | "--help" => {
                 println!("bench [--rounds N] [--burst N] [--vm-rounds N] [--linux-rounds N] [--only lifecycle,seccomp,hardened,burst,vmm,snapshot,diffsnapshot,linux,vmcontainer,strace,sandbox] [--out DIR]");
                 std::process::exit(0);
@@ -289,13 +293,20 @@ fn ratio(v: f64, base: f64) -> String {
     }
 }
 
-/// Alternate every runtime (and the floor) for `rounds` rounds.
+/// The floor's label: one clone3, pivot_root and execve (bench/src/floor.rs).
+const FLOOR: &str = "floor: clone+pivot_root+exec";
+/// The config floor's label: the config's kernel work in one process (bench/src/floor.rs).
+const CONFIG_FLOOR: &str = "config floor: the config's kernel work, one process";
+
+/// Alternate every runtime (and the floors) for `rounds` rounds. `floors`: the
+/// environment the config floor runs in (the runtimes' cgroup view), when the table has the
+/// floors; both run the table's bundle.
 fn lifecycle_table(
     title: &str,
     runtimes: &[Runtime],
     bundle: &Path,
     rounds: usize,
-    floor_rootfs: Option<&Path>,
+    floors: Option<&Env>,
     report: &mut String,
     charts: &mut Vec<(String, Vec<(String, Samples)>)>,
 ) {
@@ -308,17 +319,21 @@ fn lifecycle_table(
     // and whoever comes next pays it. A rotating order would not do: it keeps every
     // entry's predecessor fixed, and one runtime would always pay for runc.
     let load_before = load_average();
-    let entries = runtimes.len() + usize::from(floor_rootfs.is_some());
+    let entries = runtimes.len() + if floors.is_some() { 2 } else { 0 };
     for round in 0..rounds + warmup {
         for which in stats::round_order(round, entries) {
             let Some(rt) = runtimes.get(which) else {
-                let rootfs = floor_rootfs.expect("floor entry");
+                let config_env = floors.expect("floor entries");
                 let mut c = Command::new(&me);
-                c.arg("--floor-once").arg(rootfs);
-                let r = proc::run(&mut c, &Env::default()).unwrap();
-                let s = series
-                    .entry("floor: clone+pivot_root+exec".into())
-                    .or_default();
+                let (label, env) = if which == runtimes.len() {
+                    c.arg("--floor-once").arg(bundle.join("rootfs"));
+                    (FLOOR, &Env::default())
+                } else {
+                    c.arg("--config-floor-once").arg(bundle);
+                    (CONFIG_FLOOR, config_env)
+                };
+                let r = proc::run(&mut c, env).unwrap();
+                let s = series.entry(label.into()).or_default();
                 if r.status == 0 && round >= warmup {
                     s.wall.push(r.wall_ms);
                     s.cpu.push(r.cpu_ms);
@@ -365,20 +380,22 @@ fn lifecycle_table(
             .map(|(_, s)| s.wall.median())
             .unwrap_or(f64::NAN)
     };
-    let (crun, floor) = (median_of("crun"), median_of("floor"));
+    let (crun, floor) = (median_of("crun"), median_of(FLOOR));
+    let config_floor = median_of(CONFIG_FLOOR);
     let _ = writeln!(report, "\n### {title}\n");
     let _ = writeln!(report, "{rounds} rounds after {warmup} warm-up rounds; in each round every runtime runs once, in an order shuffled anew each round (a fixed seed), each running `/bin/true` (the config: see the title). Load average before: {load_before}, after: {}.\n", load_average());
-    let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | vs floor (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
-    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(report, "| runtime | median ms | p90 ms | vs crun (median) | vs floor (median) | vs config floor (median) | runtime CPU ms (median) | max RSS of a runtime process (KiB) | errors |");
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut chart = Vec::new();
     for (name, s) in &series {
         let _ = writeln!(
             report,
-            "| {name} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {} |",
+            "| {name} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} |",
             s.wall.median(),
             s.wall.pct(90.0),
             ratio(s.wall.median(), crun),
             ratio(s.wall.median(), floor),
+            ratio(s.wall.median(), config_floor),
             s.cpu.median(),
             s.rss_kb,
             s.errors.len()
@@ -386,7 +403,7 @@ fn lifecycle_table(
         if let Some(e) = s.errors.first() {
             let _ = writeln!(
                 report,
-                "|  | first error: `{}` | | | | | | |",
+                "|  | first error: `{}` | | | | | | | |",
                 e.replace('|', "/").lines().next().unwrap_or("")
             );
         }
@@ -844,7 +861,7 @@ fn main() {
             &runtimes,
             &bundle,
             o.rounds,
-            Some(&bundle.join("rootfs")),
+            Some(&v1),
             &mut report,
             &mut charts,
         );
