@@ -230,6 +230,10 @@ impl ConfigFloor {
             .iter()
             .find(|m| m.typ.as_deref() == Some("cgroup"))
             .map(|m| m.destination.clone());
+        let cpuset = hierarchies
+            .iter()
+            .find(|(name, _)| name == "cpuset")
+            .map(|(_, dir)| dir.clone());
         let hierarchies = hierarchies
             .into_iter()
             .map(|(name, dir)| {
@@ -294,10 +298,6 @@ impl ConfigFloor {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);
-        let cpuset = hierarchies
-            .iter()
-            .find(|h| h.target.to_bytes().ends_with(b"/cpuset"))
-            .map(|h| PathBuf::from(std::ffi::OsStr::from_bytes(h.dir.to_bytes())));
         Ok(ConfigFloor {
             rootfs: cstr(rootfs.as_os_str().as_bytes())?,
             clone_flags,
