@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use vm_common::{
     api_op, assert_vsock_exchange, connect_1234, count_vm, count_vm_on, count_vm_with, counts,
-    guest, one_error_line, pattern, restore, restore_on, run, serve_port_5000, snapshot,
-    snapshot_cmd, snapshot_ok, spawn_with_input, static_bulkhead, vmm_pid, wait_file, Finished,
-    Running, TempDir, BULKHEAD, COUNT,
+    finish_by_reset, guest, one_error_line, pattern, restore, restore_on, run, serve_port_5000,
+    snapshot, snapshot_cmd, snapshot_ok, spawn_with_input, static_bulkhead, vmm_pid, wait_file,
+    Finished, Running, TempDir, BULKHEAD, COUNT,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -105,12 +105,7 @@ fn a_restored_guest_counts_on_exactly_where_it_was() {
         (Some("running"), Some(true))
     );
     assert_eq!(api_op("shutdown", &api)["action"], "ctrl-alt-del");
-    let out = restored.finish(T);
-    assert!(out.status.success(), "{out}");
-    assert!(
-        out.stderr.contains("guest shut down (i8042 reset)"),
-        "{out}"
-    );
+    finish_by_reset(restored, T);
     let after = std::fs::read_to_string(&second).unwrap();
     assert!(
         after.contains("i8042: key codes 0x14 0x11 0xe0 0x71: ctrl-alt-del, shutting down"),
@@ -160,12 +155,7 @@ fn the_static_release_binary_pauses_snapshots_and_restores_a_jailed_vm() {
     wait_file(&second, &format!("count {target} "), T)
         .unwrap_or_else(|| panic!("the restored guest never counted to {target}"));
     api_op("shutdown", &api);
-    let out = restored.finish(T);
-    assert!(out.status.success(), "{out}");
-    assert!(
-        out.stderr.contains("guest shut down (i8042 reset)"),
-        "{out}"
-    );
+    finish_by_reset(restored, T);
     let after = std::fs::read_to_string(&second).unwrap();
     assert!(counts_in_order(&before, &after).last().unwrap().0 >= target);
 }

@@ -1,6 +1,7 @@
-//! The floor: the kernel work of a container start done by the least code —
-//! one clone3 with runc's default namespaces, a bind of the rootfs,
-//! pivot_root, and execve of /bin/true. No config, no cgroup, no checks.
+//! The floors: the kernel work of a container start done by the least code. The floor is
+//! one clone3 with runc's default namespaces, a bind of the rootfs, pivot_root, and execve
+//! of /bin/true: no config, no cgroup, no checks. The config floor ([`run_config_once`])
+//! adds what the bundle's config asks for.
 
 use std::ffi::CString;
 use std::fs;
@@ -17,24 +18,7 @@ pub fn run_once(rootfs: &Path) -> i32 {
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWCGROUP) as u64;
     let root = CString::new(rootfs.as_os_str().as_bytes()).unwrap();
-    // SAFETY: clone_args is plain data; zero is the default for every field.
-    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-    args.flags = flags;
-    args.exit_signal = libc::SIGCHLD as u64;
-    // SAFETY: fork-like clone3 (no new stack) in a single-threaded process; the
-    // child only makes raw syscalls and ends in execve or _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const libc::clone_args,
-            std::mem::size_of::<libc::clone_args>(),
-        )
-    };
-    if pid < 0 {
-        eprintln!("clone3: {}", std::io::Error::last_os_error());
-        return 1;
-    }
-    if pid == 0 {
+    in_child(flags, "floor", || {
         // SAFETY: raw syscalls with NUL-terminated strings that outlive them.
         unsafe {
             let dot = c".".as_ptr();
@@ -61,8 +45,35 @@ pub fn run_once(rootfs: &Path) -> i32 {
                 let envp = [std::ptr::null()];
                 libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
             }
-            libc::_exit(127);
         }
+    })
+}
+
+/// Run `child` in a fork-like `clone3` with `flags` (it should end in execve; if it
+/// returns, the child exits 127) and wait for it: 0 when it exited 0, else 1, with a line
+/// naming `what` on stderr.
+fn in_child(flags: u64, what: &str, child: impl FnOnce()) -> i32 {
+    // SAFETY: clone_args is plain data; zero is the default for every field.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = flags;
+    args.exit_signal = libc::SIGCHLD as u64;
+    // SAFETY: fork-like clone3 (no new stack) in a single-threaded process; the child
+    // runs `child` and then exits without returning here.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if pid < 0 {
+        eprintln!("{what}: clone3: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    if pid == 0 {
+        child();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(127) };
     }
     let mut status = 0;
     // SAFETY: waitpid on our child.
@@ -70,7 +81,7 @@ pub fn run_once(rootfs: &Path) -> i32 {
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         0
     } else {
-        eprintln!("floor child failed: status {status:#x}");
+        eprintln!("{what} child failed: status {status:#x}");
         1
     }
 }
@@ -395,39 +406,11 @@ impl ConfigFloor {
     }
 
     fn clone_and_wait(&self) -> i32 {
-        // SAFETY: clone_args is plain data; zero is the default for every field.
-        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-        args.flags = self.clone_flags;
-        args.exit_signal = libc::SIGCHLD as u64;
-        // SAFETY: fork-like clone3 (no new stack) in a single-threaded process; the child
-        // runs `child`, which ends in execve or _exit.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const libc::clone_args,
-                std::mem::size_of::<libc::clone_args>(),
-            )
-        };
-        if pid < 0 {
-            eprintln!("config floor: clone3: {}", std::io::Error::last_os_error());
-            return 1;
-        }
-        if pid == 0 {
+        in_child(self.clone_flags, "config floor", || {
             if let Err(step) = self.child() {
                 eprintln!("config floor: {step}: {}", std::io::Error::last_os_error());
             }
-            // SAFETY: ends the child without running the parent's exit handlers.
-            unsafe { libc::_exit(127) };
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our child.
-        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
-        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-            0
-        } else {
-            eprintln!("config floor child failed: status {status:#x}");
-            1
-        }
+        })
     }
 
     /// The container's side, up to execve; the error names the step that failed (errno

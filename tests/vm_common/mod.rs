@@ -245,6 +245,17 @@ pub fn run(args: &[&str], timeout: Duration) -> Finished {
     spawn(args).finish(timeout)
 }
 
+/// Wait for a VM told to shut down: it must exit 0 through the guest's i8042 reset.
+pub fn finish_by_reset(vm: Running, timeout: Duration) -> Finished {
+    let out = vm.finish(timeout);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains("guest shut down (i8042 reset)"),
+        "{out}"
+    );
+    out
+}
+
 /// The VMM's closing report line on stderr; checks the guest wrote the boot timer.
 pub fn shutdown_report(out: &Finished) -> String {
     let line = out
